@@ -1,0 +1,3 @@
+from diffsampler.cli import main
+
+main()

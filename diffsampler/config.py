@@ -1,0 +1,171 @@
+"""YAML experiment configs as typed, validated dataclasses, with command-line overrides.
+
+A config file holds the fields of one dataclass (unknown keys are refused with a "did you
+mean"); values given on the command line replace those of the file; every value is then
+type-checked and validated, and any problem is one ``UserError`` line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from diffsampler.errors import UserError, unknown_choice
+
+C = TypeVar("C")
+
+
+_TYPE_WORDS = {bool: "true or false", float: "a number", int: "an integer", str: "a string", list: "a list", dict: "a mapping"}
+
+
+def _type_name(tp: Any) -> str:
+    return _TYPE_WORDS.get(typing.get_origin(tp) or tp, str(tp).replace("typing.", ""))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """``value`` checked against the annotation ``tp`` (int accepted for float; no other casts)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except UserError:
+                continue
+        words = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise UserError(f"config key '{key}' must be {words}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(key, v, item) for v in value]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; a missing or malformed file is a UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {p} is not valid YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping of keys to values")
+    return data
+
+
+def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+    """An instance of the dataclass ``cls`` from ``values``, type-checked, then validated."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in values:
+        if key not in names:
+            raise unknown_choice(f"key in {source}", str(key), names)
+    typed = {key: _coerce(key, value, hints[key]) for key, value in values.items()}
+    obj = cls(**typed)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def load_config(cls: type[C], path: str | Path | None, overrides: Mapping[str, Any]) -> C:
+    """``cls`` from the YAML file at ``path`` (if any) with the non-None ``overrides`` applied."""
+    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "options"
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(cls, values, source)
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` from the command line, each value read as YAML (so 3, true, [1, 2])."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"expected key=value, got '{item}'")
+        try:
+            result[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"cannot read the value of '{key.strip()}' in '{item}'") from exc
+    return result
+
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class SampleConfig:
+    """``diffsampler sample``: one model, one solver, one NFE budget (or an explicit grid)."""
+
+    model: str = "gmm-fmnist"
+    solver: str = "dpm2"
+    nfe: int | None = None
+    schedule: str | None = None
+    rho: float | None = None
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    sigmas: list[float] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 64
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    out: str = "results/samples"
+    name: str | None = None
+
+    def validate(self) -> None:
+        if self.nfe is not None and self.nfe < 1:
+            raise UserError(f"nfe must be at least 1, got {self.nfe}")
+        if self.num_samples < 1:
+            raise UserError(f"num_samples must be at least 1, got {self.num_samples}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise UserError(f"seed must be non-negative, got {self.seed}")
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.dtype not in DTYPES:
+            raise unknown_choice("dtype", self.dtype, DTYPES)
+        if self.sigmas is not None and (self.schedule is not None or self.rho is not None):
+            raise UserError("give either an explicit 'sigmas' list or a 'schedule' (with 'rho'), not both")

@@ -1,0 +1,1 @@
+"""Datasets: Fashion-MNIST IDX files, image folders and zips, .npz arrays."""

@@ -1,0 +1,18 @@
+"""The one exception type that means "the user gave bad input" (exit code 2, one line)."""
+
+from __future__ import annotations
+
+from difflib import get_close_matches
+from typing import Iterable
+
+
+class UserError(Exception):
+    """Bad input from the user: the message is one line naming the problem and the fix."""
+
+
+def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:
+    """The error for a name that is not among the valid ones, with a "did you mean" hint."""
+    options = list(choices)
+    close = get_close_matches(name, options, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(f"unknown {kind} '{name}'{hint}; choose one of: {', '.join(options)}")

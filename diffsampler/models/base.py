@@ -1,0 +1,64 @@
+"""The denoiser interface: D(x, sigma) -> x0_hat in the EDM form x = x0 + sigma * eps.
+
+The probability-flow ODE every solver integrates is dx/dsigma = (x - D(x, sigma)) / sigma
+(EDM, arXiv 2206.00364 eq. 3 with s(t) = 1, sigma(t) = t).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+
+def sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sigma as a float64 tensor of shape (B,) for a batch x of shape (B, ...)."""
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    if s.ndim == 0:
+        return s.expand(x.shape[0])
+    return s.reshape(-1).expand(x.shape[0]) if s.numel() == 1 else s.reshape(x.shape[0])
+
+
+class Denoiser(torch.nn.Module):
+    """Base class of every model: counts its calls (one call on a batch = one NFE).
+
+    Subclasses implement ``denoise(x, sigma, cond)`` with sigma of shape (B,) in float64 and
+    set ``sigma_min``, ``sigma_max`` and ``sample_shape`` (the shape of one sample).
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sample_shape: tuple[int, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, cond: Any = None) -> torch.Tensor:
+        self.calls += 1
+        return self.denoise(x, sigma_batch(sigma, x), cond)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_calls(self) -> None:
+        self.calls = 0
+
+    def content_hash(self) -> str:
+        """sha256 of every parameter and buffer, so artefacts made for this model can be matched to it."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata recorded with results: what the model is, its content hash and its sigma range."""
+        return {
+            "class": type(self).__name__,
+            "sha256": self.content_hash(),
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "sample_shape": list(self.sample_shape),
+        }

@@ -1,0 +1,160 @@
+"""Composing a model, a solver and a sigma grid into samples: what `diffsampler sample` runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from diffsampler.atomic import atomic_dir
+from diffsampler.config import SampleConfig
+from diffsampler.errors import UserError
+from diffsampler.images import save_grid, save_scatter
+from diffsampler.latents import standard_normal
+from diffsampler.models import Denoiser, load_model
+from diffsampler.schedules import get_sigmas, validate_sigmas
+from diffsampler.solvers import SolverSpec, get_solver
+
+DEFAULT_NFE = 10
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when available, else the CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """The sigma grid of one (solver, options, budget) cell and the NFE it costs."""
+
+    sigmas: torch.Tensor
+    schedule: str
+    nfe: int
+
+    @property
+    def steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+
+def plan_grid(
+    spec: SolverSpec,
+    options: Mapping[str, Any],
+    sigma_min: float,
+    sigma_max: float,
+    nfe: int | None = None,
+    schedule: str | None = None,
+    rho: float | None = None,
+    sigmas: list[float] | None = None,
+) -> GridPlan:
+    """The grid for an NFE budget on the solver's default (or the given) schedule, or an explicit one."""
+    if sigmas is not None:
+        grid = validate_sigmas(sigmas)
+        used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
+        if nfe is not None and nfe != used:
+            raise UserError(f"the explicit sigma grid costs {spec.name} {used} NFE, not the {nfe} asked for")
+        return GridPlan(grid, "explicit", used)
+    budget = DEFAULT_NFE if nfe is None else nfe
+    steps = spec.steps_for_nfe(budget, options)
+    name = schedule or spec.default_schedule
+    return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho), name, budget)
+
+
+def generate(
+    denoiser: Denoiser,
+    spec: SolverSpec,
+    options: Mapping[str, Any],
+    plan: GridPlan,
+    indices: range,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Samples for the given indices (latents seeded per index), on the CPU in float32.
+
+    Checks that the model was called exactly ``plan.nfe`` times per batch and returned finite values.
+    """
+    out = []
+    for start in range(indices.start, indices.stop, batch_size):
+        batch = range(start, min(start + batch_size, indices.stop))
+        x = (standard_normal(batch, denoiser.sample_shape, seed) * float(plan.sigmas[0])).to(device, dtype)
+        denoiser.reset_calls()
+        with torch.no_grad():
+            y = spec.sample(denoiser, x, plan.sigmas, options)
+        if denoiser.calls != plan.nfe:
+            raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
+        if not torch.isfinite(y).all():
+            raise UserError(f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: the model returned non-finite values or the solver diverged")
+        out.append(y.float().cpu())
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    """What `diffsampler sample` did: where, how many, at what cost."""
+
+    folder: Path
+    num_samples: int
+    nfe: int
+    steps: int
+    schedule: str
+    seconds: float
+
+
+def run_sample(cfg: SampleConfig) -> SampleOutcome:
+    """Generate ``cfg.num_samples`` samples and write samples.npz, meta.json and a PNG into one folder."""
+    denoiser = load_model(cfg.model)
+    spec = get_solver(cfg.solver)
+    options = spec.resolve_options(cfg.options)
+    device = resolve_device(cfg.device)
+    denoiser.to(device)
+    plan = plan_grid(
+        spec,
+        options,
+        denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min,
+        denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max,
+        cfg.nfe,
+        cfg.schedule,
+        cfg.rho,
+        cfg.sigmas,
+    )
+    name = cfg.name or f"{cfg.model}-{cfg.solver}-nfe{plan.nfe}"
+    tic = time.perf_counter()
+    samples = generate(denoiser, spec, options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
+    seconds = time.perf_counter() - tic
+    folder = Path(cfg.out) / name
+    with atomic_dir(folder) as tmp:
+        np.savez(
+            tmp / "samples.npz",
+            samples=samples.numpy(),
+            sigmas=plan.sigmas.numpy(),
+            indices=np.arange(cfg.num_samples),
+            seed=np.int64(cfg.seed),
+        )
+        meta = {
+            "config": asdict(cfg),
+            "options": options,
+            "model": denoiser.describe(),
+            "solver": spec.name,
+            "schedule": plan.schedule,
+            "nfe": plan.nfe,
+            "steps": plan.steps,
+            "sigmas": plan.sigmas.tolist(),
+            "seconds": seconds,
+            "device": str(device),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if len(denoiser.sample_shape) == 3:
+            save_grid(samples, tmp / "grid.png")
+        elif denoiser.sample_shape == (2,):
+            save_scatter(samples, tmp / "scatter.png")
+    return SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds)

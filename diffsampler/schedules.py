@@ -1,0 +1,111 @@
+"""Sigma grids: descending float64 tensors sigma_max = s_0 > ... > s_N = sigma_min.
+
+Each schedule maps (num_steps, sigma_min, sigma_max, rho) to N + 1 = num_steps + 1 sigmas,
+with the formulas of the anchor toolbox (diff-sampler; EDM arXiv 2206.00364 eq. 5 for
+``polynomial``, DPM-Solver arXiv 2206.00927 section 3.3 for ``logsnr`` and ``time_uniform``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from diffsampler.errors import UserError, unknown_choice
+
+VP_EPS_S = 1e-3
+"""Final VP time of the fitted VP-linear SDE (t runs from 1 down to this)."""
+
+
+def polynomial(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """EDM eq. 5: s_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho."""
+    ramp = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def logsnr(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """Uniform in lambda = -log(sigma): s_i = exp(log s_max + i/N (log s_min - log s_max))."""
+    ramp = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    return torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max)))
+
+
+def vp_linear_fit(sigma_min: float, sigma_max: float, eps_s: float = VP_EPS_S) -> tuple[float, float]:
+    """(beta_d, beta_min) of the VP-linear SDE with sigma(1) = sigma_max and sigma(eps_s) = sigma_min.
+
+    sigma(t)^2 = exp(beta_d t^2 / 2 + beta_min t) - 1 (EDM appendix B.2).
+    """
+    a, b = math.log(sigma_min**2 + 1), math.log(sigma_max**2 + 1)
+    beta_d = 2 * (a / eps_s - b) / (eps_s - 1)
+    return beta_d, b - beta_d / 2
+
+
+def time_uniform(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """Uniform in VP time t^(1/rho) of the fitted VP-linear SDE: t_i = (1 + i/N (eps_s^(1/rho) - 1))^rho.
+
+    rho = 1 is "time-uniform" (DPM-Solver), rho = 2 "time-quadratic" (DEIS, arXiv 2204.13902).
+    """
+    beta_d, beta_min = vp_linear_fit(sigma_min, sigma_max)
+    ramp = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    t = (1 + ramp * (VP_EPS_S ** (1 / rho) - 1)) ** rho
+    sig = torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t))
+    sig[0], sig[-1] = sigma_max, sigma_min
+    return sig
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named sigma grid family with its default exponent."""
+
+    name: str
+    make: Callable[[int, float, float, float], torch.Tensor]
+    default_rho: float
+    summary: str
+
+
+SCHEDULES: dict[str, Schedule] = {
+    s.name: s
+    for s in (
+        Schedule("polynomial", polynomial, 7.0, "EDM polynomial in sigma^(1/rho), rho = 7 by default"),
+        Schedule("logsnr", logsnr, 1.0, "uniform in log sigma (half-logSNR); rho unused"),
+        Schedule("time_uniform", time_uniform, 1.0, "uniform in VP-linear time t^(1/rho); rho = 1"),
+        Schedule("time_quadratic", time_uniform, 2.0, "time_uniform with rho = 2 (DEIS)"),
+    )
+}
+
+
+def validate_sigmas(sigmas: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Check a grid: at least 2 points, strictly descending, positive (a final 0 is allowed)."""
+    grid = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    if grid.numel() < 2:
+        raise UserError(f"a sigma grid needs at least 2 points, got {grid.numel()}")
+    if not torch.isfinite(grid).all():
+        raise UserError("the sigma grid contains NaN or infinity")
+    if not (grid[1:] < grid[:-1]).all():
+        raise UserError(f"the sigma grid must be strictly descending, got {grid.tolist()}")
+    if (grid[:-1] <= 0).any() or grid[-1] < 0:
+        raise UserError("the sigma grid must be positive (only its last point may be 0)")
+    return grid
+
+
+def get_sigmas(
+    schedule: str,
+    num_steps: int,
+    sigma_min: float,
+    sigma_max: float,
+    rho: float | None = None,
+) -> torch.Tensor:
+    """The validated grid of ``num_steps`` intervals of the named schedule."""
+    if schedule not in SCHEDULES:
+        raise unknown_choice("schedule", schedule, SCHEDULES)
+    if num_steps < 1:
+        raise UserError(f"a schedule needs at least 1 step, got {num_steps}")
+    if not 0 < sigma_min < sigma_max:
+        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    spec = SCHEDULES[schedule]
+    exponent = spec.default_rho if rho is None else rho
+    if exponent <= 0:
+        raise UserError(f"rho must be positive, got {exponent}")
+    return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent))

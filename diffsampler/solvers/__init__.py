@@ -1,0 +1,39 @@
+"""Solvers of the probability-flow ODE in the EDM form, and the registry name -> solver."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from diffsampler.errors import unknown_choice
+from diffsampler.solvers.base import SolverSpec
+from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
+
+SOLVERS: dict[str, SolverSpec] = {}
+
+
+def register_solver(
+    name: str,
+    sample_fn: Callable[..., Any],
+    evals_per_step: int,
+    default_schedule: str,
+    summary: str,
+    options: Mapping[str, Any] | None = None,
+) -> SolverSpec:
+    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, dict(options or {}))
+    SOLVERS[name] = spec
+    return spec
+
+
+register_solver("euler", euler, 1, "polynomial", "Euler (= DDIM), first order, 1 NFE per step")
+register_solver("heun", heun, 2, "polynomial", "Heun (EDM), second order, 2 NFE per step")
+register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step", {"r": 0.5})
+
+
+def get_solver(name: str) -> SolverSpec:
+    """The registered solver of this name."""
+    if name not in SOLVERS:
+        raise unknown_choice("solver", name, SOLVERS)
+    return SOLVERS[name]
+
+
+__all__ = ["SOLVERS", "SolverSpec", "get_solver", "register_solver"]

@@ -1,0 +1,108 @@
+"""Solver specification, exact NFE accounting both ways, and shared step helpers.
+
+NFE (network function evaluations) is the unit of cost. A solver that evaluates the network
+``k`` times per step uses ``k * steps`` NFE, less one with AFS (the analytical first step
+replaces the first evaluation), less ``k - 1`` when the grid ends at sigma = 0 (the last step
+is then an Euler step), plus one with ``denoise_to_zero`` (a final x = D(x, sigma_min)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from diffsampler.errors import UserError, unknown_choice
+
+COMMON_OPTIONS: dict[str, Any] = {"afs": False, "denoise_to_zero": False}
+"""Options every solver takes."""
+
+SampleFn = Callable[..., torch.Tensor]
+Denoiser = Callable[..., torch.Tensor]
+"""Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """A registered solver: its sampling function, cost per step, default schedule and options."""
+
+    name: str
+    sample_fn: SampleFn
+    evals_per_step: int
+    default_schedule: str
+    summary: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults merged with ``options``; an unknown option name is an error."""
+        allowed = {**COMMON_OPTIONS, **self.options}
+        for key in options or {}:
+            if key not in allowed:
+                raise unknown_choice(f"option of solver '{self.name}'", key, allowed)
+        return {**allowed, **(options or {})}
+
+    def nfe(self, num_steps: int, options: Mapping[str, Any] | None = None, final_zero: bool = False) -> int:
+        """Network evaluations used by ``num_steps`` steps with these options."""
+        opts = self.resolve_options(options)
+        return (
+            self.evals_per_step * num_steps
+            - int(bool(opts["afs"]))
+            - (self.evals_per_step - 1) * int(final_zero)
+            + int(bool(opts["denoise_to_zero"]))
+        )
+
+    def steps_for_nfe(self, nfe: int, options: Mapping[str, Any] | None = None) -> int:
+        """The number of steps that uses exactly ``nfe`` evaluations on a grid ending above 0."""
+        opts = self.resolve_options(options)
+        if nfe < 1:
+            raise UserError(f"NFE must be at least 1, got {nfe}")
+        raw = nfe + int(bool(opts["afs"])) - int(bool(opts["denoise_to_zero"]))
+        if raw % self.evals_per_step:
+            other = "true" if not opts["afs"] else "false"
+            raise UserError(
+                f"{self.name} uses {self.evals_per_step} NFE per step: NFE {nfe} cannot be met exactly "
+                f"with afs={str(bool(opts['afs'])).lower()}; choose another NFE or set afs={other}"
+            )
+        steps = raw // self.evals_per_step
+        if steps < 1:
+            raise UserError(f"{self.name} cannot take a step with NFE {nfe} and these options")
+        return steps
+
+    def sample(
+        self,
+        denoiser: Denoiser,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        options: Mapping[str, Any] | None = None,
+        cond: Any = None,
+    ) -> torch.Tensor:
+        """Solve the probability-flow ODE from x at sigmas[0] to sigmas[-1]."""
+        opts = self.resolve_options(options)
+        grid = [float(s) for s in sigmas]
+        if opts["denoise_to_zero"] and grid[-1] == 0:
+            raise UserError("denoise_to_zero needs a grid ending above 0")
+        return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
+
+
+def derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
+    """dx/dsigma = (x - D(x, sigma)) / sigma: the probability-flow ODE (EDM eq. 3)."""
+    return (x - denoiser(x, sigma, cond)) / sigma
+
+
+def afs_derivative(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The analytical first step's estimate x / sqrt(1 + sigma^2) of dx/dsigma (no NFE)."""
+    return x / math.sqrt(1.0 + sigma**2)
+
+
+def first_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any) -> torch.Tensor:
+    """dx/dsigma at the start of a step, by AFS on the first step when asked."""
+    if afs and step == 0:
+        return afs_derivative(x, sigma)
+    return derivative(denoiser, x, sigma, cond)
+
+
+def finish(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:
+    """The optional final denoising x = D(x, sigma_min), one more NFE."""
+    return denoiser(x, sigmas[-1], cond) if denoise_to_zero else x

@@ -9,16 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8 by round((x + 1) * 127.5), clipped."""
-    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    return np.clip(np.rint((arr.astype(np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+from diffsampler.data.datasets import from_model_range
 
 
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, max_images: int = 64) -> None:
     """A square-ish grid of the first ``max_images`` images, 2-pixel gaps, as one PNG."""
-    pixels = to_uint8(images[:max_images])
+    pixels = from_model_range(torch.as_tensor(images[:max_images]))
     n, h, w, c = pixels.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)

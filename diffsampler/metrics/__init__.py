@@ -1,0 +1,1 @@
+"""Metrics: Frechet distances (FID and pixel space), error against reference ODE solutions."""

@@ -68,6 +68,18 @@ def plan_grid(
     return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho), name, budget)
 
 
+def prepared_options(spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan) -> dict[str, Any]:
+    """Options with required artefacts checked and loaded by the solver's ``prepare`` hook."""
+    opts = dict(options)
+    missing = [key for key in spec.requires if opts.get(key) is None]
+    if missing:
+        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} (e.g. -o {missing[0]}=PATH)")
+    if spec.prepare is None:
+        return opts
+    context = {"model": denoiser.describe(), "nfe": plan.nfe, "schedule": plan.schedule, "sigmas": plan.sigmas.tolist()}
+    return spec.prepare(opts, context)
+
+
 def generate(
     denoiser: Denoiser,
     spec: SolverSpec,
@@ -128,8 +140,9 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         cfg.sigmas,
     )
     name = cfg.name or f"{cfg.model}-{cfg.solver}-nfe{plan.nfe}"
+    run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
-    samples = generate(denoiser, spec, options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
+    samples = generate(denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
     seconds = time.perf_counter() - tic
     folder = Path(cfg.out) / name
     with atomic_dir(folder) as tmp:

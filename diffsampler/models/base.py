@@ -24,8 +24,12 @@ class Denoiser(torch.nn.Module):
     """Base class of every model: counts its calls (one call on a batch = one NFE).
 
     Subclasses implement ``denoise(x, sigma, cond)`` with sigma of shape (B,) in float64 and
-    set ``sigma_min``, ``sigma_max`` and ``sample_shape`` (the shape of one sample).
+    set ``sigma_min``, ``sigma_max`` and ``sample_shape`` (the shape of one sample). Models with a
+    bottleneck (U-Nets) store its pooled feature of the latest call in ``last_features`` (B, F), so a
+    solver can read it without another NFE (AMED's predictor input); others leave it None.
     """
+
+    last_features: torch.Tensor | None = None
 
     sigma_min: float = 0.002
     sigma_max: float = 80.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from diffsampler.errors import unknown_choice
-from diffsampler.solvers.base import SolverSpec
+from diffsampler.solvers.base import PrepareFn, SolverSpec
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 
 SOLVERS: dict[str, SolverSpec] = {}
@@ -18,8 +18,11 @@ def register_solver(
     default_schedule: str,
     summary: str,
     options: Mapping[str, Any] | None = None,
+    requires: tuple[str, ...] = (),
+    prepare: PrepareFn | None = None,
 ) -> SolverSpec:
-    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, dict(options or {}))
+    """Add a solver; ``requires`` names options that must be given (artefact paths), ``prepare`` loads them."""
+    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, dict(options or {}), requires, prepare)
     SOLVERS[name] = spec
     return spec
 

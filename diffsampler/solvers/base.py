@@ -20,6 +20,9 @@ COMMON_OPTIONS: dict[str, Any] = {"afs": False, "denoise_to_zero": False}
 """Options every solver takes."""
 
 SampleFn = Callable[..., torch.Tensor]
+PrepareFn = Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]
+"""(options, context) -> options: loads artefacts named in options (predictor or statistics files) and
+checks them against the context {"model": Denoiser.describe(), "nfe", "schedule", "sigmas"}."""
 Denoiser = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
@@ -34,6 +37,13 @@ class SolverSpec:
     default_schedule: str
     summary: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    prepare: PrepareFn | None = None
+
+    @property
+    def training_free(self) -> bool:
+        """True when the solver needs no trained or estimated artefact (predictor, statistics)."""
+        return not self.requires
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``options``; an unknown option name is an error."""

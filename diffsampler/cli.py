@@ -61,7 +61,9 @@ def _float_list(text: Optional[str]) -> Optional[list[float]]:
 @user_errors
 def sample(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/sample/*.yaml); options below override it."),
-    model: Optional[str] = typer.Option(None, help="Model name (see `diffsampler list`). Default gmm-fmnist."),
+    model: Optional[str] = typer.Option(None, help="Model name or diffusers:PATH / edm-pkl:PATH (see `diffsampler list`). Default gmm-fmnist."),
+    model_option: Optional[List[str]] = typer.Option(None, "--model-option", help="External model option key=value, repeatable (e.g. guidance=7.5, prompt=..., class_label=3)."),
+    trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
     solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
     nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
     schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default: the solver's own."),
@@ -83,12 +85,13 @@ def sample(
     from diffsampler.sampling import run_sample
 
     overrides = dict(
-        model=model, solver=solver, nfe=nfe, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
+        model=model, trust_pickle=trust_pickle, solver=solver, nfe=nfe, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
         sigmas=_float_list(sigmas), num_samples=num_samples, batch_size=batch_size, seed=seed, device=device,
         dtype=dtype, out=out, name=name,
     )
     cfg = load_config(SampleConfig, config, overrides)
     cfg.options = {**cfg.options, **parse_assignments(option)}
+    cfg.model_options = {**cfg.model_options, **parse_assignments(model_option)}
     result = run_sample(cfg)
     console.print(
         f"{result.num_samples} samples of {cfg.model} with {cfg.solver}: NFE {result.nfe} "
@@ -101,12 +104,13 @@ def sample(
 @user_errors
 def list_things() -> None:
     """List the registered models, solvers and schedules, one line each."""
-    from diffsampler.models import MODELS
+    from diffsampler.models import LOADERS, MODELS
     from diffsampler.schedules import SCHEDULES
     from diffsampler.solvers import SOLVERS
 
     for title, rows in (
         ("models", [(m.name, m.summary) for m in MODELS.values()]),
+        ("model loaders", list(LOADERS.items())),
         ("solvers", [(s.name, f"{s.summary}; default schedule {s.default_schedule}") for s in SOLVERS.values()]),
         ("schedules", [(s.name, s.summary) for s in SCHEDULES.values()]),
     ):

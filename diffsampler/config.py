@@ -138,6 +138,8 @@ class SampleConfig:
     """``diffsampler sample``: one model, one solver, one NFE budget (or an explicit grid)."""
 
     model: str = "gmm-fmnist"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    trust_pickle: bool = False
     solver: str = "dpm2"
     nfe: int | None = None
     schedule: str | None = None

@@ -17,6 +17,7 @@ from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser, load_model
+from diffsampler.models.external import model_label
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
 
@@ -54,8 +55,12 @@ def plan_grid(
     schedule: str | None = None,
     rho: float | None = None,
     sigmas: list[float] | None = None,
+    discrete_sigmas: torch.Tensor | None = None,
 ) -> GridPlan:
-    """The grid for an NFE budget on the solver's default (or the given) schedule, or an explicit one."""
+    """The grid for an NFE budget on the solver's default (or the given) schedule, or an explicit one.
+
+    ``discrete_sigmas`` is the model's training sigma table (``Denoiser.discrete_sigmas``), for ``discrete``.
+    """
     if sigmas is not None:
         grid = validate_sigmas(sigmas)
         used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
@@ -65,7 +70,7 @@ def plan_grid(
     budget = DEFAULT_NFE if nfe is None else nfe
     steps = spec.steps_for_nfe(budget, options)
     name = schedule or spec.default_schedule
-    return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho), name, budget)
+    return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas), name, budget)
 
 
 def prepared_options(spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan) -> dict[str, Any]:
@@ -110,6 +115,12 @@ def generate(
     return torch.cat(out)
 
 
+def decode(denoiser: Denoiser, samples: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Images (CPU, float32) from a latent model's samples, decoded in batches."""
+    with torch.no_grad():
+        return torch.cat([denoiser.decode(samples[i : i + batch_size].to(device)).float().cpu() for i in range(0, samples.shape[0], batch_size)])
+
+
 @dataclass(frozen=True)
 class SampleOutcome:
     """What `diffsampler sample` did: where, how many, at what cost."""
@@ -124,7 +135,7 @@ class SampleOutcome:
 
 def run_sample(cfg: SampleConfig) -> SampleOutcome:
     """Generate ``cfg.num_samples`` samples and write samples.npz, meta.json and a PNG into one folder."""
-    denoiser = load_model(cfg.model)
+    denoiser = load_model(cfg.model, cfg.trust_pickle, cfg.model_options)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
     device = resolve_device(cfg.device)
@@ -138,12 +149,16 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         cfg.schedule,
         cfg.rho,
         cfg.sigmas,
+        denoiser.discrete_sigmas,
     )
-    name = cfg.name or f"{cfg.model}-{cfg.solver}-nfe{plan.nfe}"
+    name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
     samples = generate(denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
     seconds = time.perf_counter() - tic
+    latents = {"latents": samples.numpy()} if denoiser.latent else {}
+    if denoiser.latent:
+        samples = decode(denoiser, samples, cfg.batch_size, device)
     folder = Path(cfg.out) / name
     with atomic_dir(folder) as tmp:
         np.savez(
@@ -152,6 +167,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
             sigmas=plan.sigmas.numpy(),
             indices=np.arange(cfg.num_samples),
             seed=np.int64(cfg.seed),
+            **latents,
         )
         meta = {
             "config": asdict(cfg),
@@ -166,7 +182,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
             "device": str(device),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        if len(denoiser.sample_shape) == 3:
+        if samples.ndim == 4:
             save_grid(samples, tmp / "grid.png")
         elif denoiser.sample_shape == (2,):
             save_scatter(samples, tmp / "scatter.png")

@@ -3,6 +3,7 @@
 Each schedule maps (num_steps, sigma_min, sigma_max, rho) to N + 1 = num_steps + 1 sigmas,
 with the formulas of the anchor toolbox (diff-sampler; EDM arXiv 2206.00364 eq. 5 for
 ``polynomial``, DPM-Solver arXiv 2206.00927 section 3.3 for ``logsnr`` and ``time_uniform``).
+``discrete`` also needs the model's table of training sigmas (``Denoiser.discrete_sigmas``).
 """
 
 from __future__ import annotations
@@ -55,14 +56,63 @@ def time_uniform(num_steps: int, sigma_min: float, sigma_max: float, rho: float 
     return sig
 
 
+def timestep_of_sigma(table: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Fractional training timestep of each sigma: linear in log sigma between neighbouring entries.
+
+    ``table[k]`` is the (ascending) sigma of training timestep k; sigmas outside the table clamp
+    to its ends. Exact at the table's entries, so sigma = table[k] gives t = k.
+    """
+    log_table = table.log()
+    log_sigma = sigma.to(table).log().reshape(-1)
+    low = torch.searchsorted(log_table, log_sigma, right=True).sub(1).clamp(0, table.numel() - 2)
+    lo, hi = log_table[low], log_table[low + 1]
+    w = ((log_sigma - lo) / (hi - lo)).clamp(0, 1)
+    return (low + w).reshape(sigma.shape)
+
+
+def sigma_of_timestep(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``timestep_of_sigma``: sigma at a fractional timestep, log-linear between entries."""
+    t = t.to(table).clamp(0, table.numel() - 1)
+    low = t.floor().long().clamp(max=table.numel() - 2)
+    w = t - low
+    log_table = table.log()
+    return torch.exp((1 - w) * log_table[low] + w * log_table[low + 1])
+
+
+def discrete(num_steps: int, sigma_min: float, sigma_max: float, rho: float, table: torch.Tensor) -> torch.Tensor:
+    """The model's own training timesteps: k_i = round((k_max^(1/rho) + i/N (k_min^(1/rho) - k_max^(1/rho)))^rho).
+
+    k_max, k_min are the (fractional) timesteps of sigma_max and sigma_min; rho = 1 is uniform in the
+    timestep (999, 899, ..., 0 on a 1000-step model). Unlike the anchor toolbox, k_max is raised to
+    1/rho too, so rho != 1 keeps both end points. The grid is sigma_i = table[k_i].
+    """
+    ends = timestep_of_sigma(table, torch.tensor([sigma_max, sigma_min], dtype=torch.float64))
+    k_max, k_min = float(ends[0]), float(ends[1])
+    ramp = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    steps = (k_max ** (1 / rho) + ramp * (k_min ** (1 / rho) - k_max ** (1 / rho))) ** rho
+    index = steps.round().long()
+    if (index[1:] >= index[:-1]).any():
+        available = int(index[0] - index[-1]) + 1
+        raise UserError(
+            f"the discrete schedule has only {available} training timesteps between sigma_max and sigma_min, "
+            f"too few for {num_steps} distinct steps; use fewer steps or another schedule"
+        )
+    return table[index]
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """A named sigma grid family with its default exponent."""
+    """A named sigma grid family with its default exponent.
+
+    ``needs_table`` marks a schedule built on the model's training sigmas: ``make`` then takes the
+    table as a fifth argument.
+    """
 
     name: str
-    make: Callable[[int, float, float, float], torch.Tensor]
+    make: Callable[..., torch.Tensor]
     default_rho: float
     summary: str
+    needs_table: bool = False
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -72,6 +122,7 @@ SCHEDULES: dict[str, Schedule] = {
         Schedule("logsnr", logsnr, 1.0, "uniform in log sigma (half-logSNR); rho unused"),
         Schedule("time_uniform", time_uniform, 1.0, "uniform in VP-linear time t^(1/rho); rho = 1"),
         Schedule("time_quadratic", time_uniform, 2.0, "time_uniform with rho = 2 (DEIS)"),
+        Schedule("discrete", discrete, 1.0, "the model's own training timesteps (DDPM/LDM models), rho = 1", True),
     )
 }
 
@@ -96,8 +147,12 @@ def get_sigmas(
     sigma_min: float,
     sigma_max: float,
     rho: float | None = None,
+    discrete_sigmas: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The validated grid of ``num_steps`` intervals of the named schedule."""
+    """The validated grid of ``num_steps`` intervals of the named schedule.
+
+    ``discrete_sigmas`` is the model's ascending table of training sigmas, needed by ``discrete``.
+    """
     if schedule not in SCHEDULES:
         raise unknown_choice("schedule", schedule, SCHEDULES)
     if num_steps < 1:
@@ -108,4 +163,9 @@ def get_sigmas(
     exponent = spec.default_rho if rho is None else rho
     if exponent <= 0:
         raise UserError(f"rho must be positive, got {exponent}")
-    return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent))
+    if not spec.needs_table:
+        return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent))
+    if discrete_sigmas is None:
+        raise UserError(f"the '{schedule}' schedule needs a model with discrete training timesteps (e.g. diffusers:PATH); choose another schedule")
+    table = torch.as_tensor(discrete_sigmas).detach().to("cpu", torch.float64).flatten()
+    return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent, table))

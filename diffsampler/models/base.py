@@ -27,9 +27,15 @@ class Denoiser(torch.nn.Module):
     set ``sigma_min``, ``sigma_max`` and ``sample_shape`` (the shape of one sample). Models with a
     bottleneck (U-Nets) store its pooled feature of the latest call in ``last_features`` (B, F), so a
     solver can read it without another NFE (AMED's predictor input); others leave it None.
+
+    Discrete-time models (DDPM, latent diffusion) set ``discrete_sigmas``, the ascending float64 sigma
+    of each training timestep, which the ``discrete`` schedule needs. Latent models set ``latent`` and
+    override ``decode`` (latents -> images in [-1, 1]); for the others ``decode`` is the identity.
     """
 
     last_features: torch.Tensor | None = None
+    discrete_sigmas: torch.Tensor | None = None
+    latent: bool = False
 
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -45,6 +51,10 @@ class Denoiser(torch.nn.Module):
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples in the model's space -> images (the identity unless the model is latent)."""
+        return x
 
     def reset_calls(self) -> None:
         self.calls = 0

@@ -63,7 +63,7 @@ def sample(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/sample/*.yaml); options below override it."),
     model: Optional[str] = typer.Option(None, help="Model name or diffusers:PATH / edm-pkl:PATH (see `diffsampler list`). Default gmm-fmnist."),
     model_option: Optional[List[str]] = typer.Option(None, "--model-option", help="External model option key=value, repeatable (e.g. guidance=7.5, prompt=..., class_label=3)."),
-    trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
     solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
     nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
     schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default: the solver's own."),
@@ -85,7 +85,7 @@ def sample(
     from diffsampler.sampling import run_sample
 
     overrides = dict(
-        model=model, trust_pickle=trust_pickle, solver=solver, nfe=nfe, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
+        model=model, trust_pickle=trust_pickle or None, solver=solver, nfe=nfe, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
         sigmas=_float_list(sigmas), num_samples=num_samples, batch_size=batch_size, seed=seed, device=device,
         dtype=dtype, out=out, name=name,
     )

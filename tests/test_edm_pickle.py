@@ -19,18 +19,21 @@ from diffsampler.errors import UserError
 from diffsampler.models import load_model
 
 FIXTURE = Path(__file__).parent / "edm_fixture"
-FIXTURE_MODULES = ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util", "training", "training.networks")
+FIXTURE_MODULES = (
+    "torch_utils", "torch_utils.persistence", "torch_utils.misc", "dnnlib", "dnnlib.util", "training", "training.networks", "training.augment",
+)
 runner = CliRunner()
 
 
 def build_snapshot(path: Path, label_dim: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """Write an EDM-style snapshot {'ema': net, 'dataset_kwargs': EasyDict} to ``path``.
+    """Write an EDM-style snapshot {'ema': net, 'augment_pipe': ..., 'dataset_kwargs': EasyDict} to ``path``.
 
     Returns the network and a reference input/output made before the fixture is unloaded again.
     """
     sys.path.insert(0, str(FIXTURE))
     try:
         from dnnlib.util import EasyDict
+        from training.augment import AugmentPipe
         from training.networks import EDMPrecond
 
         torch.manual_seed(0)
@@ -40,7 +43,7 @@ def build_snapshot(path: Path, label_dim: int = 0) -> tuple[torch.nn.Module, tor
         with torch.no_grad():
             ref = net(x, torch.tensor([0.5, 3.0]), labels)
         with path.open("wb") as f:
-            pickle.dump({"ema": net, "dataset_kwargs": EasyDict(resolution=8)}, f)
+            pickle.dump({"ema": net, "augment_pipe": AugmentPipe(), "dataset_kwargs": EasyDict(resolution=8)}, f)
     finally:
         sys.path.remove(str(FIXTURE))
         for name in FIXTURE_MODULES:
@@ -81,6 +84,14 @@ def test_trusted_pickle_loads_and_matches_the_original_network(snapshot):
     assert model.calls == 1
     assert torch.equal(got, ref)  # the same float32 network on the same input: bit-identical
     assert load_model(str(path), trust_pickle=True).content_hash() == model.content_hash()  # .pkl suffix detection
+
+
+def test_entry_whose_source_cannot_run_is_refused_only_when_chosen(snapshot):
+    """EDM's AugmentPipe imports torch_utils.misc, which the loader does not provide: the network still loads."""
+    path, _, _ = snapshot
+    with pytest.raises(UserError, match=r"'augment_pipe' entry .*\(AugmentPipe\) cannot be rebuilt.*misc") as info:
+        load_model(f"edm:{path}", trust_pickle=True, options={"key": "augment_pipe"})
+    assert "\n" not in str(info.value)
 
 
 def test_cli_samples_from_a_trusted_pickle(snapshot, tmp_path):

@@ -13,7 +13,8 @@ The unpickler resolves only the globals EDM pickles refer to (torch tensor/stora
 persistence reconstructor); anything else is refused with a one-line error. Storages are read with
 ``torch.load(weights_only=True)``. The embedded source runs in a fresh module with stand-ins for
 ``torch_utils.persistence`` and ``dnnlib`` (the only EDM helpers its networks.py imports), so no
-vendored copy of the EDM repository is needed. This allowlist is a guard against malformed or
+vendored copy of the EDM repository is needed. Other entries of a snapshot whose source needs more
+(``augment_pipe`` imports ``torch_utils.misc``) load as ``Unavailable`` placeholders. This allowlist is a guard against malformed or
 foreign pickles, not a sandbox: the embedded source itself can do anything.
 """
 
@@ -26,6 +27,7 @@ import pickle
 import sys
 import types
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -94,27 +96,42 @@ def _stand_ins() -> Iterator[None]:
                 sys.modules[name] = module
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A persistent object whose embedded source could not run here (e.g. EDM's AugmentPipe, whose
+    module imports ``torch_utils.misc``). Snapshots hold such objects beside the network; they stay
+    placeholders, and only selecting one as the network is an error."""
+
+    class_name: str
+    reason: str
+
+
 class _Reconstructor:
     """Rebuilds persistent objects: executes each embedded module source once, then sets the state."""
 
     def __init__(self) -> None:
-        self.modules: dict[str, types.ModuleType] = {}
+        self.modules: dict[str, types.ModuleType | str] = {}
 
-    def module(self, source: str) -> types.ModuleType:
+    def module(self, source: str) -> types.ModuleType | str:
+        """The module the source defines, or why it could not run (one line)."""
         digest = hashlib.sha256(source.encode()).hexdigest()[:16]
         if digest not in self.modules:
             module = types.ModuleType(f"_diffsampler_edm_{digest}")
             try:
                 exec(compile(source, f"<edm pickle module {digest}>", "exec"), module.__dict__)  # noqa: S102 - trusted by the user
-            except ImportError as exc:
-                raise UserError(f"the network source in this pickle imports '{exc.name}', which the EDM loader does not provide; only NVlabs/edm-style networks are supported") from exc
-            self.modules[digest] = module
+                self.modules[digest] = module
+            except Exception as exc:  # noqa: BLE001 - any failure of foreign source becomes a placeholder
+                detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+                self.modules[digest] = f"its embedded source fails here ({type(exc).__name__}: {detail})"
         return self.modules[digest]
 
     def __call__(self, meta: Mapping[str, Any]) -> Any:
         if not isinstance(meta, Mapping) or meta.get("type") != "class" or "module_src" not in meta:
             raise UserError("the pickle holds a persistent object of an unknown kind; only EDM-style persistent classes are supported")
-        cls = self.module(meta["module_src"]).__dict__.get(meta["class_name"])
+        module = self.module(meta["module_src"])
+        if isinstance(module, str):
+            return Unavailable(str(meta.get("class_name")), module)
+        cls = module.__dict__.get(meta["class_name"])
         if not isinstance(cls, type):
             raise UserError(f"the pickle's embedded source defines no class '{meta['class_name']}'")
         obj = cls.__new__(cls)
@@ -237,6 +254,8 @@ def load_edm_pickle(path: str, trust_pickle: bool, options: Mapping[str, Any] | 
         raise UserError(f"EDM pickle not found: {file}")
     data = read_edm_pickle(file)
     net = data.get(opts["key"]) if isinstance(data, Mapping) else data
+    if isinstance(net, Unavailable):
+        raise UserError(f"the '{opts['key']}' entry of {file} ({net.class_name}) cannot be rebuilt: {net.reason}; only NVlabs/edm-style networks are supported")
     if not isinstance(net, torch.nn.Module):
         keys = ", ".join(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
         raise UserError(f"{file} has no network under '{opts['key']}' (found: {keys}); choose it with --model-option key=NAME")

@@ -246,3 +246,49 @@ def test_text_pipeline_through_the_cli(tmp_path):
     assert meta["nfe"] == 3 and meta["model"]["guidance"] == 2.5 and meta["schedule"] == "discrete"
     bad = CliRunner().invoke(app, [*args[:-2], "--model-option", "guidanse=2"])
     assert bad.exit_code == 2 and "guidance" in bad.output
+
+
+def test_pickled_bin_weights_are_refused(tmp_path):
+    tiny_unet().save_pretrained(tmp_path, safe_serialization=False)
+    diffusers.DDPMScheduler().save_config(tmp_path)
+    with pytest.raises(UserError, match="only safetensors weights load") as info:
+        load_model(f"diffusers:{tmp_path}")
+    assert "\n" not in str(info.value)
+
+
+def test_hub_id_is_fetched_safetensors_only(tmp_path, monkeypatch):
+    """No network here: the hub client is replaced by one that serves a local folder (or fails)."""
+    import huggingface_hub
+
+    tiny_unet().save_pretrained(tmp_path)
+    diffusers.DDPMScheduler().save_config(tmp_path)
+    asked = []
+
+    def fake_download(repo_id, allow_patterns=None, **kwargs):
+        asked.append((repo_id, allow_patterns))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = load_model("diffusers:someone/tiny-ddpm")
+    assert model.sample_shape == (1, 8, 8)
+    assert asked[0][0] == "someone/tiny-ddpm" and not any(p.endswith(".bin") or p == "*" for p in asked[0][1])
+
+    def offline(repo_id, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub\nsecond line")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(UserError, match="someone/tiny-ddpm' is no local folder.*LocalEntryNotFoundError: cannot reach the hub\); check") as info:
+        load_model("diffusers:someone/tiny-ddpm")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="folder not found"):
+        load_model(f"diffusers:{tmp_path / 'missing' / 'deeper' / 'x'}")
+
+
+def test_list_shows_the_loader_kinds():
+    from typer.testing import CliRunner
+
+    from diffsampler.cli import app
+
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 0
+    assert "diffusers:PATH" in result.output and "edm:PATH" in result.output

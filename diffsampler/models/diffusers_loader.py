@@ -1,14 +1,17 @@
-"""Loading diffusers models from a local ``save_pretrained`` folder (weights as safetensors).
+"""Loading diffusers models from a local ``save_pretrained`` folder or a hub id (weights as safetensors only).
 
 Two layouts: a pipeline folder (``model_index.json`` with ``unet/`` and ``scheduler/``, plus ``vae/`` for
 a latent model and ``text_encoder/`` + ``tokenizer/`` for a text-conditional one), or a bare
 ``UNet2DModel`` folder (``config.json`` + weights) with ``scheduler_config.json`` beside them.
 The scheduler supplies only the training schedule (alphas_cumprod) and the prediction type.
+A name that is no local folder but looks like ``owner/name`` is fetched from the Hugging Face hub
+(configs, tokenizer files and the default safetensors weights of each component; no pickled weights).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +21,9 @@ from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.base import Denoiser
 
 DTYPES = ("float32", "float16", "bfloat16")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_FILES = ["*.json", "*.txt", "*.model", "diffusion_pytorch_model.safetensors", "*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
+"""What a hub download fetches: configs, tokenizer files, each component's default safetensors weights."""
 PIXEL_OPTIONS = {"class_label": None, "dtype": "float32"}
 LATENT_OPTIONS = {"guidance": 7.5, "prompt": "", "negative_prompt": "", "dtype": "float32"}
 
@@ -52,7 +58,8 @@ def _from_pretrained(cls: Any, folder: Path, what: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the {what} from {folder}: {first}") from exc
+        hint = "; only safetensors weights load (pickled .bin weights can run code): re-save with safe_serialization=True" if "safetensors" in first else ""
+        raise UserError(f"cannot load the {what} from {folder}: {first}{hint}") from exc
 
 
 def _component_class(library: Any, name: str, what: str) -> Any:
@@ -94,7 +101,7 @@ def _load_bare_unet(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     if not scheduler_config.is_file():
         raise UserError(f"{folder} has a U-Net but no scheduler_config.json beside it; save the scheduler into the same folder or use a pipeline folder")
     opts = _options(options, PIXEL_OPTIONS, "diffusers pixel model")
-    unet = _from_pretrained(_component_class(diffusers, "UNet2DModel", "U-Net"), folder, "U-Net", torch_dtype=getattr(torch, opts["dtype"]))
+    unet = _from_pretrained(_component_class(diffusers, "UNet2DModel", "U-Net"), folder, "U-Net", torch_dtype=getattr(torch, opts["dtype"]), use_safetensors=True)
     _check_unet(unet, folder)
     alphas_cumprod, prediction_type = training_schedule(scheduler_config)
     return DiffusersUNetDenoiser(unet, alphas_cumprod, prediction_type, opts["class_label"])
@@ -111,14 +118,14 @@ def _load_pipeline(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     opts = _options(options, LATENT_OPTIONS if "vae" in index else PIXEL_OPTIONS, "latent diffusion model" if "vae" in index else "diffusers pixel model")
     dtype = getattr(torch, opts["dtype"])
     unet_class = _component_class(diffusers, index["unet"][1], "U-Net")
-    unet = _from_pretrained(unet_class, folder / "unet", "U-Net", torch_dtype=dtype)
+    unet = _from_pretrained(unet_class, folder / "unet", "U-Net", torch_dtype=dtype, use_safetensors=True)
     _check_unet(unet, folder)
     alphas_cumprod, prediction_type = training_schedule(folder / "scheduler" / "scheduler_config.json")
     if "vae" not in index:
         return DiffusersUNetDenoiser(unet, alphas_cumprod, prediction_type, opts["class_label"])
     if index["vae"][1] != "AutoencoderKL":
         raise UserError(f"the VAE of {folder} is a {index['vae'][1]}; only AutoencoderKL latents are supported")
-    vae = _from_pretrained(diffusers.AutoencoderKL, folder / "vae", "VAE", torch_dtype=dtype)
+    vae = _from_pretrained(diffusers.AutoencoderKL, folder / "vae", "VAE", torch_dtype=dtype, use_safetensors=True)
     cond = uncond = None
     if unet_class.__name__ != "UNet2DModel":
         if not (index.get("text_encoder") or [None])[0] or not (index.get("tokenizer") or [None])[0]:
@@ -128,17 +135,33 @@ def _load_pipeline(folder: Path, options: Mapping[str, Any]) -> Denoiser:
         except ImportError as exc:
             raise UserError("text-conditional latent models need transformers: pip install 'diffsampler[diffusers]'") from exc
         tokenizer = _from_pretrained(_component_class(transformers, index["tokenizer"][1], "tokenizer"), folder / "tokenizer", "tokenizer")
-        text_encoder = _from_pretrained(_component_class(transformers, index["text_encoder"][1], "text encoder"), folder / "text_encoder", "text encoder")
+        text_encoder = _from_pretrained(_component_class(transformers, index["text_encoder"][1], "text encoder"), folder / "text_encoder", "text encoder", use_safetensors=True)
         cond = _encode(tokenizer, text_encoder.eval(), str(opts["prompt"]))
         uncond = _encode(tokenizer, text_encoder, str(opts["negative_prompt"]))
     return LatentDiffusionDenoiser(unet, vae, alphas_cumprod, prediction_type, cond, uncond, float(opts["guidance"])).to(dtype)
 
 
-def load_diffusers(path: str, options: Mapping[str, Any] | None = None) -> Denoiser:
-    """An EDM-form denoiser from a local diffusers folder (pipeline or bare UNet2DModel)."""
+def local_folder(path: str) -> Path:
+    """``path`` itself when it is a folder; a hub id (``owner/name``) is downloaded (or found in the cache)."""
     folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"diffusers model folder not found: {folder} (download a hub model to a local folder first, e.g. with `hf download`)")
+    if folder.is_dir():
+        return folder
+    if not HUB_ID.match(path):
+        raise UserError(f"diffusers model folder not found: {folder}; give a save_pretrained folder or a hub id owner/name")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise UserError("hub ids need huggingface_hub: pip install 'diffsampler[diffusers]'") from exc
+    try:
+        return Path(snapshot_download(path, allow_patterns=HUB_FILES))
+    except Exception as exc:  # noqa: BLE001 - network and hub errors of every kind become one line
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        raise UserError(f"'{path}' is no local folder and fetching it from the Hugging Face hub failed ({type(exc).__name__}: {detail}); check the id and the connection, or pass a local folder") from exc
+
+
+def load_diffusers(path: str, options: Mapping[str, Any] | None = None) -> Denoiser:
+    """An EDM-form denoiser from a diffusers folder or hub id (pipeline or bare UNet2DModel)."""
+    folder = local_folder(path)
     if (folder / "model_index.json").is_file():
         return _load_pipeline(folder, options or {})
     if (folder / "config.json").is_file():

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 from diffsampler.models.base import Denoiser
 
 LOADERS: dict[str, str] = {
-    "diffusers:PATH": "local diffusers folder: DDPM UNet2DModel, or latent (AutoencoderKL) with optional text CFG",
-    "edm-pkl:PATH": "EDM .pkl snapshot (NVlabs/edm networks); runs code from the file, needs --trust-pickle",
+    "diffusers:PATH": "diffusers folder or hub id: DDPM UNet2DModel, or latent (AutoencoderKL) with optional text CFG",
+    "edm:PATH": "EDM .pkl snapshot (NVlabs/edm networks; also edm-pkl:PATH); runs code from the file, needs --trust-pickle",
 }
 
 PREFIXES = {"diffusers:": "diffusers", "edm-pkl:": "edm-pkl", "edm:": "edm-pkl"}

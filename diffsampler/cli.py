@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional, TypeVar
 
@@ -38,8 +39,18 @@ def user_errors(fn: F) -> F:
                 raise
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        finally:
+            _leave_process_group()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _leave_process_group() -> None:
+    """Leave the torch.distributed group a command under torchrun joined (nothing otherwise)."""
+    if "torch.distributed" in sys.modules:
+        from diffsampler.distributed import teardown
+
+        teardown()
 
 
 @app.callback()
@@ -93,6 +104,8 @@ def sample(
     cfg.options = {**cfg.options, **parse_assignments(option)}
     cfg.model_options = {**cfg.model_options, **parse_assignments(model_option)}
     result = run_sample(cfg)
+    if not result.reporter:
+        return
     console.print(
         f"{result.num_samples} samples of {cfg.model} with {cfg.solver}: NFE {result.nfe} "
         f"({result.steps} steps, {result.schedule}) in {result.seconds:.2f} s -> {result.folder}",

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from diffsampler import distributed
 from diffsampler.atomic import atomic_dir
 from diffsampler.config import SampleConfig
 from diffsampler.errors import UserError
@@ -121,6 +122,25 @@ def decode(denoiser: Denoiser, samples: torch.Tensor, batch_size: int, device: t
         return torch.cat([denoiser.decode(samples[i : i + batch_size].to(device)).float().cpu() for i in range(0, samples.shape[0], batch_size)])
 
 
+def generate_sharded(
+    denoiser: Denoiser,
+    spec: SolverSpec,
+    options: Mapping[str, Any],
+    plan: GridPlan,
+    indices: range,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    world: distributed.World,
+) -> torch.Tensor:
+    """``generate`` with the batches dealt across ranks (see ``diffsampler.distributed``); all samples on every rank."""
+    mine = distributed.my_batches(indices, batch_size, world)
+    parts = [generate(denoiser, spec, options, plan, b, seed, batch_size, device, dtype) for b in mine]
+    local = torch.cat(parts) if parts else torch.empty((0, *denoiser.sample_shape))
+    return distributed.gather_batches(local, indices, batch_size, world)
+
+
 @dataclass(frozen=True)
 class SampleOutcome:
     """What `diffsampler sample` did: where, how many, at what cost."""
@@ -131,6 +151,7 @@ class SampleOutcome:
     steps: int
     schedule: str
     seconds: float
+    reporter: bool = True
 
 
 def run_sample(cfg: SampleConfig) -> SampleOutcome:
@@ -138,7 +159,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     denoiser = load_model(cfg.model, cfg.trust_pickle, cfg.model_options)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
-    device = resolve_device(cfg.device)
+    world, device = distributed.setup(resolve_device(cfg.device))
     denoiser.to(device)
     plan = plan_grid(
         spec,
@@ -154,12 +175,17 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
-    samples = generate(denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
+    samples = generate_sharded(
+        denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype), world
+    )
     seconds = time.perf_counter() - tic
+    folder = Path(cfg.out) / name
+    outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds, world.is_main)
+    if not world.is_main:
+        return outcome
     latents = {"latents": samples.numpy()} if denoiser.latent else {}
     if denoiser.latent:
         samples = decode(denoiser, samples, cfg.batch_size, device)
-    folder = Path(cfg.out) / name
     with atomic_dir(folder) as tmp:
         np.savez(
             tmp / "samples.npz",
@@ -180,10 +206,11 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
             "sigmas": plan.sigmas.tolist(),
             "seconds": seconds,
             "device": str(device),
+            "world_size": world.size,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if samples.ndim == 4:
             save_grid(samples, tmp / "grid.png")
         elif denoiser.sample_shape == (2,):
             save_scatter(samples, tmp / "scatter.png")
-    return SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds)
+    return outcome

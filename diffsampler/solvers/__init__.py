@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from diffsampler.errors import unknown_choice
+from diffsampler.solvers.amed import amed_plugin, amed_solver, prepare_amed, prepare_amed_plugin
 from diffsampler.solvers.base import PrepareFn, SolverSpec
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 
@@ -30,6 +31,15 @@ def register_solver(
 register_solver("euler", euler, 1, "polynomial", "Euler (= DDIM), first order, 1 NFE per step")
 register_solver("heun", heun, 2, "polynomial", "Heun (EDM), second order, 2 NFE per step")
 register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step", {"r": 0.5})
+register_solver(
+    "amed", amed_solver, 2, "polynomial", "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step",
+    {"predictor": None}, requires=("predictor",), prepare=prepare_amed,
+)
+register_solver(
+    "amed-plugin", amed_plugin, 2, "polynomial",
+    "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step",
+    {"predictor": None, "base": None, "max_order": None, "lower_order_final": None}, requires=("predictor",), prepare=prepare_amed_plugin,
+)
 
 
 def get_solver(name: str) -> SolverSpec:

@@ -117,7 +117,7 @@ def test_checkpoint_round_trip(tmp_path, small_run):
     grid = meta["sigmas"]
     with torch.no_grad():
         a = run_amed(load_model("gmm-2d"), x, grid, small_run.predictor, "ipndm", None, True, False, 4, True)
-        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid), {"predictor": str(path), "base": "ipndm", "afs": True})
+        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid, dtype=torch.float64), {"predictor": str(path), "base": "ipndm", "afs": True})
     assert torch.equal(a, b)
 
 
@@ -138,7 +138,7 @@ def _prepare(path, solver="amed-plugin", model="gmm-2d", nfe=3, schedule=None, s
         ({"base": "dpmpp"}, "trained for base solver ipndm, not dpmpp"),
         ({"schedule": "logsnr"}, "trained on schedule polynomial, not logsnr"),
         ({"sigma_max": 40.0}, "trained on the sigma grid"),
-        ({"nfe": 4, "afs": False}, "trained for NFE 3, not 4"),
+        ({"nfe": 4, "afs": False}, "trained with afs=true"),
         ({"max_order": 2}, "trained with max_order=4"),
     ],
 )
@@ -163,7 +163,7 @@ def test_afs_mismatch_and_unreadable_files(tmp_path, small_run):
     path = tmp_path / "p.pt"
     save_checkpoint(path, small_run.predictor, meta)
     with pytest.raises(UserError, match="trained with afs=false"):
-        _prepare(path, nfe=4)
+        _prepare(path, nfe=3)
     (tmp_path / "bad.pt").write_text("not a checkpoint")
     with pytest.raises(UserError, match="not a readable AMED predictor"):
         load_checkpoint(tmp_path / "bad.pt")

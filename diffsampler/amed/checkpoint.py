@@ -76,10 +76,10 @@ def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, 
             f"{name} was trained for model {meta.get('model_name', meta['model'].get('class'))} "
             f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} (sha256 {model.get('sha256', '')[:12]}); train one for this model"
         )
-    if context["nfe"] != meta["nfe"]:
-        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
     if bool(options.get("afs")) != bool(meta["afs"]):
         raise UserError(f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}")
+    if context["nfe"] != meta["nfe"]:
+        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
     if context["schedule"] != meta["schedule"]:
         raise UserError(f"{name} was trained on schedule {meta['schedule']}, not {context['schedule']}; use --schedule {meta['schedule']}")
     sigmas, trained = list(context["sigmas"]), list(meta["sigmas"])

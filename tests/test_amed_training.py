@@ -3,7 +3,6 @@ same-NFE baselines, deterministic with a fixed seed, checkpoints that round-trip
 
 import pytest
 import torch
-from test_amed_steps import _ipndm_reference
 
 from diffsampler.amed.checkpoint import load_checkpoint, save_checkpoint
 from diffsampler.amed.config import AmedTrainConfig
@@ -82,7 +81,7 @@ def test_training_beats_untrained_predictor_and_baselines(evaluation, student, n
             others[name] = _error(get_solver(name).sample(model, z, grid, {"afs": True}), ref)
     else:
         # iPNDM with AFS at the same NFE: nfe + 1 steps, the first one free.
-        others["ipndm"] = _error(_ipndm_reference(model, z, get_sigmas("polynomial", nfe + 1, SIGMA_MIN, SIGMA_MAX), 4, afs=True), ref)
+        others["ipndm"] = _error(get_solver("ipndm").sample(model, z, get_sigmas("polynomial", nfe + 1, SIGMA_MIN, SIGMA_MAX), {"afs": True}), ref)
     for name, observed in OBSERVED[(student, nfe)].items():
         assert trained / others[name] < (1 + observed) / 2, (name, trained, others[name])
 

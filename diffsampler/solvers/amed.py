@@ -22,8 +22,9 @@ import torch
 from diffsampler.amed.checkpoint import check_context, load_checkpoint
 from diffsampler.amed.predictor import AmedParams, pooled_state_features
 from diffsampler.errors import UserError, unknown_choice
-from diffsampler.solvers.amed_bases import dpmpp_order, dpmpp_update, ipndm_direction, per_sample
-from diffsampler.solvers.base import Denoiser, afs_derivative, finish
+from diffsampler.solvers.base import Denoiser, afs_derivative, finish, multistep_order
+from diffsampler.solvers.dpm_solver_pp import dpmpp_step
+from diffsampler.solvers.ipndm import ipndm_step
 
 PLUGIN_BASES = ("euler", "dpm2", "ipndm", "dpmpp")
 """Base solvers AMED-Plugin wraps; the student ``amed`` is AMED-Solver itself."""
@@ -32,6 +33,19 @@ DEFAULT_MAX_ORDER = {"ipndm": 4, "dpmpp": 3}
 
 Predictor = Callable[[float, float, "torch.Tensor | None", int], AmedParams]
 """(t_n, t_{n+1}, feature (B, F) or None, batch) -> AmedParams; an AMEDPredictor or any stand-in."""
+
+
+def per_sample(value: float | torch.Tensor, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A scalar or a (B,) tensor shaped (B, 1, ..., 1) to broadcast against x (B, ...), in ``dtype`` (x's by default)."""
+    v = torch.as_tensor(value, device=x.device)
+    if v.ndim == 1:
+        v = v.reshape(-1, *([1] * (x.ndim - 1)))
+    return v.to(dtype or x.dtype)
+
+
+def scaled(x_start: torch.Tensor, x_base: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """x_start + c (x_base - x_start): a base solver's step x_start -> x_base with its increment scaled by c."""
+    return x_base + (c - 1) * (x_base - x_start)
 
 
 def intermediate_sigma(t: float, t_next: float, r: torch.Tensor) -> torch.Tensor:
@@ -78,38 +92,42 @@ def amed_interval(
         return x - t * d, None
     params = predictor(t, t_next, features, x.shape[0])
     s = intermediate_sigma(t, t_next, params.r)
+    s_col = per_sample(s, x, torch.float64)
     c = per_sample(params.c, x)
     order = max_order or DEFAULT_MAX_ORDER.get(student, 1)
     if student == "ipndm":
-        history.append(d)
-        del history[:-order]
-        x_mid = x + per_sample(s - t, x) * ipndm_direction(history, order)
+        history[:] = [*history, d][-order:]
+        x_mid = ipndm_step(x, history, t, s_col).to(x.dtype)
     elif student == "dpmpp":
-        history.append((t, denoised))
-        del history[:-order]
-        x_mid = dpmpp_update(x, t, s, history, dpmpp_order(2 * index, 2 * num_steps, order, lower_order_final))
+        history[:] = [*history, (-math.log(t), denoised)][-order:]
+        x_mid = _dpmpp_sub_step(x, history, t, s_col, multistep_order(2 * index, 2 * num_steps, order, lower_order_final))
     else:
-        x_mid = x + per_sample(s - t, x) * d
+        x_mid = x + (s_col - t).to(x.dtype) * d
     denoised_mid = denoiser(x_mid, params.a.to(torch.float64) * s, cond)
-    d_mid = (x_mid - denoised_mid) / per_sample(s, x)
+    d_mid = (x_mid - denoised_mid) / s_col.to(x.dtype)
     if student == "amed":
         x_next = x + c * (t_next - t) * d_mid
     elif student == "euler":
-        x_next = x_mid + c * per_sample(t_next - s, x) * d_mid
+        x_next = x_mid + c * (t_next - s_col).to(x.dtype) * d_mid
     elif student == "dpm2":
         half_over_r = per_sample(0.5 / params.r.to(torch.float64), x)
         x_next = x + c * (t_next - t) * (half_over_r * d_mid + (1 - half_over_r) * d)
     elif student == "ipndm":
-        history.append(d_mid)
-        del history[:-order]
-        x_next = x_mid + c * per_sample(t_next - s, x) * ipndm_direction(history, order)
+        history[:] = [*history, d_mid][-order:]
+        x_next = scaled(x_mid, ipndm_step(x_mid, history, s_col, t_next).to(x.dtype), c)
     elif student == "dpmpp":
-        history.append((s, denoised_mid))
-        del history[:-order]
-        x_next = dpmpp_update(x_mid, s, t_next, history, dpmpp_order(2 * index + 1, 2 * num_steps, order, lower_order_final), params.c)
+        history[:] = [*history, (-torch.log(s_col), denoised_mid)][-order:]
+        step_order = multistep_order(2 * index + 1, 2 * num_steps, order, lower_order_final)
+        x_next = scaled(x_mid * (t_next / s_col).to(x.dtype), _dpmpp_sub_step(x_mid, history, s_col, t_next, step_order), c)
     else:
         raise unknown_choice("AMED student solver", student, STUDENTS)
     return x_next, params
+
+
+def _dpmpp_sub_step(x: torch.Tensor, history: list[Any], sigma: Any, sigma_next: Any, order: int) -> torch.Tensor:
+    """DPM-Solver++ (midpoint form) over one sub-step from ``history`` of (lambda, D) pairs, in x's dtype."""
+    lambdas, denoised = [lam for lam, _ in history], [dd for _, dd in history]
+    return dpmpp_step(x, denoised, lambdas, sigma, sigma_next, min(order, len(history))).to(x.dtype)
 
 
 def detach_history(history: list[Any]) -> list[Any]:

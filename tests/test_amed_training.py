@@ -1,6 +1,8 @@
 """AMED distillation on the analytic 2-D mixture: lower error than the untrained predictor and the
 same-NFE baselines, deterministic with a fixed seed, checkpoints that round-trip and refuse other setups."""
 
+import json
+
 import pytest
 import torch
 
@@ -181,3 +183,24 @@ def test_cached_predictor_is_trained_once_and_keyed_by_its_config(tmp_path):
     other, trained = cached_predictor(_config(student="euler", nfe=3, num_latents=64, teacher_m=1, out=str(tmp_path), seed=1))
     assert trained and other != path
     assert load_checkpoint(other).meta["config"]["seed"] == 1
+
+
+def test_train_amed_and_sample_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffsampler.cli import app
+
+    runner = CliRunner()
+    train = ["train-amed", "--model", "gmm-2d", "--student", "ipndm", "--nfe", "3", "--num-latents", "64", "--teacher-m", "1"]
+    result = runner.invoke(app, [*train, "--device", "cpu", "--out", str(tmp_path), "--name", "p"])
+    assert result.exit_code == 0, result.output
+    assert "8,929-parameter predictor for amed-plugin base=ipndm" in result.output
+    sample = ["sample", "--model", "gmm-2d", "--solver", "amed-plugin", "--num-samples", "8", "--out", str(tmp_path), "-o", "afs=true"]
+    result = runner.invoke(app, [*sample, "--nfe", "3", "-o", f"predictor={tmp_path / 'p.pt'}"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "gmm-2d-amed-plugin-nfe3" / "meta.json").read_text())["nfe"] == 3
+    result = runner.invoke(app, [*sample, "--nfe", "5", "--name", "other", "-o", f"predictor={tmp_path / 'p.pt'}"])
+    assert result.exit_code == 2 and "trained for NFE 3, not 5" in result.output
+    assert not (tmp_path / "other").exists()
+    result = runner.invoke(app, [*train, "--student", "ipnmd", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "did you mean 'ipndm'" in result.output

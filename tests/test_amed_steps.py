@@ -126,6 +126,18 @@ def test_calls_equal_reported_nfe(solver, options, afs, steps):
     assert model.calls == spec.nfe(steps, opts) == 2 * steps - int(afs)
 
 
+@pytest.mark.parametrize("solver, options", [("amed", {}), ("amed-plugin", {"base": "ipndm"}), ("amed-plugin", {"base": "dpmpp"})])
+def test_denoise_to_zero_and_a_grid_ending_at_zero_are_counted(solver, options):
+    spec, model = get_solver(solver), _model()
+    opts = {**options, "predictor": FixedPredictor(0.6)}
+    spec.sample(model, _latents(), get_sigmas("polynomial", 3, 0.002, 80.0), {**opts, "denoise_to_zero": True})
+    assert model.calls == spec.nfe(3, {**opts, "denoise_to_zero": True}) == 7
+    model.reset_calls()
+    sigmas = torch.cat([get_sigmas("polynomial", 3, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
+    out = spec.sample(model, _latents(), sigmas, opts)
+    assert model.calls == spec.nfe(4, opts, final_zero=True) == 7 and torch.isfinite(out).all()
+
+
 def test_odd_budgets_need_afs():
     spec = get_solver("amed")
     assert [spec.steps_for_nfe(n, {"afs": True}) for n in (3, 5, 7, 9)] == [2, 3, 4, 5]

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 from diffsampler.config import DEVICES, DTYPES
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
-STUDENT_CHOICES = ("amed", "euler", "dpm2", "ipndm", "dpmpp")
-"""``amed`` trains AMED-Solver; a base solver name trains AMED-Plugin on it."""
 TEACHERS = ("heun", "dpm2", "euler")
 """One-step teachers: run interval by interval they give the same trajectory as one full solve."""
-MAX_ORDERS = {"ipndm": 4, "dpmpp": 3}
 
 
 @dataclass
@@ -56,7 +54,7 @@ class AmedTrainConfig:
 
     @property
     def resolved_max_order(self) -> int | None:
-        return self.max_order or MAX_ORDERS.get(self.student)
+        return self.max_order or DEFAULT_MAX_ORDER.get(self.student)
 
     @property
     def file_name(self) -> str:
@@ -65,8 +63,8 @@ class AmedTrainConfig:
         return f"{self.name or default}.pt"
 
     def validate(self) -> None:
-        if self.student not in STUDENT_CHOICES:
-            raise unknown_choice("student solver", self.student, STUDENT_CHOICES)
+        if self.student not in STUDENTS:
+            raise unknown_choice("student solver", self.student, STUDENTS)
         if self.teacher not in TEACHERS:
             raise unknown_choice("teacher solver", self.teacher, TEACHERS)
         if self.nfe < 2:
@@ -84,7 +82,7 @@ class AmedTrainConfig:
             if not 0 <= getattr(self, key) < 1:
                 raise UserError(f"{key} must be in [0, 1) (the scale lies in [1 - k, 1 + k]), got {getattr(self, key)}")
         if self.max_order is not None:
-            top = MAX_ORDERS.get(self.student)
+            top = DEFAULT_MAX_ORDER.get(self.student)
             if top is None or not 1 <= self.max_order <= top:
                 raise UserError(f"max_order applies to students ipndm (1-4) and dpmpp (1-3), got {self.max_order} for {self.student}")
         if self.device not in DEVICES:

@@ -7,7 +7,8 @@ bottleneck feature of the evaluation at t_n, and s_n = t_{n+1}^r t_n^(1-r) (geom
 AMED-Plugin runs a base solver on the grid t_0, s_0, t_1, s_1, ... with the second sub-step scaled
 by c_n: Euler, DPM-Solver-2 (learned r, its own combination), iPNDM (one derivative buffer across
 sub-steps) or DPM-Solver++ multistep (one data-prediction buffer, lower orders at the end of the
-doubled grid). AFS replaces the first evaluation (odd budgets 3, 5, 7, 9); its feature is zeros.
+doubled grid); their steps are ``ipndm_step`` and ``dpmpp_step`` of the registered solvers, fed
+per-sample sigmas. AFS replaces the first evaluation (odd budgets 3, 5, 7, 9); its feature is zeros.
 A model without a bottleneck feature (``last_features`` None) feeds the pooled state instead
 (``diffsampler.amed.predictor.pooled_state_features``). A grid ending at 0 ends with an Euler step.
 """

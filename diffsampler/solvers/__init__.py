@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from diffsampler.errors import unknown_choice
+from diffsampler.solvers.amed import amed_plugin, amed_solver, prepare_amed, prepare_amed_plugin
 from diffsampler.solvers.base import PrepareFn, SolverSpec
+from diffsampler.solvers.deis import deis
+from diffsampler.solvers.dpm_solver_pp import dpmpp
+from diffsampler.solvers.ipndm import ipndm, ipndm_v
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
+from diffsampler.solvers.unipc import unipc
 
 SOLVERS: dict[str, SolverSpec] = {}
 
@@ -30,6 +35,35 @@ def register_solver(
 register_solver("euler", euler, 1, "polynomial", "Euler (= DDIM), first order, 1 NFE per step")
 register_solver("heun", heun, 2, "polynomial", "Heun (EDM), second order, 2 NFE per step")
 register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step", {"r": 0.5})
+register_solver(
+    "dpmpp",
+    dpmpp,
+    1,
+    "logsnr",
+    "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step",
+    {"order": 3, "variant": "midpoint", "lower_order_final": True, "thresholding": False},
+)
+register_solver(
+    "unipc",
+    unipc,
+    1,
+    "logsnr",
+    "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step",
+    {"order": 3, "variant": "bh2", "lower_order_final": True, "thresholding": False},
+)
+
+register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step", {"order": 3})
+register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step", {"order": 4})
+register_solver("ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step", {"order": 4})
+register_solver(
+    "amed", amed_solver, 2, "polynomial", "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step",
+    {"predictor": None}, requires=("predictor",), prepare=prepare_amed,
+)
+register_solver(
+    "amed-plugin", amed_plugin, 2, "polynomial",
+    "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step",
+    {"predictor": None, "base": None, "max_order": None, "lower_order_final": None}, requires=("predictor",), prepare=prepare_amed_plugin,
+)
 
 
 def get_solver(name: str) -> SolverSpec:

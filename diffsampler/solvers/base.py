@@ -19,6 +19,9 @@ from diffsampler.errors import UserError, unknown_choice
 COMMON_OPTIONS: dict[str, Any] = {"afs": False, "denoise_to_zero": False}
 """Options every solver takes."""
 
+THRESHOLD_QUANTILE = 0.995
+"""Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the anchor toolbox's value)."""
+
 SampleFn = Callable[..., torch.Tensor]
 PrepareFn = Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]
 """(options, context) -> options: loads artefacts named in options (predictor or statistics files) and
@@ -111,6 +114,37 @@ def first_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, step: in
     if afs and step == 0:
         return afs_derivative(x, sigma)
     return derivative(denoiser, x, sigma, cond)
+
+
+def data_estimate(
+    denoiser: Denoiser, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
+) -> torch.Tensor:
+    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when asked."""
+    if afs and step == 0:
+        denoised = x - sigma * afs_derivative(x, sigma)
+    else:
+        denoised = denoiser(x, sigma, cond)
+    return dynamic_threshold(denoised) if thresholding else denoised
+
+
+def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTILE) -> torch.Tensor:
+    """Imagen's dynamic thresholding (arXiv 2205.11487 sec. 2.3): s = max(q_0.995(|D|), 1) per sample, D = clamp(D, -s, s) / s."""
+    flat = denoised.reshape(denoised.shape[0], -1).abs().float()
+    s = torch.quantile(flat, quantile, dim=1).clamp_min(1.0).to(denoised.dtype)
+    s = s.reshape(-1, *([1] * (denoised.ndim - 1)))
+    return denoised.clamp(-s, s) / s
+
+
+def multistep_order(step: int, num_steps: int, max_order: int, lower_order_final: bool) -> int:
+    """Order of multistep step ``step`` (0-based) of ``num_steps``: warm-up i + 1, and N - i at the end when lowering."""
+    order = min(max_order, step + 1)
+    return min(order, num_steps - step) if lower_order_final else order
+
+
+def check_choice(solver: str, option: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """A UserError naming the option when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise UserError(f"{solver} option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def finish(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""``diffsampler train-amed`` configuration (configs/amed/*.yaml), validated like every config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diffsampler.config import DEVICES, DTYPES
+from diffsampler.errors import UserError, unknown_choice
+from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
+
+TEACHERS = ("heun", "dpm2", "euler")
+"""One-step teachers: run interval by interval they give the same trajectory as one full solve."""
+
+
+@dataclass
+class AmedTrainConfig:
+    """Distil an AMED predictor for one (model, student solver, NFE, schedule, AFS) setup."""
+
+    model: str = "gmm-fmnist"
+    student: str = "amed"
+    nfe: int = 5
+    afs: bool = True
+    schedule: str | None = None
+    rho: float | None = None
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    teacher: str = "heun"
+    teacher_m: int = 3
+    num_latents: int = 10000
+    batch_size: int = 128
+    lr: float = 5e-3
+    epochs: int = 1
+    seed: int = 0
+    scale_dir: float = 0.0
+    scale_time: float = 0.0
+    max_order: int | None = None
+    lower_order_final: bool = True
+    hidden_dim: int = 128
+    bottleneck_dim: int = 4
+    device: str = "auto"
+    dtype: str = "float32"
+    out: str = "results/amed"
+    name: str | None = None
+
+    @property
+    def solver(self) -> str:
+        """The sampling solver the predictor is for."""
+        return "amed" if self.student == "amed" else "amed-plugin"
+
+    @property
+    def resolved_schedule(self) -> str:
+        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (the anchor's)."""
+        return self.schedule or ("logsnr" if self.student == "dpmpp" else "polynomial")
+
+    @property
+    def resolved_max_order(self) -> int | None:
+        return self.max_order or DEFAULT_MAX_ORDER.get(self.student)
+
+    @property
+    def file_name(self) -> str:
+        """``<name>.pt``, by default <model>-<student>-nfe<N>-<schedule>[-afs].pt."""
+        default = f"{self.model}-{self.student}-nfe{self.nfe}-{self.resolved_schedule}{'-afs' if self.afs else ''}"
+        return f"{self.name or default}.pt"
+
+    def validate(self) -> None:
+        if self.student not in STUDENTS:
+            raise unknown_choice("student solver", self.student, STUDENTS)
+        if self.teacher not in TEACHERS:
+            raise unknown_choice("teacher solver", self.teacher, TEACHERS)
+        if self.nfe < 2:
+            raise UserError(f"nfe must be at least 2 (one AMED step, or 3 with afs), got {self.nfe}")
+        if self.teacher_m < 1:
+            raise UserError(f"teacher_m (extra teacher points per interval) must be at least 1, got {self.teacher_m}")
+        for key in ("num_latents", "batch_size", "epochs", "hidden_dim", "bottleneck_dim"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if self.seed < 0:
+            raise UserError(f"seed must be non-negative, got {self.seed}")
+        for key in ("scale_dir", "scale_time"):
+            if not 0 <= getattr(self, key) < 1:
+                raise UserError(f"{key} must be in [0, 1) (the scale lies in [1 - k, 1 + k]), got {getattr(self, key)}")
+        if self.max_order is not None:
+            top = DEFAULT_MAX_ORDER.get(self.student)
+            if top is None or not 1 <= self.max_order <= top:
+                raise UserError(f"max_order applies to students ipndm (1-4) and dpmpp (1-3), got {self.max_order} for {self.student}")
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.dtype not in DTYPES:
+            raise unknown_choice("dtype", self.dtype, DTYPES)

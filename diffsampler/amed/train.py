@@ -1,0 +1,171 @@
+"""Distillation of an AMED predictor (arXiv 2312.00094 section 3.4), step by step.
+
+Per batch of latents, a teacher (Heun, DPM-Solver-2 or Euler) solves the ODE once, without
+gradients, on the same schedule refined (M + 1)-fold, giving targets at the student's grid
+points. The student then takes one AMED step per interval from its own previous output
+(detached, with its multistep buffer detached), the loss is the mean over the batch of the
+squared L2 distance to the teacher at t_{n+1}, and Adam takes one step per interval. Only the
+predictor is trained; the gradient flows through the frozen model's intermediate evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from diffsampler.amed.checkpoint import save_checkpoint
+from diffsampler.amed.config import AmedTrainConfig
+from diffsampler.amed.predictor import FALLBACK_FEATURE_DIM, AMEDPredictor, PredictorConfig
+from diffsampler.errors import UserError
+from diffsampler.models import Denoiser, load_model
+from diffsampler.sampling import plan_grid, resolve_device
+from diffsampler.schedules import SCHEDULES, get_sigmas
+from diffsampler.solvers import get_solver
+from diffsampler.solvers.amed import amed_interval, detach_history
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One optimizer step: its index, the interval, the loss and the predicted parameters' statistics."""
+
+    step: int
+    total: int
+    interval: int
+    loss: float
+    r_mean: float
+    r_std: float
+    c_mean: float
+    c_std: float
+    a_mean: float
+    a_std: float
+
+
+@dataclass
+class TrainResult:
+    """The trained predictor, the checkpoint metadata and the loss of every optimizer step."""
+
+    predictor: AMEDPredictor
+    meta: dict[str, Any]
+    losses: list[float] = field(default_factory=list)
+
+
+def feature_width(denoiser: Denoiser, device: torch.device, dtype: torch.dtype) -> tuple[int, str]:
+    """Width of the predictor's feature input and its source, probed with one (uncounted) model call."""
+    probe = torch.zeros((1, *denoiser.sample_shape), device=device, dtype=dtype)
+    with torch.no_grad():
+        denoiser(probe, denoiser.sigma_max)
+    denoiser.reset_calls()
+    features = getattr(denoiser, "last_features", None)
+    if features is None:
+        return FALLBACK_FEATURE_DIM, "pooled-state"
+    return int(features.reshape(features.shape[0], -1).shape[1]), "model"
+
+
+def teacher_grid(cfg: AmedTrainConfig, sigmas: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The student's schedule with (M + 1) times the intervals; every (M + 1)-th point is a student point."""
+    steps = sigmas.numel() - 1
+    fine = get_sigmas(cfg.resolved_schedule, (cfg.teacher_m + 1) * steps, sigma_min, sigma_max, cfg.rho)
+    coarse = fine[:: cfg.teacher_m + 1]
+    if not torch.allclose(coarse, sigmas, rtol=1e-9, atol=0):
+        raise UserError(f"schedule {cfg.resolved_schedule} refined {cfg.teacher_m + 1}-fold does not contain the student grid")
+    return fine
+
+
+def _stats(v: torch.Tensor) -> tuple[float, float]:
+    v = v.detach().double()
+    return float(v.mean()), float(v.std(unbiased=False))
+
+
+def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> TrainResult:
+    """Distil a predictor for ``cfg``; ``report`` is called after every optimizer step."""
+    tic = time.perf_counter()
+    device = resolve_device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+    denoiser = load_model(cfg.model).to(device).eval().requires_grad_(False)
+    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
+    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
+    spec = get_solver(cfg.solver)
+    plan = plan_grid(spec, {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho)
+    student_grid = plan.sigmas.tolist()
+    fine = teacher_grid(cfg, plan.sigmas, sigma_min, sigma_max)
+    teacher = get_solver(cfg.teacher)
+    width, source = feature_width(denoiser, device, dtype)
+
+    pcfg = PredictorConfig(
+        feature_dim=width, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim, scale_dir=cfg.scale_dir, scale_time=cfg.scale_time
+    )
+    predictor = AMEDPredictor(pcfg, seed=cfg.seed).to(device).train()
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    latents = torch.randn((cfg.num_latents, *denoiser.sample_shape), generator=gen) * sigma_max
+    batches_per_epoch = -(-cfg.num_latents // cfg.batch_size)
+    total = cfg.epochs * batches_per_epoch * plan.steps
+    losses: list[float] = []
+    m1 = cfg.teacher_m + 1
+    for _ in range(cfg.epochs):
+        order = torch.randperm(cfg.num_latents, generator=gen)
+        for start in range(0, cfg.num_latents, cfg.batch_size):
+            z = latents[order[start : start + cfg.batch_size]].to(device, dtype)
+            with torch.no_grad():
+                targets, x = [z], z
+                for k in range(plan.steps):
+                    x = teacher.sample(denoiser, x, fine[k * m1 : (k + 1) * m1 + 1])
+                    targets.append(x)
+            x, history = z, []
+            for n in range(plan.steps):
+                x_next, params = amed_interval(
+                    denoiser, predictor, x, student_grid[n], student_grid[n + 1], n, history, student=cfg.student,
+                    num_steps=plan.steps, afs=cfg.afs, max_order=cfg.resolved_max_order, lower_order_final=cfg.lower_order_final,
+                )
+                loss = (x_next - targets[n + 1]).pow(2).flatten(1).sum(1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for p in predictor.parameters():
+                    if p.grad is not None:
+                        torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+                optimizer.step()
+                x, history = x_next.detach(), detach_history(history)
+                losses.append(float(loss.detach()))
+                if report is not None and params is not None:
+                    report(StepReport(len(losses), total, n, losses[-1], *_stats(params.r), *_stats(params.c), *_stats(params.a)))
+    predictor.eval().requires_grad_(False)
+    seconds = time.perf_counter() - tic
+    meta = {
+        "model_name": cfg.model,
+        "model": denoiser.describe(),
+        "solver": cfg.solver,
+        "base": None if cfg.student == "amed" else cfg.student,
+        "nfe": plan.nfe,
+        "steps": plan.steps,
+        "afs": cfg.afs,
+        "schedule": plan.schedule,
+        "rho": SCHEDULES[plan.schedule].default_rho if cfg.rho is None else cfg.rho,
+        "sigma_min": sigma_min,
+        "sigma_max": sigma_max,
+        "sigmas": student_grid,
+        "max_order": cfg.resolved_max_order,
+        "lower_order_final": cfg.lower_order_final,
+        "teacher": cfg.teacher,
+        "teacher_m": cfg.teacher_m,
+        "teacher_nfe": teacher.nfe((plan.steps) * m1),
+        "feature_source": source,
+        "num_parameters": predictor.num_parameters,
+        "config": asdict(cfg),
+        "training_seconds": seconds,
+        "final_loss": sum(losses[-plan.steps :]) / plan.steps,
+        "device": str(device),
+        "torch": str(torch.__version__),
+    }
+    return TrainResult(predictor, meta, losses)
+
+
+def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
+    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name``."""
+    result = train_amed(cfg, report)
+    path = Path(cfg.out) / cfg.file_name
+    save_checkpoint(path, result.predictor, result.meta)
+    return path, result

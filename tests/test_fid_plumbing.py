@@ -14,12 +14,15 @@ from typer.testing import CliRunner
 from diffsampler.cli import app
 from diffsampler.errors import UserError
 from diffsampler.metrics import inception
+from diffsampler.data.datasets import from_model_range
 from diffsampler.metrics.fid import (
     FeatureMoments,
+    batch_statistics,
     feature_statistics,
     fid_from_statistics,
     image_batches,
     kernel_inception_distance,
+    model_range_to_uint8,
     torchmetrics_fid,
 )
 from diffsampler.metrics.ref_stats import load_statistics, reference_statistics, save_statistics
@@ -136,6 +139,35 @@ def test_reference_statistics_cache_hit_then_miss_on_changed_data(tmp_path):
     third = reference_statistics(folder, network, tmp_path / "cache", batch_size=4)
     assert not third.cache_hit and third.path != first.path and network.loads == 2
     assert not np.allclose(third.stats.mu, first.stats.mu)
+
+
+def test_kid_features_cached_beside_the_statistics(tmp_path):
+    network = StandInNetwork()
+    folder = _save_pngs(tmp_path / "data", random_images(5, seed=17, size=16))
+    plain = reference_statistics(folder, network, tmp_path / "cache", batch_size=4)
+    assert plain.stats.features is None
+    first = reference_statistics(folder, network, tmp_path / "cache", batch_size=4, keep_features=True)
+    second = reference_statistics(folder, network, tmp_path / "cache", batch_size=4, keep_features=True)
+    assert (plain.cache_hit, first.cache_hit, second.cache_hit, network.loads) == (False, False, True, 2)
+    assert second.stats.features.shape == (5, 24)
+    np.testing.assert_array_equal(second.stats.features, first.stats.features)
+
+
+def test_streamed_generated_samples_equal_the_saved_npz_route(tmp_path):
+    # samples in [-1, 1] quantised on their device as EDM saves PNGs, then streamed batch by batch:
+    # bit-identical uint8 images, so statistics equal to float64 rounding of the moment sums.
+    net = StandInNetwork().network
+    samples = torch.from_numpy(np.random.default_rng(18).uniform(-1.1, 1.1, (20, 1, 16, 16)).astype(np.float32))
+    images = from_model_range(samples)
+    assert torch.equal(model_range_to_uint8(samples), torch.from_numpy(images.transpose(0, 3, 1, 2)))
+    streamed = batch_statistics(net, (model_range_to_uint8(chunk) for chunk in samples.split(6)))
+    saved = feature_statistics(net, images, batch_size=20)
+    assert streamed.image_size == (16, 16) and streamed.num_images == 20
+    np.testing.assert_allclose(streamed.sigma, saved.sigma, rtol=1e-9, atol=1e-12)
+    with pytest.raises(UserError, match="NaN"):
+        model_range_to_uint8(torch.full((1, 1, 2, 2), float("nan")))
+    with pytest.raises(UserError, match="differ in size"):
+        batch_statistics(net, iter([torch.zeros(2, 1, 16, 16, dtype=torch.uint8), torch.zeros(2, 1, 8, 8, dtype=torch.uint8)]))
 
 
 def test_user_statistics_file_with_only_mu_and_sigma(tmp_path):

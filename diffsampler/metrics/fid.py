@@ -9,7 +9,7 @@ MMD^2 with the kernel k(x, y) = (x.y / D + 1)^3, averaged over random subsets as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -76,12 +76,23 @@ def image_batches(images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]
         yield torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size].transpose(0, 3, 1, 2)))
 
 
-def feature_statistics(
-    extractor: nn.Module, images: np.ndarray, batch_size: int, keep_features: bool = False, progress: Progress = None
+def model_range_to_uint8(samples: torch.Tensor) -> torch.Tensor:
+    """Samples in [-1, 1] (N, C, H, W) -> uint8 round((x + 1) * 127.5), clipped, on their own device (as EDM saves PNGs)."""
+    if not torch.isfinite(samples).all():
+        raise UserError("the samples contain NaN or infinite values; check the model and the solver")
+    return ((samples.detach().float() + 1.0) * 127.5).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def batch_statistics(
+    extractor: nn.Module, batches: Iterable[torch.Tensor], keep_features: bool = False, progress: Progress = None
 ) -> Statistics:
-    """Statistics of ``extractor`` features of uint8 (N, H, W, C) images; features kept only if asked (KID)."""
-    moments, kept = FeatureMoments(), []
-    for batch in image_batches(images, batch_size):
+    """Statistics of ``extractor`` features of streamed uint8 (B, C, H, W) batches; memory O(D^2) unless ``keep_features``."""
+    moments, kept, size = FeatureMoments(), [], None
+    for batch in batches:
+        if size is None:
+            size = (int(batch.shape[-2]), int(batch.shape[-1]))
+        elif (int(batch.shape[-2]), int(batch.shape[-1])) != size:
+            raise UserError(f"image batches differ in size: {size} then {tuple(batch.shape[-2:])}")
         feats = extractor(batch)
         moments.update(feats)
         if keep_features:
@@ -89,9 +100,16 @@ def feature_statistics(
         if progress is not None:
             progress(len(batch))
     stats = moments.statistics()
-    stats.image_size = (int(images.shape[1]), int(images.shape[2]))
+    stats.image_size = size
     stats.features = np.concatenate(kept) if keep_features else None
     return stats
+
+
+def feature_statistics(
+    extractor: nn.Module, images: np.ndarray, batch_size: int, keep_features: bool = False, progress: Progress = None
+) -> Statistics:
+    """Statistics of ``extractor`` features of uint8 (N, H, W, C) images; features kept only if asked (KID)."""
+    return batch_statistics(extractor, image_batches(images, batch_size), keep_features, progress)
 
 
 def fid_from_statistics(a: Statistics, b: Statistics) -> float:

@@ -116,16 +116,37 @@ def reference_statistics(
 ) -> RefStats:
     """Statistics of the images of ``source`` (any `load_images` source), read from or written to the cache.
 
-    ``keep_features`` (for KID) always computes the features, and refreshes the cache file with them.
+    With ``keep_features`` (for KID) the features are cached too, in ``<key>-feats.npz`` (key ``feats``,
+    clean-fid's KID layout) beside the statistics, and a hit needs both files.
     """
     images = load_images(source)
     if len(images) < 2:
         raise UserError(f"{source} holds {len(images)} image(s); reference statistics need at least 2")
-    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = path / f"{content_key(images, network.identity)[:32]}.npz"
-    if path.is_file() and not keep_features:
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = content_key(images, network.identity)[:32]
+    path, feats_path = folder / f"{key}.npz", folder / f"{key}-feats.npz"
+    if path.is_file() and (not keep_features or feats_path.is_file()):
         log.info("reference statistics of %s from the cache %s", source, path)
-        return RefStats(load_statistics(path), path, True)
+        stats = load_statistics(path)
+        if keep_features:
+            stats.features = load_features(feats_path)
+        return RefStats(stats, path, True)
     stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress)
     save_statistics(path, stats, network.identity)
+    if keep_features:
+        buffer = io.BytesIO()
+        np.savez(buffer, feats=stats.features)
+        atomic_write_bytes(feats_path, buffer.getvalue())
     return RefStats(stats, path, False)
+
+
+def load_features(path: str | Path) -> np.ndarray:
+    """The (N, D) ``feats`` array of a features .npz (diffsampler's cache or clean-fid's KID files)."""
+    try:
+        with np.load(path) as data:
+            feats = data["feats"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read features file {path}: {exc}") from exc
+    if feats.ndim != 2:
+        raise UserError(f"{path}: 'feats' must be (N, D), got {feats.shape}")
+    return feats

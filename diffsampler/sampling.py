@@ -16,7 +16,7 @@ from diffsampler.config import SampleConfig
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
-from diffsampler.models import Denoiser, load_model
+from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
 
@@ -139,7 +139,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         cfg.rho,
         cfg.sigmas,
     )
-    name = cfg.name or f"{cfg.model}-{cfg.solver}-nfe{plan.nfe}"
+    name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
     samples = generate(denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))

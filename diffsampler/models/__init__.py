@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-from diffsampler.errors import unknown_choice
+from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.base import Denoiser
 from diffsampler.models.builtin import fashion_mnist_mixture, toy_2d
 from diffsampler.models.gaussian_mixture import GaussianMixture
@@ -31,11 +32,41 @@ register_model("gmm-fmnist", fashion_mnist_mixture, "analytic mixture on 500 Fas
 register_model("gmm-2d", toy_2d, "analytic 2-D mixture of 8 Gaussians on a circle")
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def is_model_path(name: str) -> bool:
+    """True when ``name`` names a file (a checkpoint or a two-network spec) rather than a registered model."""
+    return name not in MODELS and Path(name).suffix.lower() in CHECKPOINT_SUFFIXES + SPEC_SUFFIXES
+
+
 def load_model(name: str) -> Denoiser:
-    """Build a registered model by name."""
-    if name not in MODELS:
-        raise unknown_choice("model", name, MODELS)
-    return MODELS[name].build()
+    """A registered model by name, an own U-Net checkpoint (.pt) by path, or a two-network spec (.yaml)."""
+    if name in MODELS:
+        return MODELS[name].build()
+    suffix = Path(name).suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        from diffsampler.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(name)
+    if suffix in SPEC_SUFFIXES:
+        from diffsampler.config import read_yaml
+        from diffsampler.models.two_network import load_two_network
+
+        values = read_yaml(name)
+        if values.get("kind") != "two_network":
+            raise UserError(f"model spec {name} must have 'kind: two_network'")
+        return load_two_network(name, values, load_model)
+    raise UserError(f"{unknown_choice('model', name, MODELS)}, or a checkpoint path (.pt) or two-network spec (.yaml)")
 
 
-__all__ = ["Denoiser", "GaussianMixture", "MODELS", "load_model", "register_model"]
+def model_label(name: str) -> str:
+    """A short name for output folders: the registered name, or '<folder>-<file stem>' for a path."""
+    if not is_model_path(name):
+        return name
+    path = Path(name)
+    return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+
+
+__all__ = ["Denoiser", "GaussianMixture", "MODELS", "load_model", "model_label", "register_model"]

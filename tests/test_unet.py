@@ -1,16 +1,21 @@
 """The EDM-preconditioned U-Net denoiser and its checkpoint format."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from diffsampler.config import load_config
 from diffsampler.errors import UserError
 from diffsampler.models import load_model
 from diffsampler.models.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
-from diffsampler.models.unet import UNetConfig, UNetDenoiser, count_parameters
+from diffsampler.models.unet import UNetDenoiser, count_parameters
+from diffsampler.train import TrainConfig
 from unet_helpers import one_thread, tiny_config, tiny_denoiser  # noqa: F401  (autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Recorder(nn.Module):
@@ -64,10 +69,12 @@ def test_invalid_shape_is_a_user_error():
         UNetDenoiser(tiny_config(image_size=8, patch_size=4, channel_mult=[1, 2, 2]))
 
 
-def test_fashion_mnist_preset_fits_16_mib_in_float16():
-    """The default U-Net shape (the one the train configs use at 32x32) stays under 16 MiB stored as float16."""
-    params = count_parameters(UNetDenoiser(UNetConfig()))
-    assert 2 * params < 16 * 2**20
+@pytest.mark.parametrize("config", sorted((ROOT / "configs/train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_train_configs_are_valid_and_fit_16_mib(config):
+    """Every training config builds its U-Net (Fashion-MNIST is 1x32x32) and stays under 16 MiB stored as float16."""
+    cfg = load_config(TrainConfig, config, {})
+    size = cfg.image_size or 32
+    assert 2 * count_parameters(UNetDenoiser(cfg.unet_config(1, size))) < 16 * 2**20
 
 
 def test_checkpoint_round_trip_loads_by_path(tmp_path):
@@ -127,3 +134,14 @@ def test_foreign_file_is_refused(tmp_path):
         load_model(str(path))
     with pytest.raises(UserError, match="not found"):
         load_model(str(tmp_path / "missing.pt"))
+
+
+def test_checkpoint_registered_by_name(tmp_path):
+    from diffsampler.models import MODELS, register_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", tiny_denoiser(), {"step": 3}, "float32")
+    register_checkpoint("test-tiny-unet", tmp_path / "m.pt", "a tiny test U-Net")
+    try:
+        assert load_model("test-tiny-unet").checkpoint_meta["step"] == 3
+    finally:
+        del MODELS["test-tiny-unet"]

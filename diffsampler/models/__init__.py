@@ -28,6 +28,17 @@ def register_model(name: str, build: Callable[[], Denoiser], summary: str) -> No
     MODELS[name] = ModelEntry(name, build, summary)
 
 
+def register_checkpoint(name: str, path: str | Path, summary: str) -> None:
+    """Register an own U-Net checkpoint file under ``name``; it is read (and checked) when first built."""
+
+    def build() -> Denoiser:
+        from diffsampler.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(path)
+
+    register_model(name, build, summary)
+
+
 register_model("gmm-fmnist", fashion_mnist_mixture, "analytic mixture on 500 Fashion-MNIST images, 1x32x32, std 0.1")
 register_model("gmm-2d", toy_2d, "analytic 2-D mixture of 8 Gaussians on a circle")
 
@@ -69,4 +80,4 @@ def model_label(name: str) -> str:
     return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
 
 
-__all__ = ["Denoiser", "GaussianMixture", "MODELS", "load_model", "model_label", "register_model"]
+__all__ = ["Denoiser", "GaussianMixture", "MODELS", "load_model", "model_label", "register_checkpoint", "register_model"]

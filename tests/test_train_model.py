@@ -117,3 +117,8 @@ def test_cli_trains_and_the_checkpoint_samples(tmp_path, data):
 def test_cli_refuses_unknown_key():
     result = runner.invoke(app, ["train-model", "chanels=8"])
     assert result.exit_code == 2 and "chanels" in result.output
+
+
+def test_grid_budget_the_solver_cannot_meet_is_refused_before_training():
+    with pytest.raises(UserError, match="heun uses 2 NFE per step"):
+        TrainConfig(grid_solver="heun", grid_nfe=35).validate()

@@ -72,3 +72,17 @@ def test_yaml_spec_loads_checkpoints_relative_to_itself(tmp_path):
     spec.write_text("kind: two_network\nhigh: p2.pt\nlow: p1.pt\nswitch: 1.5\n")
     with pytest.raises(UserError, match="unknown key 'switch'"):
         load_model(str(spec))
+
+
+def test_cli_samples_a_two_network_spec(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffsampler.cli import app
+
+    save_checkpoint(tmp_path / "p2.pt", tiny_denoiser(patch_size=2, channel_mult=[1]), {}, "float32")
+    save_checkpoint(tmp_path / "p1.pt", tiny_denoiser(), {}, "float32")
+    (tmp_path / "pdm.yaml").write_text("kind: two_network\nhigh: p2.pt\nlow: p1.pt\n")
+    args = ["sample", "--model", str(tmp_path / "pdm.yaml"), "--solver", "heun", "--nfe", "4", "--num-samples", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--name", "s", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s" / "samples.npz").exists()

@@ -11,6 +11,7 @@ from diffsampler.config import DEVICES
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.checkpoint import STORAGE_DTYPES
 from diffsampler.models.unet import UNetConfig
+from diffsampler.solvers import get_solver
 
 RESUMABLE_KEYS = frozenset(
     {"steps", "checkpoint_every", "log_every", "keep_checkpoints", "grid_samples", "grid_solver", "grid_nfe", "time_limit_minutes", "device"}
@@ -88,6 +89,8 @@ class TrainConfig:
             raise unknown_choice("checkpoint_dtype", self.checkpoint_dtype, STORAGE_DTYPES)
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise UserError(f"name must be a plain folder name, got '{self.name}'")
+        grid_solver = get_solver(self.grid_solver)
+        grid_solver.steps_for_nfe(self.grid_nfe, grid_solver.resolve_options({}))
 
     def unet_config(self, image_channels: int, image_size: int) -> UNetConfig:
         """The U-Net shape for images of this size, validated."""

@@ -209,7 +209,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
     if not resume and state_path.exists():
         raise UserError(f"a run already exists in {folder}; add --resume to continue it or choose another name")
     device = resolve_device(cfg.device)
-    _grid_plan(cfg)
     data = training_data(cfg.data, cfg.max_images, cfg.image_size)
     state = _load_state(state_path, cfg, data, device) if resume else _new_state(cfg, data, device)
     ensure_writable_dir(folder)

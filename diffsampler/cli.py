@@ -162,6 +162,28 @@ def train_amed(
     )
 
 
+@app.command("train-model")
+@user_errors
+def train_model(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML training config (configs/train/*.yaml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run <out>/<name> from its train-state.pt."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value (e.g. steps=2000 patch_size=2)."),
+) -> None:
+    """Train an EDM U-Net denoiser (optionally PDM-patched); write checkpoints, sample grids and a loss log."""
+    from diffsampler.config import load_config, parse_assignments
+    from diffsampler.train import TrainConfig, train
+
+    cfg = load_config(TrainConfig, config, parse_assignments(overrides))
+    result = train(cfg, resume=resume)
+    loss = "-" if result.last_loss is None else f"{result.last_loss:.4f}"
+    stop = " (time limit reached)" if result.stopped_early else ""
+    console.print(
+        f"trained {cfg.name} to step {result.step} ({result.images_seen} images, {result.seconds:.1f} s){stop}, "
+        f"last loss {loss} -> {result.folder / 'model.pt'}",
+        highlight=False,
+    )
+
+
 @app.command("list")
 @user_errors
 def list_things() -> None:

@@ -17,8 +17,7 @@ from diffsampler.config import SampleConfig
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
-from diffsampler.models import Denoiser, load_model
-from diffsampler.models.external import model_label
+from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.base import Denoiser
 from diffsampler.models.builtin import fashion_mnist_mixture, toy_2d
-from diffsampler.models.external import LOADERS, external_kind, load_external
+from diffsampler.models.external import LOADERS, external_kind, external_label, load_external
 from diffsampler.models.gaussian_mixture import GaussianMixture
 
 
@@ -28,23 +29,68 @@ def register_model(name: str, build: Callable[[], Denoiser], summary: str) -> No
     MODELS[name] = ModelEntry(name, build, summary)
 
 
+def register_checkpoint(name: str, path: str | Path, summary: str) -> None:
+    """Register an own U-Net checkpoint file under ``name``; it is read (and checked) when first built."""
+
+    def build() -> Denoiser:
+        from diffsampler.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(path)
+
+    register_model(name, build, summary)
+
+
 register_model("gmm-fmnist", fashion_mnist_mixture, "analytic mixture on 500 Fashion-MNIST images, 1x32x32, std 0.1")
 register_model("gmm-2d", toy_2d, "analytic 2-D mixture of 8 Gaussians on a circle")
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def is_model_path(name: str) -> bool:
+    """True when ``name`` names an own file (a checkpoint or a two-network spec) rather than a registered model."""
+    return name not in MODELS and Path(name).suffix.lower() in CHECKPOINT_SUFFIXES + SPEC_SUFFIXES
+
+
 def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any] | None = None) -> Denoiser:
-    """Build a registered model by name, or load an external checkpoint (``diffusers:PATH``, ``edm-pkl:PATH``).
+    """A registered model by name, an external checkpoint (``diffusers:PATH``, ``edm:PATH``), an own U-Net
+    checkpoint (.pt) by path, or a two-network spec (.yaml).
 
     ``trust_pickle`` allows pickles (they run code from the file); ``options`` go to external loaders.
     """
     external = external_kind(name)
     if external is not None:
         return load_external(*external, trust_pickle=trust_pickle, options=options)
-    if name not in MODELS:
-        raise unknown_choice("model", name, MODELS)
     if options:
         raise UserError(f"model options ({', '.join(options)}) apply only to external models, not to '{name}'")
-    return MODELS[name].build()
+    if name in MODELS:
+        return MODELS[name].build()
+    suffix = Path(name).suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        from diffsampler.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(name)
+    if suffix in SPEC_SUFFIXES:
+        from diffsampler.config import read_yaml
+        from diffsampler.models.two_network import load_two_network
+
+        values = read_yaml(name)
+        if values.get("kind") != "two_network":
+            raise UserError(f"model spec {name} must have 'kind: two_network'")
+        return load_two_network(name, values, load_model)
+    raise UserError(f"{unknown_choice('model', name, MODELS)}, or a checkpoint path (.pt), two-network spec (.yaml) or diffusers:/edm: checkpoint")
 
 
-__all__ = ["Denoiser", "GaussianMixture", "LOADERS", "MODELS", "load_model", "register_model"]
+def model_label(name: str) -> str:
+    """A short file-name-safe name for output folders: the registered name, ``<kind>-<stem>`` for an external
+    checkpoint, ``<folder>-<stem>`` for an own checkpoint or spec."""
+    if external_kind(name) is not None:
+        return external_label(name)
+    if not is_model_path(name):
+        return name
+    path = Path(name)
+    return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+
+
+__all__ = ["Denoiser", "GaussianMixture", "LOADERS", "MODELS", "load_model", "model_label", "register_checkpoint", "register_model"]

@@ -31,11 +31,11 @@ def external_kind(name: str) -> tuple[str, str] | None:
     return None
 
 
-def model_label(name: str) -> str:
-    """A short file-name-safe label: ``<kind>-<file or folder name>`` for external models, else the name."""
+def external_label(name: str) -> str:
+    """``<kind>-<file or folder name>`` of an external checkpoint name (see ``external_kind``)."""
     external = external_kind(name)
     if external is None:
-        return name
+        raise ValueError(f"{name} is not an external checkpoint")
     kind, path = external
     return f"{kind}-{Path(path).expanduser().resolve().stem}"
 

@@ -1,0 +1,97 @@
+"""Model checkpoints of the own U-Net: weights plus the metadata that says what they are.
+
+A checkpoint is a ``torch.save`` dict holding only tensors, strings and numbers (so it loads with
+``weights_only=True``, running no code): ``format``, ``version``, ``unet`` (the UNetConfig as a
+dict), ``state_dict`` (stored in ``dtype``, e.g. float16 to halve the file), ``weights_sha256``
+(over parameter names and stored bytes) and ``meta`` (training config, data hash, step, images
+seen, training time, hardware). Loading checks all of it and refuses a mismatch in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from diffsampler.atomic import atomic_write_bytes
+from diffsampler.config import build_config
+from diffsampler.errors import UserError
+from diffsampler.models.unet import UNetConfig, UNetDenoiser
+
+FORMAT = "diffsampler-unet"
+VERSION = 1
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over (name, dtype, shape, raw bytes) of every tensor, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_bytes(model: UNetDenoiser, meta: Mapping[str, Any], dtype: str = "float16") -> bytes:
+    """The serialised checkpoint of ``model`` with floating tensors stored in ``dtype``."""
+    if dtype not in STORAGE_DTYPES:
+        raise UserError(f"checkpoint dtype must be one of {', '.join(STORAGE_DTYPES)}, got '{dtype}'")
+    state = {
+        k: (v.detach().to("cpu", STORAGE_DTYPES[dtype]) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "unet": dataclasses.asdict(model.config),
+        "state_dict": state,
+        "weights_sha256": weights_sha256(state),
+        "meta": dict(meta),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(path: str | Path, model: UNetDenoiser, meta: Mapping[str, Any], dtype: str = "float16") -> None:
+    """Write the checkpoint atomically (it appears complete or not at all)."""
+    atomic_write_bytes(path, checkpoint_bytes(model, meta, dtype))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checked checkpoint dict; a missing, corrupt, foreign or tampered file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, runtime) on bad files
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint ({reason})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a diffsampler model checkpoint (no '{FORMAT}' format tag)")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{path} has checkpoint version {payload.get('version')}; this diffsampler reads version {VERSION}")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or weights_sha256(state) != payload.get("weights_sha256"):
+        raise UserError(f"checkpoint {path} is corrupt: its weights do not match the stored sha256")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> UNetDenoiser:
+    """The float32 denoiser stored at ``path``, in eval mode; weights must match the stored config."""
+    payload = read_checkpoint(path)
+    cfg = build_config(UNetConfig, payload["unet"], f"checkpoint {path}")
+    model = UNetDenoiser(cfg)
+    expected = model.state_dict()
+    state = payload["state_dict"]
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise UserError(f"checkpoint {path} does not match its own U-Net config (different layer names or shapes)")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    model.checkpoint_meta = payload["meta"]
+    return model.eval()

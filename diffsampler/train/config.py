@@ -1,0 +1,112 @@
+"""``diffsampler train-model`` settings: data, U-Net shape, EDM loss, optimiser, EMA, checkpoints.
+
+Read from YAML with ``diffsampler.config.load_config`` (unknown keys refused, types checked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffsampler.config import DEVICES
+from diffsampler.errors import UserError, unknown_choice
+from diffsampler.models.checkpoint import STORAGE_DTYPES
+from diffsampler.models.unet import UNetConfig
+from diffsampler.solvers import get_solver
+
+RESUMABLE_KEYS = frozenset(
+    {"steps", "checkpoint_every", "log_every", "keep_checkpoints", "grid_samples", "grid_solver", "grid_nfe", "time_limit_minutes", "device"}
+)
+"""Keys a resumed run may change; every other key must equal the run's saved config."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run of the EDM-preconditioned U-Net (EDM, arXiv 2206.00364, section 5 and Table 1)."""
+
+    name: str = "fmnist-p1"
+    out: str = "results/train"
+    data: str = "fashion-mnist"
+    max_images: int | None = None
+    image_size: int | None = None
+    xflip: bool = False
+
+    channels: int = 64
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_blocks: int = 2
+    attention_resolutions: list[int] = field(default_factory=lambda: [8])
+    head_channels: int = 32
+    dropout: float = 0.1
+    patch_size: int = 1
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    steps: int = 20000
+    batch_size: int = 256
+    lr: float = 2e-4
+    lr_warmup_steps: int = 500
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    ema_halflife_images: float = 500_000.0
+    ema_rampup: float = 0.05
+
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    log_every: int = 100
+    checkpoint_every: int = 2000
+    keep_checkpoints: bool = True
+    checkpoint_dtype: str = "float16"
+    grid_samples: int = 64
+    grid_solver: str = "heun"
+    grid_nfe: int = 36
+    time_limit_minutes: float | None = None
+
+    def validate(self) -> None:
+        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "grid_nfe"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.max_images is not None and self.max_images < 1:
+            raise UserError(f"max_images must be at least 1, got {self.max_images}")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"image_size must be at least 1, got {self.image_size}")
+        if self.grid_samples < 0 or self.lr_warmup_steps < 0 or self.seed < 0:
+            raise UserError("grid_samples, lr_warmup_steps and seed must be non-negative")
+        if self.lr <= 0 or self.p_std <= 0 or self.ema_halflife_images < 0 or self.ema_rampup < 0:
+            raise UserError("lr and p_std must be positive, ema_halflife_images and ema_rampup non-negative")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise UserError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise UserError(f"grad_clip must be positive (or null for none), got {self.grad_clip}")
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            raise UserError(f"time_limit_minutes must be positive, got {self.time_limit_minutes}")
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.checkpoint_dtype not in STORAGE_DTYPES:
+            raise unknown_choice("checkpoint_dtype", self.checkpoint_dtype, STORAGE_DTYPES)
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise UserError(f"name must be a plain folder name, got '{self.name}'")
+        grid_solver = get_solver(self.grid_solver)
+        grid_solver.steps_for_nfe(self.grid_nfe, grid_solver.resolve_options({}))
+
+    def unet_config(self, image_channels: int, image_size: int) -> UNetConfig:
+        """The U-Net shape for images of this size, validated."""
+        cfg = UNetConfig(
+            image_channels=image_channels,
+            image_size=image_size,
+            channels=self.channels,
+            channel_mult=list(self.channel_mult),
+            num_blocks=self.num_blocks,
+            attention_resolutions=list(self.attention_resolutions),
+            head_channels=self.head_channels,
+            dropout=self.dropout,
+            patch_size=self.patch_size,
+            sigma_data=self.sigma_data,
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+        )
+        cfg.validate()
+        return cfg

@@ -32,15 +32,20 @@ def latents(num: int, dim: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(num, dim, generator=gen, dtype=torch.float64) * SIGMA_MAX
 
 
-def measured_order(sample, steps_list: list[int], schedule: str = "polynomial", dim: int = 8) -> float:
-    """Least-squares slope of -log(max error) against log(steps) on the closed-form Gaussian."""
+def measured_order(
+    sample, steps_list: list[int], schedule: str = "polynomial", dim: int = 8,
+    sigma_max: float = SIGMA_MAX,
+    sigma_min: float = SIGMA_MIN,
+    rho: float | None = None,
+) -> float:
+    """Least-squares slope of -log(max error) against log(steps) on the closed-form Gaussian, from sigma_max to sigma_min."""
     model = single_gaussian(dim)
-    x0 = latents(16, dim)
+    x0 = latents(16, dim) * (sigma_max / SIGMA_MAX)
     logs_n, logs_e = [], []
     for steps in steps_list:
-        sigmas = get_sigmas(schedule, steps, SIGMA_MIN, SIGMA_MAX)
+        sigmas = get_sigmas(schedule, steps, sigma_min, sigma_max, rho)
         out = sample(model, x0.clone(), sigmas)
-        err = (out - gaussian_exact(model, x0, SIGMA_MAX, SIGMA_MIN)).abs().max().item()
+        err = (out - gaussian_exact(model, x0, sigma_max, sigma_min)).abs().max().item()
         logs_n.append(math.log(steps))
         logs_e.append(math.log(err))
     n = len(steps_list)

@@ -8,7 +8,7 @@ from diffsampler.errors import unknown_choice
 from diffsampler.solvers.amed import amed_plugin, amed_solver, prepare_amed, prepare_amed_plugin
 from diffsampler.solvers.base import PrepareFn, SolverSpec
 from diffsampler.solvers.deis import deis
-from diffsampler.solvers.dpm_solver_pp import dpmpp
+from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
 from diffsampler.solvers.ipndm import ipndm, ipndm_v
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 from diffsampler.solvers.unipc import unipc
@@ -44,6 +44,14 @@ register_solver(
     {"order": 3, "variant": "midpoint", "lower_order_final": True, "thresholding": False},
 )
 register_solver(
+    "dpmpp_published",
+    dpmpp_published,
+    1,
+    "logsnr",
+    "DPM-Solver++ with the published 3M step (second order; the anchor toolbox's and k-diffusion's form), 1 NFE per step",
+    {"order": 3, "variant": "midpoint", "lower_order_final": True, "thresholding": False},
+)
+register_solver(
     "unipc",
     unipc,
     1,
@@ -51,7 +59,6 @@ register_solver(
     "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step",
     {"order": 3, "variant": "bh2", "lower_order_final": True, "thresholding": False},
 )
-
 register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step", {"order": 3})
 register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step", {"order": 4})
 register_solver("ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step", {"order": 4})

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from diffsampler.errors import unknown_choice
+from diffsampler.errors import UserError, unknown_choice
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
 from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
 from diffsampler.models import Denoiser
@@ -106,7 +106,7 @@ def prepare_moments(ctx: MetricContext) -> str:
     """The model's exact mean and the square root of its covariance, once."""
     if "moments" not in ctx.memo:
         mean, cov = ctx.denoiser.moments()  # type: ignore[operator]
-        ctx.memo["moments"] = (mean.cpu().numpy(), symmetric_sqrt(cov.cpu().numpy()))
+        ctx.memo["moments"] = (mean.detach().cpu().double(), symmetric_sqrt(cov.detach().cpu()))
     return "pixel_fd: against the exact mean and covariance of the analytic model"
 
 
@@ -116,6 +116,52 @@ def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
     return frechet_to_gaussian(samples, mean, cov_sqrt)
 
 
+FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None}
+"""metric_options of ``fid``: the reference (a dataset source or a mu/sigma .npz), the weights file, the statistics cache."""
+
+
+def _not_images(denoiser: Denoiser) -> str | None:
+    shape = tuple(denoiser.sample_shape)
+    return None if len(shape) == 3 and shape[0] in (1, 3) else "needs image samples of shape (1 or 3, H, W)"
+
+
+def prepare_fid(ctx: MetricContext) -> str:
+    """Locate the Inception weights and load (or compute and cache) the reference statistics, once."""
+    from diffsampler.metrics.inception import locate_inception
+    from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
+    from diffsampler.metrics.scoring import default_batch_size
+
+    given = ctx.options.get("fid", {})
+    for key in given:
+        if key not in FID_OPTIONS:
+            raise unknown_choice("key in metric_options.fid", str(key), FID_OPTIONS)
+    opts = {**FID_OPTIONS, **given}
+    if "fid" not in ctx.memo:
+        weights = locate_inception(opts["inception"])
+        ref = str(opts["ref"])
+        if is_statistics_file(ref):
+            stats = load_statistics(ref)
+        else:
+            stats = reference_statistics(ref, weights, opts["cache_dir"], default_batch_size(ctx.device), ctx.device).stats
+        size = tuple(ctx.denoiser.sample_shape[1:])
+        if stats.image_size is not None and tuple(stats.image_size) != size:
+            raise UserError(f"the FID reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images but the model makes {size[0]}x{size[1]}; use a reference of the same size")
+        ctx.memo["fid"] = (weights.load(ctx.device), stats)
+        ctx.memo["fid_note"] = f"fid: clean-fid protocol, Inception weights from {weights.origin}, reference {ref} ({stats.num_images} images)"
+    return ctx.memo["fid_note"]
+
+
+def frechet_inception_distance(samples: torch.Tensor, ctx: MetricContext) -> float:
+    from diffsampler.metrics.fid import batch_statistics, fid_from_statistics, model_range_to_uint8
+    from diffsampler.metrics.scoring import default_batch_size
+
+    network, reference = ctx.memo["fid"]
+    size = default_batch_size(ctx.device)
+    batches = (model_range_to_uint8(samples[i : i + size]) for i in range(0, samples.shape[0], size))
+    return fid_from_statistics(batch_statistics(network, batches), reference)
+
+
 register_metric("rmse", reference_rmse, "RMSE against the reference ODE solution from the same latents", prepare_reference)
 register_metric("max_error", reference_max_error, "max |x - x_ref| against the reference ODE solution", prepare_reference)
 register_metric("pixel_fd", pixel_frechet, "Frechet distance in pixel space to the model's exact moments", prepare_moments, _no_moments)
+register_metric("fid", frechet_inception_distance, "FID (Inception-v3, clean-fid protocol) against the reference statistics", prepare_fid, _not_images)

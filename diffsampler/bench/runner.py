@@ -130,9 +130,10 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs)
     out = Path(cfg.out)
-    ensure_writable_dir(out)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
-    store.open(_manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max), fresh)
+    manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
+    store.check(manifest, fresh)
+    ensure_writable_dir(out)
 
     ctx = MetricContext(denoiser, cfg.model, cfg.seed, cfg.num_samples, sigma_max, sigma_min, device, cfg.batch_size,
                         out / ".cache", {k: dict(v) for k, v in cfg.metric_options.items()})
@@ -140,7 +141,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         (cell, missing)
         for cell in cells
         if cell.runnable
-        for missing in [[m for m in metrics if store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name) is None]]
+        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name) is None]]
         if missing
     ]
     notes: dict[str, str | None] = {}
@@ -148,6 +149,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         if metric.prepare is not None:
             with console.status(f"preparing {metric.name} for {cfg.num_samples} samples"):
                 notes[metric.name] = metric.prepare(ctx)
+    store.open(manifest, fresh)
     unavailable: dict[tuple[str, int], str] = {}
     dtype = getattr(torch, cfg.dtype)
     columns = (

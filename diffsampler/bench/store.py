@@ -73,14 +73,16 @@ class ResultStore:
         self.folder = folder
         self.manifest_path = folder / "run.json"
 
-    def open(self, manifest: Manifest, fresh: bool) -> None:
-        """Start or resume the run; refuse (one line) records made under an incomparable setup unless ``fresh``."""
+    def check(self, manifest: Manifest, fresh: bool) -> dict[str, Any] | None:
+        """The manifest to write (None when the one on disk already says it all); writes nothing.
+
+        Refuses (one line) a folder that is not a run, or records made under an incomparable setup unless ``fresh``.
+        """
         if self.folder.exists() and not self.folder.is_dir():
             raise UserError(f"{self.folder} exists and is not a folder; choose another --name or --out")
-        if fresh and self.folder.exists():
-            ensure_writable_dir(self.folder.parent)
-            shutil.rmtree(self.folder)
         merged = manifest.to_json()
+        if fresh:
+            return merged
         if self.manifest_path.is_file():
             try:
                 old = json.loads(self.manifest_path.read_text())
@@ -94,13 +96,19 @@ class ResultStore:
                 )
             merged["solvers"] = {**old.get("solvers", {}), **manifest.solvers}
             merged["metrics"] = {**old.get("metrics", {}), **manifest.metrics}
-            if merged == old:
-                self._clean_temporaries()
-                return
-        elif self.folder.is_dir() and any(self.folder.iterdir()):
+            return None if merged == old else merged
+        if self.folder.is_dir() and any(self.folder.iterdir()):
             raise UserError(f"{self.folder} is not empty and holds no run.json; choose another --name or use --fresh")
+        return merged
+
+    def open(self, manifest: Manifest, fresh: bool) -> None:
+        """Start or resume the run (after ``check``); ``fresh`` first deletes the run's earlier records."""
+        merged = self.check(manifest, fresh)
+        if fresh and self.folder.exists():
+            shutil.rmtree(self.folder)
         ensure_writable_dir(self.folder)
-        atomic_write_bytes(self.manifest_path, dumps(merged))
+        if merged is not None:
+            atomic_write_bytes(self.manifest_path, dumps(merged))
         self._clean_temporaries()
 
     def _clean_temporaries(self) -> None:

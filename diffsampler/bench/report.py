@@ -226,7 +226,8 @@ def rich_tables(report: Report) -> list[Table]:
     out = []
     for table in report.tables:
         better = "higher" if table.higher_is_better else "lower"
-        rich_table = Table(title=f"{table.name} ({better} is better), {report.num_samples} samples", title_justify="left")
+        title = f"{table.name} ({better} is better), {report.num_samples} samples"
+        rich_table = Table(title=title, title_justify="left", min_width=len(title))
         rich_table.add_column("solver", style="bold cyan")
         for nfe in report.budgets:
             rich_table.add_column(f"NFE {nfe}", justify="right")

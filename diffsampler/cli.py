@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
@@ -14,6 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from diffsampler.errors import UserError
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+"""Idle OpenMP threads sleep instead of spinning (torch reads this when it loads, inside the commands): on a
+busy CPU, spinning threads made each network call about 10x slower here. A value set by the user wins."""
 
 app = typer.Typer(
     help="Benchmark fast ODE samplers of diffusion models (EDM denoiser form; NFE is the unit of cost).",
@@ -180,6 +185,52 @@ def train_model(
     console.print(
         f"trained {cfg.name} to step {result.step} ({result.images_seen} images, {result.seconds:.1f} s){stop}, "
         f"last loss {loss} -> {result.folder / 'model.pt'}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def benchmark(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/benchmark/*.yaml); options below override it."),
+    nfe: Optional[str] = typer.Option(None, help="NFE budgets: 3,5,7,9 or 3-10 (or a mix, 3-5,8). Default 3,5,7,9."),
+    solvers: Optional[str] = typer.Option(None, help="Comma-separated labels of the config's solvers or registered solver names. Default: every training-free solver."),
+    model: Optional[str] = typer.Option(None, help="Model name (see `diffsampler list`). Default gmm-fmnist."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (rmse, max_error, pixel_fd, ...). Default: those the model supports."),
+    num_samples: Optional[int] = typer.Option(None, help="Samples per cell (latents seeded per index: more samples extend, never change). Default 256."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per network call. Default 256."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the latents (sample i uses (seed, i)). Default 0."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. Default auto."),
+    auto_afs: Optional[bool] = typer.Option(None, "--auto-afs/--no-auto-afs", help="Let 2-NFE-per-step solvers meet odd budgets with AFS. Default on."),
+    name: Optional[str] = typer.Option(None, help="Run name: results go to OUT/NAME (a rerun resumes). Default: the model name."),
+    out: Optional[str] = typer.Option(None, help="Parent folder of runs. Default results."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the run's earlier records and start over."),
+) -> None:
+    """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
+    from diffsampler.bench.config import benchmark_config, parse_nfe
+    from diffsampler.bench.report import rich_tables
+    from diffsampler.bench.runner import run_benchmark
+
+    def names(text: Optional[str]) -> Optional[list[str]]:
+        return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+
+    overrides = dict(
+        nfe=None if nfe is None else parse_nfe(nfe), model=model, metrics=names(metrics), num_samples=num_samples,
+        batch_size=batch_size, seed=seed, device=device, auto_afs=auto_afs, name=name, out=out,
+    )
+    cfg = benchmark_config(config, overrides, names(solvers))
+    outcome = run_benchmark(cfg, fresh, err_console)
+    for table in rich_tables(outcome.report):
+        console.print(table)
+    report = outcome.report
+    if report.any_auto_afs:
+        from diffsampler.bench.plan import AUTO_AFS_NOTE
+
+        console.print(f"† {AUTO_AFS_NOTE}", highlight=False)
+    for i, reason in enumerate(report.footnotes, 1):
+        console.print(f"[{i}] {reason}", highlight=False, markup=False)
+    console.print(
+        f"{outcome.sampled} cells sampled, {outcome.reused} reused, in {outcome.seconds:.1f} s -> {outcome.folder}/table.md",
         highlight=False,
     )
 

@@ -1,0 +1,175 @@
+"""The benchmark's config (YAML under configs/benchmark/ or command-line options) and its solver entries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from diffsampler.config import DEVICES, DTYPES, build_config, read_yaml
+from diffsampler.errors import UserError, unknown_choice
+from diffsampler.schedules import SCHEDULES
+from diffsampler.solvers import SOLVERS, get_solver
+
+DEFAULT_NFE = [3, 5, 7, 9]
+ENTRY_KEYS = ("solver", "label", "options", "schedule", "rho")
+
+
+@dataclass
+class BenchmarkConfig:
+    """``diffsampler benchmark``: one model, a list of solver entries, NFE budgets and metrics.
+
+    ``solvers`` items are a solver name or a mapping {solver, label, options, schedule, rho}; None means
+    every registered training-free solver with its defaults. ``metrics`` None means the default metrics
+    the model supports. ``auto_afs`` lets a 2-NFE-per-step solver meet an odd budget with afs=true
+    when its entry does not set afs itself.
+    """
+
+    model: str = "gmm-fmnist"
+    solvers: list[Any] | None = None
+    nfe: list[int] = field(default_factory=lambda: list(DEFAULT_NFE))
+    metrics: list[str] | None = None
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 256
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    auto_afs: bool = True
+    name: str | None = None
+    out: str = "results"
+
+    def validate(self) -> None:
+        if not self.nfe:
+            raise UserError("the NFE list is empty; give budgets such as --nfe 3,5,7,9 or --nfe 3-10")
+        bad = [n for n in self.nfe if n < 1]
+        if bad:
+            raise UserError(f"NFE budgets must be at least 1, got {bad[0]}")
+        if self.num_samples < 2:
+            raise UserError(f"num_samples must be at least 2, got {self.num_samples}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise UserError(f"seed must be non-negative, got {self.seed}")
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.dtype not in DTYPES:
+            raise unknown_choice("dtype", self.dtype, DTYPES)
+        if self.metrics is not None and not self.metrics:
+            raise UserError("the metric list is empty; name at least one metric or leave it out for the defaults")
+        if self.solvers is not None and not self.solvers:
+            raise UserError("the solver list is empty; name at least one solver or leave it out for all training-free ones")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise UserError(f"run name '{self.name}' must be letters, digits, '.', '_' or '-'")
+
+
+@dataclass(frozen=True)
+class SolverEntry:
+    """One row of the table: a solver with its options and schedule, under a readable label."""
+
+    label: str
+    solver: str
+    options: dict[str, Any]
+    schedule: str | None
+    rho: float | None
+    explicit_afs: bool
+
+    def definition(self) -> dict[str, Any]:
+        """What the label stands for (compared with earlier records of the same run)."""
+        return {"solver": self.solver, "options": self.options, "schedule": self.schedule, "rho": self.rho}
+
+
+def parse_nfe(text: str) -> list[int]:
+    """'3,5,7,9', '3-10' or a mix such as '3-5,8' -> sorted unique budgets."""
+    budgets: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part)
+        if match is None:
+            raise UserError(f"--nfe takes budgets like 3,5,7,9 or 3-10, got '{text}'")
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+        if hi < lo:
+            raise UserError(f"the NFE range '{part}' is empty; write it low-high, e.g. 3-10")
+        budgets.update(range(lo, hi + 1))
+    return sorted(budgets)
+
+
+def _default_label(solver: str, options: Mapping[str, Any], schedule: str | None, rho: float | None) -> str:
+    parts = [solver, *(f"{k}={v}" for k, v in options.items())]
+    if schedule is not None:
+        parts.append(f"@{schedule}" + (f"(rho={rho:g})" if rho is not None else ""))
+    elif rho is not None:
+        parts.append(f"rho={rho:g}")
+    return " ".join(parts)
+
+
+def _entry(item: Any) -> SolverEntry:
+    if isinstance(item, str):
+        item = {"solver": item}
+    if not isinstance(item, Mapping):
+        raise UserError(f"each item of 'solvers' must be a solver name or a mapping with a 'solver' key, got {item!r}")
+    for key in item:
+        if key not in ENTRY_KEYS:
+            raise unknown_choice("key in a solvers item", str(key), ENTRY_KEYS)
+    if "solver" not in item:
+        raise UserError(f"the solvers item {dict(item)} has no 'solver' key")
+    spec = get_solver(str(item["solver"]))
+    options = item.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise UserError(f"'options' of solver '{spec.name}' must be a mapping, got {options!r}")
+    resolved = spec.resolve_options(options)
+    missing = [key for key in spec.requires if resolved.get(key) is None]
+    if missing:
+        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} in its solvers item (options: {{{missing[0]}: PATH}})")
+    schedule = item.get("schedule")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise unknown_choice("schedule", str(schedule), SCHEDULES)
+    rho = item.get("rho")
+    if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or rho <= 0):
+        raise UserError(f"'rho' of solver '{spec.name}' must be a positive number, got {rho!r}")
+    rho = None if rho is None else float(rho)
+    label = str(item.get("label") or _default_label(spec.name, options, schedule, rho))
+    return SolverEntry(label, spec.name, dict(options), schedule, rho, "afs" in options)
+
+
+def solver_entries(items: list[Any] | None) -> list[SolverEntry]:
+    """The validated entries; None means every registered training-free solver (read at run time)."""
+    if items is None:
+        items = [name for name, spec in SOLVERS.items() if spec.training_free]
+    entries = [_entry(item) for item in items]
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.label in seen:
+            raise UserError(f"the solver label '{entry.label}' appears twice; give each solvers item its own 'label'")
+        seen.add(entry.label)
+    return entries
+
+
+def select_solvers(config_items: list[Any] | None, names: list[str]) -> list[Any]:
+    """``--solvers``: labels of the config's entries, else registered solver names with their defaults."""
+    by_label = {entry.label: item for entry, item in zip(solver_entries(config_items), config_items or [])} if config_items else {}
+    chosen: list[Any] = []
+    for name in names:
+        if name in by_label:
+            chosen.append(by_label[name])
+        elif name in SOLVERS:
+            chosen.append(name)
+        else:
+            raise unknown_choice("solver", name, [*by_label, *SOLVERS])
+    return chosen
+
+
+def benchmark_config(path: str | Path | None, overrides: Mapping[str, Any], solver_names: list[str] | None = None) -> BenchmarkConfig:
+    """The config file (if any) with the non-None command-line ``overrides`` and ``--solvers`` applied."""
+    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    if solver_names is not None:
+        file_solvers = values.get("solvers")
+        if file_solvers is not None and not isinstance(file_solvers, list):
+            raise UserError(f"config key 'solvers' must be a list, got {file_solvers!r}")
+        values["solvers"] = select_solvers(file_solvers, solver_names)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(BenchmarkConfig, values, str(path) if path is not None else "options")

@@ -1,0 +1,167 @@
+"""The benchmark's metrics: a registry name -> function of (samples, context) returning one number.
+
+A metric may have a ``prepare`` hook (run once before the grid, e.g. a reference solution or
+reference statistics; it may return a one-line note kept in the records and reports) and an ``unavailable`` check saying why it cannot score a given model.
+Plug in another metric with one ``register_metric`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from diffsampler.errors import UserError, unknown_choice
+from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
+from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
+from diffsampler.models import Denoiser
+
+
+@dataclass
+class MetricContext:
+    """What a metric may need besides the samples: the model, the latents' seed and count, a cache folder."""
+
+    denoiser: Denoiser
+    model: str
+    seed: int
+    num_samples: int
+    sigma_start: float
+    sigma_end: float
+    device: torch.device
+    batch_size: int
+    cache_dir: Path | None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+MetricFn = Callable[[torch.Tensor, MetricContext], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric; ``version`` is bumped by hand when its definition changes (old records then refused)."""
+
+    name: str
+    compute: MetricFn
+    summary: str
+    prepare: Callable[[MetricContext], str | None] | None = None
+    unavailable: Callable[[Denoiser], str | None] | None = None
+    lower_is_better: bool = True
+    version: int = 1
+
+
+METRICS: dict[str, Metric] = {}
+DEFAULT_METRICS = ("rmse", "max_error", "pixel_fd")
+
+
+def register_metric(
+    name: str,
+    compute: MetricFn,
+    summary: str,
+    prepare: Callable[[MetricContext], str | None] | None = None,
+    unavailable: Callable[[Denoiser], str | None] | None = None,
+    lower_is_better: bool = True,
+    version: int = 1,
+) -> Metric:
+    """Add a metric to the registry."""
+    metric = Metric(name, compute, summary, prepare, unavailable, lower_is_better, version)
+    METRICS[name] = metric
+    return metric
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric of this name."""
+    if name not in METRICS:
+        raise unknown_choice("metric", name, METRICS)
+    return METRICS[name]
+
+
+def _reference_cache(ctx: MetricContext) -> ReferenceCache:
+    if "reference" not in ctx.memo:
+        folder = None if ctx.cache_dir is None else ctx.cache_dir / "reference"
+        ctx.memo["reference"] = ReferenceCache(ctx.denoiser, ctx.seed, ctx.sigma_start, ctx.sigma_end, ctx.device, ctx.batch_size, folder)
+    return ctx.memo["reference"]
+
+
+def prepare_reference(ctx: MetricContext) -> str:
+    """Solve (or load) the reference ODE solutions of every sample once."""
+    return _reference_cache(ctx).describe(ctx.num_samples)
+
+
+def reference_rmse(samples: torch.Tensor, ctx: MetricContext) -> float:
+    return rmse(samples, _reference_cache(ctx).get(samples.shape[0]).solution)
+
+
+def reference_max_error(samples: torch.Tensor, ctx: MetricContext) -> float:
+    return max_error(samples, _reference_cache(ctx).get(samples.shape[0]).solution)
+
+
+def _no_moments(denoiser: Denoiser) -> str | None:
+    return None if callable(getattr(denoiser, "moments", None)) else "needs an analytic model with known moments (a Gaussian mixture)"
+
+
+def prepare_moments(ctx: MetricContext) -> str:
+    """The model's exact mean and the square root of its covariance, once."""
+    if "moments" not in ctx.memo:
+        mean, cov = ctx.denoiser.moments()  # type: ignore[operator]
+        ctx.memo["moments"] = (mean.detach().cpu().double(), symmetric_sqrt(cov.detach().cpu()))
+    return "pixel_fd: against the exact mean and covariance of the analytic model"
+
+
+def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
+    prepare_moments(ctx)
+    mean, cov_sqrt = ctx.memo["moments"]
+    return frechet_to_gaussian(samples, mean, cov_sqrt)
+
+
+FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None}
+"""metric_options of ``fid``: the reference (a dataset source or a mu/sigma .npz), the weights file, the statistics cache."""
+
+
+def _not_images(denoiser: Denoiser) -> str | None:
+    shape = tuple(denoiser.sample_shape)
+    return None if len(shape) == 3 and shape[0] in (1, 3) else "needs image samples of shape (1 or 3, H, W)"
+
+
+def prepare_fid(ctx: MetricContext) -> str:
+    """Locate the Inception weights and load (or compute and cache) the reference statistics, once."""
+    from diffsampler.metrics.inception import locate_inception
+    from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
+    from diffsampler.metrics.scoring import default_batch_size
+
+    given = ctx.options.get("fid", {})
+    for key in given:
+        if key not in FID_OPTIONS:
+            raise unknown_choice("key in metric_options.fid", str(key), FID_OPTIONS)
+    opts = {**FID_OPTIONS, **given}
+    if "fid" not in ctx.memo:
+        weights = locate_inception(opts["inception"])
+        ref = str(opts["ref"])
+        if is_statistics_file(ref):
+            stats = load_statistics(ref)
+        else:
+            stats = reference_statistics(ref, weights, opts["cache_dir"], default_batch_size(ctx.device), ctx.device).stats
+        size = tuple(ctx.denoiser.sample_shape[1:])
+        if stats.image_size is not None and tuple(stats.image_size) != size:
+            raise UserError(f"the FID reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images but the model makes {size[0]}x{size[1]}; use a reference of the same size")
+        ctx.memo["fid"] = (weights.load(ctx.device), stats)
+        ctx.memo["fid_note"] = f"fid: clean-fid protocol, Inception weights from {weights.origin}, reference {ref} ({stats.num_images} images)"
+    return ctx.memo["fid_note"]
+
+
+def frechet_inception_distance(samples: torch.Tensor, ctx: MetricContext) -> float:
+    from diffsampler.metrics.fid import batch_statistics, fid_from_statistics, model_range_to_uint8
+    from diffsampler.metrics.scoring import default_batch_size
+
+    network, reference = ctx.memo["fid"]
+    size = default_batch_size(ctx.device)
+    batches = (model_range_to_uint8(samples[i : i + size]) for i in range(0, samples.shape[0], size))
+    return fid_from_statistics(batch_statistics(network, batches), reference)
+
+
+register_metric("rmse", reference_rmse, "RMSE against the reference ODE solution from the same latents", prepare_reference)
+register_metric("max_error", reference_max_error, "max |x - x_ref| against the reference ODE solution", prepare_reference)
+register_metric("pixel_fd", pixel_frechet, "Frechet distance in pixel space to the model's exact moments", prepare_moments, _no_moments)
+register_metric("fid", frechet_inception_distance, "FID (Inception-v3, clean-fid protocol) against the reference statistics", prepare_fid, _not_images)

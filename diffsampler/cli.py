@@ -220,6 +220,8 @@ def benchmark(
     )
     cfg = benchmark_config(config, overrides, names(solvers))
     outcome = run_benchmark(cfg, fresh, err_console)
+    if not outcome.reporter:
+        return
     for table in rich_tables(outcome.report):
         console.print(table)
     report = outcome.report

@@ -112,6 +112,23 @@ def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     return buf.to(t.device)
 
 
+def any_rank(flag: bool, world: World) -> bool:
+    """True on every rank when ``flag`` is true on at least one (so all ranks take the same branch)."""
+    if world.size == 1:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([int(flag)], dtype=torch.int64), world).item())
+
+
+def all_gather_tensors(t: torch.Tensor, world: World) -> list[torch.Tensor]:
+    """``t`` of every rank (same shape on all), in rank order, on the CPU."""
+    if world.size == 1:
+        return [t]
+    buf = t.detach().to(_comm_device()).contiguous()
+    pieces = [torch.empty_like(buf) for _ in range(world.size)]
+    dist.all_gather(pieces, buf)
+    return [p.cpu() for p in pieces]
+
+
 def barrier(world: World) -> None:
     """Wait for every rank (no-op on one process)."""
     if world.size > 1:

@@ -135,7 +135,13 @@ def generate_sharded(
 ) -> torch.Tensor:
     """``generate`` with the batches dealt across ranks (see ``diffsampler.distributed``); all samples on every rank."""
     mine = distributed.my_batches(indices, batch_size, world)
-    parts = [generate(denoiser, spec, options, plan, b, seed, batch_size, device, dtype) for b in mine]
+    failure: UserError | None = None
+    try:
+        parts = [generate(denoiser, spec, options, plan, b, seed, batch_size, device, dtype) for b in mine]
+    except UserError as exc:
+        failure, parts = exc, []
+    if distributed.any_rank(failure is not None, world):
+        raise failure or UserError(f"{spec.name} at NFE {plan.nfe} failed on another rank (see its error)")
     local = torch.cat(parts) if parts else torch.empty((0, *denoiser.sample_shape))
     return distributed.gather_batches(local, indices, batch_size, world)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from diffsampler.distributed import World, batches, my_batches
+from diffsampler.distributed import World, batches, current, my_batches
 
 
 def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -51,3 +54,99 @@ def test_sample_under_torchrun_equals_one_process(tmp_path):
     np.testing.assert_array_equal(a["indices"], b["indices"])
     assert json.loads((tmp_path / "two" / "meta.json").read_text())["world_size"] == 2
     assert two.stdout.count("20 samples of") == 1, "only rank 0 reports"
+
+
+BENCH = ["benchmark", "--device", "cpu", "--model", "gmm-2d", "--solvers", "euler,heun,dpmpp", "--batch-size", "16"]
+
+
+def record_files(run: Path) -> dict[str, dict]:
+    """Every record of a benchmark run folder, keyed by its path inside ``records/``."""
+    return {str(p.relative_to(run / "records")): json.loads(p.read_text()) for p in sorted((run / "records").rglob("*.json"))}
+
+
+def test_benchmark_under_torchrun_equals_one_process(tmp_path):
+    common = [*BENCH, "--nfe", "4,5", "--num-samples", "40", "--out", str(tmp_path)]
+    one = single([*common, "--name", "one"], tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = torchrun([*common, "--name", "two"], tmp_path)
+    assert two.returncode == 0, two.stderr
+    a, b = record_files(tmp_path / "one"), record_files(tmp_path / "two")
+    assert a.keys() == b.keys() and len(a) == 6 * 3
+    for key in a:
+        # Same batches on 1 or 2 processes: the metric values and grids are identical, not just close.
+        assert a[key]["value"] == b[key]["value"], key
+        assert a[key]["sigmas"] == b[key]["sigmas"], key
+        assert (a[key]["world_size"], b[key]["world_size"]) == (1, 2)
+    for png in (tmp_path / "one" / "grids").rglob("*.png"):
+        assert png.read_bytes() == (tmp_path / "two" / "grids" / png.relative_to(tmp_path / "one" / "grids")).read_bytes()
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (Linux /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_rank_killed_mid_run_fails_the_run_and_the_store_resumes(tmp_path):
+    args = [*BENCH, "--nfe", "1-12", "--num-samples", "160", "--out", str(tmp_path), "--name", "run"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "diffsampler", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    records = tmp_path / "run" / "records"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(records.rglob("*.json"))) >= 6:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the benchmark finished before a rank could be killed; give it more cells"
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, "a killed rank must fail the whole run"
+    partial = record_files(tmp_path / "run")
+    assert 6 <= len(partial) < 36 * 3
+    again = torchrun(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    done = record_files(tmp_path / "run")
+    assert len(done) == 36 * 3
+    for key, record in partial.items():
+        assert done[key] == record, f"finished record {key} changed on resume"
+
+
+def _feature_worker(rank: int, size: int, store: str, images: torch.Tensor, out: str) -> None:
+    """One gloo rank: statistics of a fixed linear 'extractor' over the shared batches."""
+    import torch.distributed as dist
+
+    from diffsampler.metrics.fid import batch_statistics
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    try:
+        extractor = torch.nn.Linear(images[0].numel(), 8).double()
+        torch.nn.init.normal_(extractor.weight, generator=torch.Generator().manual_seed(1))
+        torch.nn.init.zeros_(extractor.bias)
+        feats = lambda batch: extractor(batch.reshape(batch.shape[0], -1).double())  # noqa: E731
+        batches = [images[i : i + 7] for i in range(0, len(images), 7)]
+        stats = batch_statistics(feats, batches, world=current())
+        if rank == 0:
+            np.savez(out, mu=stats.mu, sigma=stats.sigma, n=stats.num_images)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_feature_moments_merged_across_ranks_equal_one_process(tmp_path):
+    images = torch.randint(0, 256, (45, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for size in (1, 3):
+        torch.multiprocessing.spawn(
+            _feature_worker, args=(size, str(tmp_path / f"store{size}"), images, str(tmp_path / f"w{size}.npz")), nprocs=size
+        )
+    one, three = np.load(tmp_path / "w1.npz"), np.load(tmp_path / "w3.npz")
+    assert int(one["n"]) == int(three["n"]) == 45
+    # Chan's merge differs from one pass only by float64 rounding: relative 1e-10 is far inside FID's 1e-6.
+    np.testing.assert_allclose(three["mu"], one["mu"], rtol=1e-10)
+    np.testing.assert_allclose(three["sigma"], one["sigma"], rtol=1e-10, atol=1e-10 * np.abs(one["sigma"]).max())

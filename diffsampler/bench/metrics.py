@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from diffsampler.distributed import World
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
 from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
@@ -34,6 +35,7 @@ class MetricContext:
     cache_dir: Path | None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
+    world: World = field(default_factory=World)
 
 
 MetricFn = Callable[[torch.Tensor, MetricContext], float]
@@ -158,7 +160,7 @@ def frechet_inception_distance(samples: torch.Tensor, ctx: MetricContext) -> flo
     network, reference = ctx.memo["fid"]
     size = default_batch_size(ctx.device)
     batches = (model_range_to_uint8(samples[i : i + size]) for i in range(0, samples.shape[0], size))
-    return fid_from_statistics(batch_statistics(network, batches), reference)
+    return fid_from_statistics(batch_statistics(network, batches, world=ctx.world), reference)
 
 
 register_metric("rmse", reference_rmse, "RMSE against the reference ODE solution from the same latents", prepare_reference)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from diffsampler import __version__
+from diffsampler import __version__, distributed
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
@@ -22,7 +22,7 @@ from diffsampler.bench.store import Manifest, ResultStore, source_hash
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model
-from diffsampler.sampling import generate, prepared_options, resolve_device
+from diffsampler.sampling import generate_sharded, prepared_options, resolve_device
 from diffsampler.solvers import get_solver
 
 
@@ -35,6 +35,7 @@ class BenchmarkOutcome:
     sampled: int
     reused: int
     seconds: float
+    reporter: bool = True
 
 
 def default_run_name(model: str) -> str:
@@ -113,7 +114,11 @@ def _record(
 
 
 def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | None = None) -> BenchmarkOutcome:
-    """Sample every missing cell, score it with every metric, write records, then the reports."""
+    """Sample every missing cell, score it with every metric, write records, then the reports.
+
+    Under torchrun the batches of every cell are dealt across ranks (``diffsampler.distributed``) and
+    gathered in index order, so samples and metrics equal a single process's; rank 0 alone writes.
+    """
     console = console or Console(stderr=True)
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
@@ -122,7 +127,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
     unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
-    device = resolve_device(cfg.device)
+    world, device = distributed.setup(resolve_device(cfg.device))
     denoiser.to(device)
     sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
     sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
@@ -133,10 +138,11 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
     store.check(manifest, fresh)
-    ensure_writable_dir(out)
+    if world.is_main:
+        ensure_writable_dir(out)
 
     ctx = MetricContext(denoiser, cfg.model, cfg.seed, cfg.num_samples, sigma_max, sigma_min, device, cfg.batch_size,
-                        out / ".cache", {k: dict(v) for k, v in cfg.metric_options.items()})
+                        out / ".cache", {k: dict(v) for k, v in cfg.metric_options.items()}, world=world)
     pending = [
         (cell, missing)
         for cell in cells
@@ -144,12 +150,17 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name) is None]]
         if missing
     ]
+    distributed.barrier(world)
     notes: dict[str, str | None] = {}
-    for metric in {m.name: m for _, missing in pending for m in missing}.values():
-        if metric.prepare is not None:
-            with console.status(f"preparing {metric.name} for {cfg.num_samples} samples"):
-                notes[metric.name] = metric.prepare(ctx)
-    store.open(manifest, fresh)
+    for rank in range(world.size):
+        if rank == world.rank:
+            for metric in {m.name: m for _, missing in pending for m in missing}.values():
+                if metric.prepare is not None:
+                    with console.status(f"preparing {metric.name} for {cfg.num_samples} samples"):
+                        notes[metric.name] = metric.prepare(ctx)
+        distributed.barrier(world)
+    if world.is_main:
+        store.open(manifest, fresh)
     unavailable: dict[tuple[str, int], str] = {}
     dtype = getattr(torch, cfg.dtype)
     columns = (
@@ -157,7 +168,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("{task.fields[cell]}"),
     )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, disable=not world.is_main) as progress:
         task = progress.add_task("benchmark", total=len(pending), rate="", cell="")
         for cell, missing in pending:
             assert cell.plan is not None
@@ -172,7 +183,9 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
             error, samples = None, None
             tic = time.perf_counter()
             try:
-                samples = generate(denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, dtype)
+                samples = generate_sharded(
+                    denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, dtype, world
+                )
             except UserError as exc:
                 error = str(exc)
             seconds = time.perf_counter() - tic
@@ -182,13 +195,18 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
                 "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
                 "device": str(device),
                 "batch_size": cfg.batch_size,
+                "world_size": world.size,
             }
-            if samples is not None:
+            if samples is not None and world.is_main:
                 _save_preview(samples, denoiser.sample_shape, store.grid_path(cell.entry.label, cell.nfe))
             for metric in missing:
                 value = None if samples is None else metric.compute(samples, ctx)
-                store.write(_record(cfg, cell, metric, value, timing, error, notes.get(metric.name)))
+                if world.is_main:
+                    store.write(_record(cfg, cell, metric, value, timing, error, notes.get(metric.name)))
             progress.update(task, advance=1, rate=f"{cfg.num_samples / seconds:.0f} samples/s" if seconds > 0 else "")
+    distributed.barrier(world)
     report = build_report(cfg, cells, metrics, store, unavailable)
-    write_reports(store.folder, report)
-    return BenchmarkOutcome(store.folder, report, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
+    if world.is_main:
+        write_reports(store.folder, report)
+    outcome = BenchmarkOutcome(store.folder, report, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
+    return replace(outcome, reporter=world.is_main)

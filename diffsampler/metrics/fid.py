@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffsampler.distributed import World, all_gather_tensors
 from diffsampler.errors import UserError
 from diffsampler.metrics.frechet import frechet_distance
 
@@ -60,12 +61,37 @@ class FeatureMoments:
         self.gram += centred.T @ centred
         self.count += feats.shape[0]
 
-    def statistics(self) -> Statistics:
-        if self.count < 2 or self.total is None or self.gram is None or self.shift is None:
-            raise UserError(f"FID needs at least 2 images per set, got {self.count}")
+    def central(self, dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(n, mean, M2 = sum (x - mean)(x - mean)^T) on the CPU; zeros of size ``dim`` when nothing was seen."""
+        if self.count == 0 or self.total is None or self.gram is None or self.shift is None:
+            return 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
         offset = self.total / self.count
-        cov = (self.gram - self.count * torch.outer(offset, offset)) / (self.count - 1)
-        return Statistics((self.shift + offset).cpu().numpy(), cov.cpu().numpy(), self.count)
+        return self.count, (self.shift + offset).cpu(), (self.gram - self.count * torch.outer(offset, offset)).cpu()
+
+    def statistics(self, world: World | None = None) -> Statistics:
+        """Mean and unbiased covariance; under torchrun, of every rank's features together.
+
+        Ranks are merged in rank order with the pairwise update of Chan et al. (1979):
+        M2 = M2_a + M2_b + d d^T n_a n_b / (n_a + n_b), d = mean_b - mean_a.
+        """
+        world = world or World()
+        dim = int(self.shift.shape[0]) if self.shift is not None else 0
+        if world.size > 1:
+            dim = max(int(t[1]) for t in all_gather_tensors(torch.tensor([self.count, dim]), world))
+        count, mean, m2 = self.central(dim)
+        if world.size > 1:
+            counts = all_gather_tensors(torch.tensor([count], dtype=torch.float64), world)
+            means, m2s = all_gather_tensors(mean, world), all_gather_tensors(m2, world)
+            count, mean, m2 = 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
+            for n_b, mean_b, m2_b in zip((int(c.item()) for c in counts), means, m2s):
+                if n_b == 0:
+                    continue
+                delta, n = mean_b - mean, count + n_b
+                m2 = m2 + m2_b + torch.outer(delta, delta) * (count * n_b / n)
+                mean, count = mean + delta * (n_b / n), n
+        if count < 2:
+            raise UserError(f"FID needs at least 2 images per set, got {count}")
+        return Statistics(mean.numpy(), (m2 / (count - 1)).numpy(), count)
 
 
 def image_batches(images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
@@ -84,11 +110,24 @@ def model_range_to_uint8(samples: torch.Tensor) -> torch.Tensor:
 
 
 def batch_statistics(
-    extractor: nn.Module, batches: Iterable[torch.Tensor], keep_features: bool = False, progress: Progress = None
+    extractor: nn.Module,
+    batches: Iterable[torch.Tensor],
+    keep_features: bool = False,
+    progress: Progress = None,
+    world: World | None = None,
 ) -> Statistics:
-    """Statistics of ``extractor`` features of streamed uint8 (B, C, H, W) batches; memory O(D^2) unless ``keep_features``."""
+    """Statistics of ``extractor`` features of streamed uint8 (B, C, H, W) batches; memory O(D^2) unless ``keep_features``.
+
+    Under torchrun every rank passes the same batches and extracts features of every size-th one
+    (batch k on rank k mod size); the moments are then merged across ranks.
+    """
+    world = world or World()
+    if keep_features and world.size > 1:
+        raise UserError("KID keeps every feature vector and is not computed under torchrun; run it in one process")
     moments, kept, size = FeatureMoments(), [], None
-    for batch in batches:
+    for k, batch in enumerate(batches):
+        if k % world.size != world.rank:
+            continue
         if size is None:
             size = (int(batch.shape[-2]), int(batch.shape[-1]))
         elif (int(batch.shape[-2]), int(batch.shape[-1])) != size:
@@ -99,7 +138,7 @@ def batch_statistics(
             kept.append(feats.cpu().numpy())
         if progress is not None:
             progress(len(batch))
-    stats = moments.statistics()
+    stats = moments.statistics(world)
     stats.image_size = size
     stats.features = np.concatenate(kept) if keep_features else None
     return stats

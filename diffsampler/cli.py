@@ -51,6 +51,13 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _launch_rank() -> int:
+    """This process's torchrun rank (0 without torchrun); ranks other than 0 stay quiet."""
+    from diffsampler.distributed import launch_rank
+
+    return launch_rank()
+
+
 def _leave_process_group() -> None:
     """Leave the torch.distributed group a command under torchrun joined (nothing otherwise)."""
     if "torch.distributed" in sys.modules:
@@ -158,6 +165,8 @@ def train_amed(
     )
     cfg = load_config(AmedTrainConfig, config, overrides)
     path, result = train_with_progress(cfg, console)
+    if _launch_rank() != 0:
+        return
     meta = result.meta
     console.print(
         f"{meta['num_parameters']:,}-parameter predictor for {meta['solver']}{' base=' + meta['base'] if meta['base'] else ''} "

@@ -36,6 +36,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_rank() -> int:
+    """The RANK torchrun gave this process (0 when not launched by it); known before the group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def current() -> World:
     """The world of the initialised process group, or a single process."""
     if dist.is_available() and dist.is_initialized():
@@ -127,6 +132,22 @@ def all_gather_tensors(t: torch.Tensor, world: World) -> list[torch.Tensor]:
     pieces = [torch.empty_like(buf) for _ in range(world.size)]
     dist.all_gather(pieces, buf)
     return [p.cpu() for p in pieces]
+
+
+def my_rows(count: int, world: World) -> range:
+    """This rank's contiguous block of ``count`` rows (blocks of ceil(count / size); the last ones may be short or empty)."""
+    per = -(-count // world.size)
+    return range(min(world.rank * per, count), min((world.rank + 1) * per, count))
+
+
+def sum_gradients(module: torch.nn.Module, world: World) -> None:
+    """Replace every parameter's gradient by its sum over ranks (a missing gradient counts as zero)."""
+    if world.size == 1:
+        return
+    for p in module.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(all_reduce_sum(p.grad, world))
 
 
 def barrier(world: World) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from diffsampler import distributed
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.train import StepReport, TrainResult, train_and_save
 
@@ -22,7 +23,7 @@ def describe_step(rep: StepReport) -> str:
 def train_with_progress(cfg: AmedTrainConfig, console: Console) -> tuple[Path, TrainResult]:
     """Train and save, showing every optimizer step on ``console``."""
     columns = (TextColumn("[bold]AMED[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=distributed.launch_rank() != 0) as progress:
         task = progress.add_task("starting", total=None)
 
         def report(rep: StepReport) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from diffsampler import distributed
 from diffsampler.amed.checkpoint import save_checkpoint
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import FALLBACK_FEATURE_DIM, AMEDPredictor, PredictorConfig
@@ -81,9 +82,16 @@ def _stats(v: torch.Tensor) -> tuple[float, float]:
 
 
 def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> TrainResult:
-    """Distil a predictor for ``cfg``; ``report`` is called after every optimizer step."""
+    """Distil a predictor for ``cfg``; ``report`` is called after every optimizer step.
+
+    Under torchrun each rank takes a contiguous block of every batch; the loss (the batch mean) and its
+    gradient are summed over ranks before each Adam step, so every rank holds the same predictor.
+    """
     tic = time.perf_counter()
-    device = resolve_device(cfg.device)
+    world, device = distributed.setup(resolve_device(cfg.device))
+    last_batch = cfg.num_latents % cfg.batch_size or cfg.batch_size
+    if min(cfg.batch_size, last_batch) < world.size:
+        raise UserError(f"every batch needs at least one latent per rank: batch_size {cfg.batch_size} and num_latents {cfg.num_latents} leave a batch of {min(cfg.batch_size, last_batch)} for {world.size} ranks")
     dtype = getattr(torch, cfg.dtype)
     denoiser = load_model(cfg.model).to(device).eval().requires_grad_(False)
     sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
@@ -109,7 +117,9 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
     for _ in range(cfg.epochs):
         order = torch.randperm(cfg.num_latents, generator=gen)
         for start in range(0, cfg.num_latents, cfg.batch_size):
-            z = latents[order[start : start + cfg.batch_size]].to(device, dtype)
+            picked = order[start : start + cfg.batch_size]
+            rows = distributed.my_rows(len(picked), world)
+            z = latents[picked[rows.start : rows.stop]].to(device, dtype)
             with torch.no_grad():
                 targets, x = [z], z
                 for k in range(plan.steps):
@@ -121,9 +131,11 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
                     denoiser, predictor, x, student_grid[n], student_grid[n + 1], n, history, student=cfg.student,
                     num_steps=plan.steps, afs=cfg.afs, max_order=cfg.resolved_max_order, lower_order_final=cfg.lower_order_final,
                 )
-                loss = (x_next - targets[n + 1]).pow(2).flatten(1).sum(1).mean()
+                loss = (x_next - targets[n + 1]).pow(2).flatten(1).sum(1).sum() / len(picked)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.sum_gradients(predictor, world)
+                loss = distributed.all_reduce_sum(loss.detach(), world)
                 for p in predictor.parameters():
                     if p.grad is not None:
                         torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
@@ -158,6 +170,7 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
         "training_seconds": seconds,
         "final_loss": sum(losses[-plan.steps :]) / plan.steps,
         "device": str(device),
+        "world_size": world.size,
         "torch": str(torch.__version__),
     }
     return TrainResult(predictor, meta, losses)
@@ -167,5 +180,6 @@ def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | 
     """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name``."""
     result = train_amed(cfg, report)
     path = Path(cfg.out) / cfg.file_name
-    save_checkpoint(path, result.predictor, result.meta)
+    if distributed.current().is_main:
+        save_checkpoint(path, result.predictor, result.meta)
     return path, result

@@ -26,8 +26,9 @@ PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2))
 """Covariances streamed per grid point, of (a, p, q): aa, ap, aq, pp, pq."""
 ROWS = 9
 """Rows of one grid point's record: l, mean a, mean p, mean q, then the five covariances."""
-SMOOTH_HALF_WINDOW = 5
-"""dl/dlambda is averaged over 2 * 5 + 1 grid points (truncated at the ends), as the authors do."""
+SMOOTH_HALF_WIDTH = 0.05
+"""dl/dlambda is averaged over grid points within +-0.05 in lambda: the authors' 5 points either side on their
+N = 1200 grids. A fixed number of points would widen the window (and its bias) on coarse grids."""
 RIDGE = 1e-9
 """s = Cov(f, f') / (Var(f) + RIDGE * Var(p)): where f (the part of sigma eps that l x does not explain) carries
 well under 0.1% of the output's variance, the fit of f' on f is a ratio of estimation errors (Monte-Carlo noise of
@@ -81,9 +82,10 @@ def point_record(
     return torch.cat([(l_sum / moments.count)[None], moments.mean, moments.covariances()]).cpu()
 
 
-def smoothed_derivative(values: np.ndarray, lambdas: np.ndarray, half_window: int = SMOOTH_HALF_WINDOW) -> np.ndarray:
-    """d values / d lambda along axis 0 by second-order finite differences, then a centred moving average of
-    up to 2 * half_window + 1 points, narrowed symmetrically near the ends (so it is exact for quadratics)."""
+def smoothed_derivative(values: np.ndarray, lambdas: np.ndarray, half_width: float = SMOOTH_HALF_WIDTH) -> np.ndarray:
+    """d values / d lambda along axis 0 (uniform grid) by second-order finite differences, then a centred moving
+    average over +-half_width in lambda, narrowed symmetrically near the ends (so it is exact for quadratics)."""
+    half_window = round(half_width / abs(lambdas[1] - lambdas[0]))
     deriv = np.gradient(values, lambdas, axis=0, edge_order=2)
     csum = np.concatenate([np.zeros_like(deriv[:1]), np.cumsum(deriv, axis=0)])
     n = deriv.shape[0]

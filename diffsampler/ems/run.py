@@ -130,7 +130,6 @@ def compute_ems(
     denoiser.to(dev).eval()
     folder = Path(out) if out else default_out(model, denoiser.sigma_min, denoiser.sigma_max, grid, num_data)
     identity = _identity(denoiser, data, grid, num_data, batch, seed)
-    _open_partial(partial_folder(folder), identity)
     tic = time.perf_counter()
     points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
     meta = {"model_name": model, "data": data_note, "data_seconds": time.perf_counter() - tic}

@@ -242,6 +242,8 @@ def test_compute_ems_rejects_bad_input():
         ems_run.compute_ems("gmm-2d", grid=1)
     with pytest.raises(UserError, match="unknown model"):
         ems_run.compute_ems("nope")
+    with pytest.raises(UserError, match="unknown device 'gpu'"):
+        ems_run.compute_ems("gmm-2d", device="gpu")
 
 
 def test_compute_ems_from_image_data_checks_size(tmp_path):

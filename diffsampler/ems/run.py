@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
-from diffsampler.errors import UserError
+from diffsampler.config import DEVICES
+from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.sampling import generate, plan_grid, resolve_device
 
@@ -125,6 +126,8 @@ def compute_ems(
         raise UserError(f"--num-data must be at least 2 and --batch at least 1, got {num_data} and {batch}")
     if seed < 0:
         raise UserError(f"--seed must be non-negative, got {seed}")
+    if device not in DEVICES:
+        raise unknown_choice("device", device, DEVICES)
     denoiser = load_model(model)
     dev = resolve_device(device)
     denoiser.to(dev).eval()

@@ -192,6 +192,39 @@ def test_mismatched_statistics_are_refused_in_one_line(tmp_path, context, messag
     assert "\n" not in str(info.value)
 
 
+def _sample_v3(tmp_path: Path, stats: Path, *extra: str):
+    args = ["sample", "--model", "gmm-2d", "--solver", "dpm-solver-v3", "--nfe", "3", "--num-samples", "2", "-o", f"stats={stats}"]
+    return runner.invoke(app, [*args, *extra, "--out", str(tmp_path / "samples")])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("model", "made for another model"),
+        ("shape", "statistics of shape [3] do not fit this model's samples of shape [2]"),
+        ("range", "statistics cover sigma 0.002 to 80 but the sampling grid runs 0.002 to 40"),
+        ("no-range", "has no meta.json, so its sigma range is unknown"),
+    ],
+)
+def test_sample_cli_refuses_mismatched_statistics_with_one_line_and_exit_2(tmp_path, case, message):
+    sha = load_model("gmm-2d").describe()["sha256"]
+    folder = _stats_folder(tmp_path, shape=(3,) if case == "shape" else (2,), n=8, sha="0" * 64 if case == "model" else sha, meta=case == "model" or case == "range")
+    extra = {"shape": ("-o", "stats_sigma_min=0.002", "-o", "stats_sigma_max=80"), "range": ("--sigma-max", "40")}.get(case, ())
+    result = _sample_v3(tmp_path, folder, *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.strip().count("\n") == 0
+    assert not (tmp_path / "samples").exists()
+
+
+def test_sample_cli_accepts_matching_statistics_and_counts_nfe(tmp_path):
+    sha = load_model("gmm-2d").describe()["sha256"]
+    folder = _stats_folder(tmp_path, n=8, sha=sha)
+    result = _sample_v3(tmp_path, folder)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(next((tmp_path / "samples").glob("*/meta.json")).read_text())
+    assert meta["nfe"] == 3
+
+
 def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
     out = tmp_path / "ems"
     result = runner.invoke(app, ["compute-ems", "--model", "gmm-2d", "--grid", "30", "--num-data", "16", "--batch", "16", "--out", str(out), "--device", "cpu"])

@@ -235,6 +235,7 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
     assert meta["model"]["sha256"] == load_model("gmm-2d").describe()["sha256"]
     assert (meta["grid"], meta["num_data"], meta["sigma_min"], meta["sigma_max"]) == (30, 16, 0.002, 80.0)
     assert meta["jvp_calls"] == 31 * 2
+    assert meta["usable"] is True
     assert np.load(out / "l.npz")["l"].shape == (31, 2)
     ok = runner.invoke(app, ["sample", "--model", "gmm-2d", "--solver", "dpm-solver-v3", "--nfe", "5", "-o", f"stats={out}", "--num-samples", "4", "--out", str(tmp_path / "s")])
     assert ok.exit_code == 0, ok.output
@@ -286,3 +287,17 @@ def test_compute_ems_from_image_data_checks_size(tmp_path):
         ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu", progress=False)
     with pytest.raises(UserError, match=r"have shape \(1, 8, 8\) but the model takes \(1, 32, 32\)"):
         ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu", progress=False)
+
+
+def test_statistics_whose_integrals_overflow_are_refused_in_one_line(tmp_path):
+    # |s| of 1000 over a lambda span of 10.6 makes e^S overflow float64: the solver must refuse, not return NaN,
+    # and compute-ems must flag such statistics in its metadata.
+    n = 20
+    big = {"l": np.ones((n + 1, 2)), "s": np.full((n + 1, 2), 1000.0), "b": np.zeros((n + 1, 2))}
+    assert "overflow" in ems_run.unusable_reason(big, SIGMA_MIN, SIGMA_MAX)
+    assert ems_run.unusable_reason({**big, "s": np.zeros((n + 1, 2))}, SIGMA_MIN, SIGMA_MAX) == ""
+    folder = tmp_path / "stats"
+    folder.mkdir()
+    write_statistics(folder, big["l"], big["s"], big["b"], {"sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX})
+    result = _sample_v3(tmp_path, folder)
+    assert result.exit_code == 2 and "integrals overflow" in result.output and result.output.strip().count("\n") == 0

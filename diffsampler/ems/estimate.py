@@ -30,10 +30,11 @@ SMOOTH_HALF_WIDTH = 0.05
 """dl/dlambda is averaged over grid points within +-0.05 in lambda: the authors' 5 points either side on their
 N = 1200 grids. A fixed number of points would widen the window (and its bias) on coarse grids."""
 RIDGE = 1e-9
-"""s = Cov(f, f') / (Var(f) + RIDGE * Var(p)): where f (the part of sigma eps that l x does not explain) carries
-well under 0.1% of the output's variance, the fit of f' on f is a ratio of estimation errors (Monte-Carlo noise of
-l, rounding) and s is shrunk to 0; elsewhere the shrinkage is negligible. Var(f) = 0 (Gaussian data with exact l)
-gives s = 0."""
+"""s = Cov(f, f') / (Var(f) + RIDGE * Var(p)): where f (the part of sigma eps that l x does not explain) has a
+variance at the level of rounding relative to sigma eps, the fit of f' on f is a ratio of rounding errors and s is
+shrunk to 0; elsewhere the shrinkage is negligible. Var(f) = 0 (Gaussian data with exact l) gives s = 0. Larger
+ridges (1e-3 to 1e-1 of Var(p)) were tried on Gaussian mixtures and neither helped nor hurt consistently; they do
+not cure the Monte-Carlo noise of small K, which needs more data points."""
 NOISE_STREAM = 0x454D53
 """Separates the EMS noise streams from the per-sample latent streams of `diffsampler.latents`."""
 

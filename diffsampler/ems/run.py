@@ -29,6 +29,7 @@ from diffsampler.config import DEVICES
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.sampling import generate, plan_grid, resolve_device
+from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,15 @@ def compute_ems(
     return estimate_to_folder(denoiser, points, grid, batch, seed, folder, dev, meta, identity, progress)
 
 
+def unusable_reason(stats: dict[str, Any], sigma_min: float, sigma_max: float) -> str:
+    """Why DPM-Solver-v3 would refuse these statistics (its integrals overflow), or '' when it accepts them."""
+    try:
+        EmpiricalStatistics(stats["l"], stats["s"], stats["b"], sigma_min, sigma_max).tables(torch.device("cpu"))
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
 def partial_folder(folder: Path) -> Path:
     """Where finished grid points of an unfinished run are kept: `<out>.partial` beside the output."""
     return folder.with_name(folder.name + ".partial")
@@ -177,6 +187,9 @@ def estimate_to_folder(
             bar.advance(task)
     records = np.stack([np.load(_point_file(partial, j)) for j in range(grid + 1)])
     stats = statistics_from_records(records, lambdas)
+    problem = unusable_reason(stats, denoiser.sigma_min, denoiser.sigma_max)
+    if problem:
+        log.warning("compute-ems: %s", problem)
     seconds = time.perf_counter() - tic
     meta = {
         "model": denoiser.describe(),
@@ -190,6 +203,7 @@ def estimate_to_folder(
         "lambda_last": float(lambdas[-1]),
         "ridge": RIDGE,
         "shrunk_elements": stats["shrunk"],
+        "usable": not problem,
         "jvp_calls": denoiser.calls - calls,
         "seconds": seconds,
         "resumed_points": resumed,

@@ -67,6 +67,12 @@ class Tables:
         self.I = cumulative_trapezoid(torch.exp(self.LS), self.lambdas)
         self.B = cumulative_trapezoid(torch.exp(-self.S) * b, self.lambdas)
         self.C = cumulative_trapezoid(torch.exp(self.LS) * self.B, self.lambdas)
+        if not all(torch.isfinite(t).all() for t in (self.I, self.B, self.C)):
+            worst = int(s.abs().flatten(1).amax(dim=1).argmax())
+            raise UserError(
+                f"the statistics' integrals overflow (|s| up to {float(s[worst].abs().max()):.3g} at sigma {math.exp(-float(self.lambdas[worst])):.3g}); "
+                "recompute them with more data points (--num-data)"
+            )
         self.l = l
         self._weights: dict[tuple[int, int, int], torch.Tensor] = {}
 

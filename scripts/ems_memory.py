@@ -6,6 +6,7 @@ embedding, and EDM preconditioning. Run one mode per process, since peak RSS is 
 
     python scripts/ems_memory.py jvp --batch 256
     python scripts/ems_memory.py forward --batch 256
+    python scripts/ems_memory.py jvp --batch 16 --num-data 64   # same peak as K = 16
 """
 
 from __future__ import annotations
@@ -104,11 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("jvp", "forward"))
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--num-data", type=int, default=None, help="data points K (default: one batch); peak memory must not grow with K")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = StandInUNet().eval()
     params = sum(p.numel() for p in model.parameters())
-    data = torch.rand(args.batch, 3, 32, 32) * 2 - 1
+    data = torch.rand(args.num_data or args.batch, 3, 32, 32) * 2 - 1
     before = peak_mib()
     tic = time.perf_counter()
     if args.mode == "jvp":
@@ -117,7 +119,7 @@ def main() -> None:
         with torch.no_grad():
             model(data + torch.randn_like(data), 1.0)
     seconds = time.perf_counter() - tic
-    Console().print(f"{args.mode}: {params / 1e6:.1f}M parameters, batch {args.batch}: peak RSS {peak_mib():.0f} MiB "
+    Console().print(f"{args.mode}: {params / 1e6:.1f}M parameters, batch {args.batch}, K {data.shape[0]}: peak RSS {peak_mib():.0f} MiB "
           f"(before {before:.0f} MiB), {seconds:.1f} s")
 
 

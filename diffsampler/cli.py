@@ -246,6 +246,29 @@ def benchmark(
     )
 
 
+@app.command("compute-ems")
+@user_errors
+def compute_ems(
+    model: str = typer.Option("gmm-fmnist", help="Model name (see `diffsampler list`)."),
+    data: Optional[str] = typer.Option(None, help="Data source (fashion-mnist[:test], image folder, .zip, .npz); default: samples of the model."),
+    grid: int = typer.Option(120, help="Grid intervals N: statistics at N + 1 points uniform in lambda = -log(sigma)."),
+    num_data: int = typer.Option(1024, help="Data points K (the same K at every grid point)."),
+    batch: int = typer.Option(256, help="Data points per JVP batch (bounds the memory)."),
+    seed: int = typer.Option(0, help="Seed of the data subset, the noise and the probes."),
+    out: Optional[str] = typer.Option(None, help="Output folder. Default results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Estimate DPM-Solver-v3's statistics l, s, b; write l.npz, sb.npz and meta.json (resumable)."""
+    from diffsampler.ems.run import compute_ems as run
+
+    result = run(model, data, grid, num_data, batch, seed, out, device)
+    console.print(
+        f"statistics of {model} on {result.num_intervals + 1} grid points from {result.num_data} data points "
+        f"in {result.seconds:.1f} s ({result.resumed_points} points resumed) -> {result.folder}",
+        highlight=False,
+    )
+
+
 @app.command("list")
 @user_errors
 def list_things() -> None:

@@ -9,7 +9,7 @@ from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import SOLVERS, get_solver
 
 TRAINING_FREE = sorted(name for name, spec in SOLVERS.items() if spec.training_free)
-"""Solvers that need no artefact; those that do (AMED, ...) check their NFE in their own tests."""
+"""Solvers that run without an artefact (statistics, predictor); the others test their NFE in their own files."""
 OPTION_SETS = [{}, {"afs": True}, {"denoise_to_zero": True}, {"afs": True, "denoise_to_zero": True}]
 
 

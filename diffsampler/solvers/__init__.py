@@ -9,6 +9,7 @@ from diffsampler.solvers.amed import amed_plugin, amed_solver, prepare_amed, pre
 from diffsampler.solvers.base import PrepareFn, SolverSpec
 from diffsampler.solvers.deis import deis
 from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
+from diffsampler.solvers.dpm_solver_v3 import V3_OPTIONS, dpm_solver_v3
 from diffsampler.solvers.ipndm import ipndm, ipndm_v
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 from diffsampler.solvers.unipc import unipc
@@ -70,6 +71,24 @@ register_solver(
     "amed-plugin", amed_plugin, 2, "polynomial",
     "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step",
     {"predictor": None, "base": None, "max_order": None, "lower_order_final": None}, requires=("predictor",), prepare=prepare_amed_plugin,
+)
+
+
+def _prepare_dpm_solver_v3(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    from diffsampler.ems.format import prepare_statistics
+
+    return prepare_statistics(options, context)
+
+
+register_solver(
+    "dpm-solver-v3",
+    dpm_solver_v3,
+    1,
+    "logsnr",
+    "DPM-Solver-v3, multistep predictor-corrector with empirical model statistics (-o stats=FOLDER), 1 NFE per step",
+    V3_OPTIONS,
+    requires=("stats",),
+    prepare=_prepare_dpm_solver_v3,
 )
 
 

@@ -1,0 +1,1 @@
+"""Empirical model statistics (EMS) of DPM-Solver-v3 (arXiv 2310.13268): estimation and file format."""

@@ -1,0 +1,218 @@
+"""`diffsampler compute-ems`: statistics for one model, resumable per grid point, written atomically.
+
+Each finished grid point is saved as one small file in `<out>.partial/`; a rerun with the same settings
+skips those points (and reproduces an uninterrupted run exactly: every point has its own noise generator).
+When all points are done, `l.npz`, `sb.npz` and `meta.json` appear in `<out>` at once and the partial folder
+is removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
+from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
+from diffsampler.ems.format import write_statistics
+from diffsampler.config import DEVICES
+from diffsampler.errors import UserError, unknown_choice
+from diffsampler.models import Denoiser, load_model
+from diffsampler.sampling import generate, plan_grid, resolve_device
+from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
+
+log = logging.getLogger(__name__)
+
+MODEL_SAMPLE_SOLVER = "heun"
+MODEL_SAMPLE_NFE = 100
+"""Without data, x0 are model samples from Heun with 50 steps (100 NFE) on the EDM grid."""
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class EmsOutcome:
+    folder: Path
+    num_intervals: int
+    num_data: int
+    seconds: float
+    resumed_points: int
+    shrunk: int
+
+
+def default_out(model: str, sigma_min: float, sigma_max: float, grid: int, num_data: int) -> Path:
+    """results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>, the authors' folder naming."""
+    return Path("results/ems") / model / f"{sigma_min:g}_{sigma_max:g}_{grid}_{num_data}"
+
+
+def data_points(denoiser: Denoiser, source: str | None, num_data: int, seed: int, batch: int, device: torch.device) -> tuple[torch.Tensor, str]:
+    """K data points (float32, on the CPU) from a dataset source (a random subset) or from the model itself."""
+    if source is None:
+        from diffsampler.solvers import get_solver
+
+        spec = get_solver(MODEL_SAMPLE_SOLVER)
+        options = spec.resolve_options()
+        plan = plan_grid(spec, options, denoiser.sigma_min, denoiser.sigma_max, MODEL_SAMPLE_NFE)
+        samples = generate(denoiser, spec, options, plan, range(num_data), seed, batch, device, torch.float32)
+        return samples, f"model samples ({MODEL_SAMPLE_SOLVER}, NFE {MODEL_SAMPLE_NFE}, seed {seed})"
+    from diffsampler.data.datasets import load_images, to_model_range
+
+    images = load_images(source)
+    if images.shape[0] < num_data:
+        raise UserError(f"--num-data {num_data} exceeds the {images.shape[0]} images in {source}; lower --num-data")
+    pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:num_data].sort().values.numpy()
+    data = to_model_range(images[pick])
+    if tuple(data.shape[1:]) != tuple(denoiser.sample_shape):
+        raise UserError(f"images in {source} have shape {tuple(data.shape[1:])} but the model takes {tuple(denoiser.sample_shape)}")
+    return data, f"{source} ({num_data} of {images.shape[0]}, subset seed {seed})"
+
+
+def _identity(denoiser: Denoiser, data: str | None, grid: int, num_data: int, batch: int, seed: int) -> dict[str, Any]:
+    return {
+        "model_sha256": denoiser.describe()["sha256"],
+        "sigma_min": denoiser.sigma_min,
+        "sigma_max": denoiser.sigma_max,
+        "grid": grid,
+        "num_data": num_data,
+        "batch": batch,
+        "seed": seed,
+        "data": data,
+    }
+
+
+def _open_partial(partial: Path, identity: dict[str, Any]) -> None:
+    run_file = partial / RUN_FILE
+    if run_file.exists():
+        if json.loads(run_file.read_text()) != identity:
+            raise UserError(f"{partial} holds an unfinished run with other settings; delete it or choose another --out")
+        return
+    ensure_writable_dir(partial)
+    atomic_write_bytes(run_file, json.dumps(identity, indent=2).encode())
+
+
+def _point_file(partial: Path, index: int) -> Path:
+    return partial / f"point_{index:05d}.npy"
+
+
+def _save_point(path: Path, record: torch.Tensor) -> None:
+    buf = io.BytesIO()
+    np.save(buf, record.numpy())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def compute_ems(
+    model: str,
+    data: str | None = None,
+    grid: int = 120,
+    num_data: int = 1024,
+    batch: int = 256,
+    seed: int = 0,
+    out: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> EmsOutcome:
+    """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
+    if grid < 2:
+        raise UserError(f"--grid must be at least 2 intervals, got {grid}")
+    if num_data < 2 or batch < 1:
+        raise UserError(f"--num-data must be at least 2 and --batch at least 1, got {num_data} and {batch}")
+    if seed < 0:
+        raise UserError(f"--seed must be non-negative, got {seed}")
+    if device not in DEVICES:
+        raise unknown_choice("device", device, DEVICES)
+    denoiser = load_model(model)
+    dev = resolve_device(device)
+    denoiser.to(dev).eval()
+    folder = Path(out) if out else default_out(model, denoiser.sigma_min, denoiser.sigma_max, grid, num_data)
+    identity = _identity(denoiser, data, grid, num_data, batch, seed)
+    tic = time.perf_counter()
+    points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
+    meta = {"model_name": model, "data": data_note, "data_seconds": time.perf_counter() - tic}
+    return estimate_to_folder(denoiser, points, grid, batch, seed, folder, dev, meta, identity, progress)
+
+
+def unusable_reason(stats: dict[str, Any], sigma_min: float, sigma_max: float) -> str:
+    """Why DPM-Solver-v3 would refuse these statistics (its integrals overflow), or '' when it accepts them."""
+    try:
+        EmpiricalStatistics(stats["l"], stats["s"], stats["b"], sigma_min, sigma_max).tables(torch.device("cpu"))
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
+def partial_folder(folder: Path) -> Path:
+    """Where finished grid points of an unfinished run are kept: `<out>.partial` beside the output."""
+    return folder.with_name(folder.name + ".partial")
+
+
+def estimate_to_folder(
+    denoiser: Denoiser,
+    points: torch.Tensor,
+    grid: int,
+    batch: int,
+    seed: int,
+    folder: Path,
+    device: torch.device,
+    extra_meta: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> EmsOutcome:
+    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``folder``."""
+    partial = partial_folder(folder)
+    _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", grid, points.shape[0], batch, seed))
+    tic = time.perf_counter()
+    lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, grid)
+    todo = [j for j in range(grid + 1) if not _point_file(partial, j).exists()]
+    resumed = grid + 1 - len(todo)
+    calls = denoiser.calls
+    with Progress(
+        TextColumn("compute-ems"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=True
+    ) as bar:
+        task = bar.add_task("grid", total=grid + 1, completed=resumed)
+        for j in todo:
+            sigma = math.exp(-lambdas[j])
+            record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device)
+            if not torch.isfinite(record).all():
+                raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
+            _save_point(_point_file(partial, j), record)
+            bar.advance(task)
+    records = np.stack([np.load(_point_file(partial, j)) for j in range(grid + 1)])
+    stats = statistics_from_records(records, lambdas)
+    problem = unusable_reason(stats, denoiser.sigma_min, denoiser.sigma_max)
+    if problem:
+        log.warning("compute-ems: %s", problem)
+    seconds = time.perf_counter() - tic
+    meta = {
+        "model": denoiser.describe(),
+        "sigma_min": denoiser.sigma_min,
+        "sigma_max": denoiser.sigma_max,
+        "grid": grid,
+        "num_data": int(points.shape[0]),
+        "batch": batch,
+        "seed": seed,
+        "lambda_first": float(lambdas[0]),
+        "lambda_last": float(lambdas[-1]),
+        "ridge": RIDGE,
+        "shrunk_elements": stats["shrunk"],
+        "usable": not problem,
+        "jvp_calls": denoiser.calls - calls,
+        "seconds": seconds,
+        "resumed_points": resumed,
+        "device": str(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra_meta or {}),
+    }
+    with atomic_dir(folder) as tmp:
+        write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
+    shutil.rmtree(partial, ignore_errors=True)
+    log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])
+    return EmsOutcome(folder, grid, int(points.shape[0]), seconds, resumed, stats["shrunk"])

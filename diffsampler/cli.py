@@ -262,6 +262,8 @@ def compute_ems(
     from diffsampler.ems.run import compute_ems as run
 
     result = run(model, data, grid, num_data, batch, seed, out, device)
+    if _launch_rank() != 0:
+        return
     console.print(
         f"statistics of {model} on {result.num_intervals + 1} grid points from {result.num_data} data points "
         f"in {result.seconds:.1f} s ({result.resumed_points} points resumed) -> {result.folder}",

@@ -150,6 +150,15 @@ def sum_gradients(module: torch.nn.Module, world: World) -> None:
         p.grad.copy_(all_reduce_sum(p.grad, world))
 
 
+def gather_objects(obj: object, world: World) -> list[object]:
+    """``obj`` of every rank (picklable; CPU tensors inside), in rank order, on every rank."""
+    if world.size == 1:
+        return [obj]
+    out: list[object] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier(world: World) -> None:
     """Wait for every rank (no-op on one process)."""
     if world.size > 1:

@@ -8,7 +8,7 @@ import torch
 
 def sample_seed(seed: int, index: int) -> int:
     """A 64-bit generator seed derived from (seed, index) by NumPy's SeedSequence hashing."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 def standard_normal(indices: range | list[int], shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from diffsampler.distributed import World, gather_objects
 from diffsampler.ems.moments import StreamingMoments
 
 PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2))
@@ -49,7 +50,7 @@ def lambda_grid(sigma_min: float, sigma_max: float, num_intervals: int) -> np.nd
 def point_generator(seed: int, index: int) -> torch.Generator:
     """The CPU generator of the noise and probes at grid point ``index`` (independent of the device)."""
     state = np.random.SeedSequence([seed, NOISE_STREAM, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state >> 1))
+    return torch.Generator().manual_seed(int(state) >> 1)
 
 
 def point_record(
@@ -59,17 +60,24 @@ def point_record(
     generator: torch.Generator,
     batch: int,
     device: torch.device,
+    world: World | None = None,
 ) -> torch.Tensor:
     """The (ROWS, *sample_shape) float64 record of one grid point from all data points, ``batch`` at a time.
 
     ``denoise(x, sigma)`` takes sigma as a float64 tensor of shape (B,) so that it can carry a tangent.
+    Under torchrun batch k runs on rank k mod size (every rank draws all the noise, so each batch sees
+    the same noise as in one process) and the per-batch moments are folded in batch order on the CPU:
+    the record is the one a single process makes.
     """
+    world = world or World()
     moments = StreamingMoments(3, PAIRS)
-    l_sum = torch.zeros(data.shape[1:], dtype=torch.float64, device=device)
-    for start in range(0, data.shape[0], batch):
+    parts: dict[int, tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = {}
+    for k, start in enumerate(range(0, data.shape[0], batch)):
         x0 = data[start : start + batch]
         z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         v = torch.randint(0, 2, x0.shape, generator=generator).to(x0.dtype) * 2 - 1
+        if k % world.size != world.rank:
+            continue
         x = (x0 + sigma * z).to(device)
         v = v.to(device)
         sig = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=device)
@@ -77,10 +85,17 @@ def point_record(
             denoised, jv = torch.func.jvp(lambda y: denoise(y, sig), (x,), (v,))
             _, g = torch.func.jvp(denoise, (x, sig), (denoised - x, -sig))
         p = (x - denoised).to(torch.float64)
-        l_sum += (1 - v * jv).to(torch.float64).sum(dim=0)
-        moments.update(torch.stack([x.to(torch.float64), p, p + g.to(torch.float64)]))
+        n_b, mean_b, co_b = moments.batch(torch.stack([x.to(torch.float64), p, p + g.to(torch.float64)]))
+        parts[k] = ((1 - v * jv).to(torch.float64).sum(dim=0).cpu(), n_b, mean_b.cpu(), co_b.cpu())
+    for gathered in gather_objects(parts, world) if world.size > 1 else []:
+        parts.update(gathered)
+    l_sum = torch.zeros(data.shape[1:], dtype=torch.float64)
+    for k in sorted(parts):
+        l_b, n_b, mean_b, co_b = parts[k]
+        l_sum += l_b
+        moments.merge(n_b, mean_b, co_b)
     assert moments.mean is not None
-    return torch.cat([(l_sum / moments.count)[None], moments.mean, moments.covariances()]).cpu()
+    return torch.cat([(l_sum / moments.count)[None], moments.mean, moments.covariances()])
 
 
 def smoothed_derivative(values: np.ndarray, lambdas: np.ndarray, half_width: float = SMOOTH_HALF_WIDTH) -> np.ndarray:

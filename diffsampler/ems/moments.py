@@ -19,13 +19,15 @@ class StreamingMoments:
         self.mean: torch.Tensor | None = None
         self.comoment: torch.Tensor | None = None
 
-    def update(self, values: torch.Tensor) -> None:
-        """Add a batch ``values`` of shape (V, B, *element_shape); computed in float64."""
+    def batch(self, values: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(count, means, co-moments of the pairs) of one batch ``values`` of shape (V, B, *element_shape), float64."""
         v = values.to(torch.float64)
-        n_b = v.shape[1]
         mean_b = v.mean(dim=1)
         centred = v - mean_b[:, None]
-        co_b = torch.stack([(centred[i] * centred[j]).sum(dim=0) for i, j in self.pairs])
+        return v.shape[1], mean_b, torch.stack([(centred[i] * centred[j]).sum(dim=0) for i, j in self.pairs])
+
+    def merge(self, n_b: int, mean_b: torch.Tensor, co_b: torch.Tensor) -> None:
+        """Fold in the moments of a batch (as ``batch`` returns them)."""
         if self.mean is None or self.comoment is None:
             self.count, self.mean, self.comoment = n_b, mean_b, co_b
             return
@@ -35,6 +37,10 @@ class StreamingMoments:
         self.comoment = self.comoment + co_b + torch.stack([delta[i] * delta[j] for i, j in self.pairs]) * (n_a * n_b / n)
         self.mean = self.mean + delta * (n_b / n)
         self.count = n
+
+    def update(self, values: torch.Tensor) -> None:
+        """Add a batch ``values`` of shape (V, B, *element_shape); computed in float64."""
+        self.merge(*self.batch(values))
 
     def covariances(self) -> torch.Tensor:
         """Population covariances of the pairs, shape (P, *element_shape)."""

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.config import DEVICES
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
-from diffsampler.sampling import generate, plan_grid, resolve_device
+from diffsampler.sampling import generate_sharded, plan_grid, resolve_device
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def data_points(denoiser: Denoiser, source: str | None, num_data: int, seed: int
         spec = get_solver(MODEL_SAMPLE_SOLVER)
         options = spec.resolve_options()
         plan = plan_grid(spec, options, denoiser.sigma_min, denoiser.sigma_max, MODEL_SAMPLE_NFE)
-        samples = generate(denoiser, spec, options, plan, range(num_data), seed, batch, device, torch.float32)
+        samples = generate_sharded(denoiser, spec, options, plan, range(num_data), seed, batch, device, torch.float32, distributed.current())
         return samples, f"model samples ({MODEL_SAMPLE_SOLVER}, NFE {MODEL_SAMPLE_NFE}, seed {seed})"
     from diffsampler.data.datasets import load_images, to_model_range
 
@@ -130,7 +131,7 @@ def compute_ems(
     if device not in DEVICES:
         raise unknown_choice("device", device, DEVICES)
     denoiser = load_model(model)
-    dev = resolve_device(device)
+    _, dev = distributed.setup(resolve_device(device))
     denoiser.to(dev).eval()
     folder = Path(out) if out else default_out(model, denoiser.sigma_min, denoiser.sigma_max, grid, num_data)
     identity = _identity(denoiser, data, grid, num_data, batch, seed)
@@ -166,25 +167,35 @@ def estimate_to_folder(
     identity: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> EmsOutcome:
-    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``folder``."""
+    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``folder``.
+
+    Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
+    """
+    world = distributed.current()
     partial = partial_folder(folder)
-    _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", grid, points.shape[0], batch, seed))
+    if world.is_main:
+        _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", grid, points.shape[0], batch, seed))
+    distributed.barrier(world)
     tic = time.perf_counter()
     lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, grid)
     todo = [j for j in range(grid + 1) if not _point_file(partial, j).exists()]
+    distributed.barrier(world)
     resumed = grid + 1 - len(todo)
     calls = denoiser.calls
     with Progress(
-        TextColumn("compute-ems"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=True
+        TextColumn("compute-ems"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=not (progress and world.is_main), transient=True,
     ) as bar:
         task = bar.add_task("grid", total=grid + 1, completed=resumed)
         for j in todo:
             sigma = math.exp(-lambdas[j])
-            record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device)
+            record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device, world)
             if not torch.isfinite(record).all():
                 raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
-            _save_point(_point_file(partial, j), record)
+            if world.is_main:
+                _save_point(_point_file(partial, j), record)
             bar.advance(task)
+    distributed.barrier(world)
     records = np.stack([np.load(_point_file(partial, j)) for j in range(grid + 1)])
     stats = statistics_from_records(records, lambdas)
     problem = unusable_reason(stats, denoiser.sigma_min, denoiser.sigma_max)
@@ -204,15 +215,17 @@ def estimate_to_folder(
         "ridge": RIDGE,
         "shrunk_elements": stats["shrunk"],
         "usable": not problem,
-        "jvp_calls": denoiser.calls - calls,
+        "jvp_calls": int(distributed.all_reduce_sum(torch.tensor([denoiser.calls - calls]), world).item()),
         "seconds": seconds,
         "resumed_points": resumed,
         "device": str(device),
+        "world_size": world.size,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_meta or {}),
     }
-    with atomic_dir(folder) as tmp:
-        write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
-    shutil.rmtree(partial, ignore_errors=True)
+    if world.is_main:
+        with atomic_dir(folder) as tmp:
+            write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
+        shutil.rmtree(partial, ignore_errors=True)
     log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])
     return EmsOutcome(folder, grid, int(points.shape[0]), seconds, resumed, stats["shrunk"])

@@ -353,10 +353,14 @@ def fid(
     from diffsampler.metrics.scoring import score_samples
     from diffsampler.sampling import resolve_device
 
-    dev = resolve_device(device)
+    from diffsampler.distributed import setup
+
+    world, dev = setup(resolve_device(device))
     weights = locate_inception(inception)
     with _image_progress("Inception features") as progress:
-        report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress)
+        report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress, world)
+    if not world.is_main:
+        return
     kid_text = f"  KID {report.kid:.6f}" if report.kid is not None else ""
     console.print(
         f"FID {report.fid:.4f}{kid_text}  ({report.num_samples} samples vs {report.reference}, {report.backend})",

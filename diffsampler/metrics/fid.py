@@ -145,10 +145,15 @@ def batch_statistics(
 
 
 def feature_statistics(
-    extractor: nn.Module, images: np.ndarray, batch_size: int, keep_features: bool = False, progress: Progress = None
+    extractor: nn.Module,
+    images: np.ndarray,
+    batch_size: int,
+    keep_features: bool = False,
+    progress: Progress = None,
+    world: World | None = None,
 ) -> Statistics:
     """Statistics of ``extractor`` features of uint8 (N, H, W, C) images; features kept only if asked (KID)."""
-    return batch_statistics(extractor, image_batches(images, batch_size), keep_features, progress)
+    return batch_statistics(extractor, image_batches(images, batch_size), keep_features, progress, world)
 
 
 def fid_from_statistics(a: Statistics, b: Statistics) -> float:

@@ -22,6 +22,7 @@ from torch import nn
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.data.datasets import load_images
+from diffsampler.distributed import World
 from diffsampler.errors import UserError
 from diffsampler.metrics.fid import Progress, Statistics, feature_statistics
 
@@ -113,6 +114,7 @@ def reference_statistics(
     device: torch.device | str = "cpu",
     keep_features: bool = False,
     progress: Progress = None,
+    world: World | None = None,
 ) -> RefStats:
     """Statistics of the images of ``source`` (any `load_images` source), read from or written to the cache.
 
@@ -131,8 +133,10 @@ def reference_statistics(
         if keep_features:
             stats.features = load_features(feats_path)
         return RefStats(stats, path, True)
-    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress)
-    save_statistics(path, stats, network.identity)
+    world = world or World()
+    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress, world=world)
+    if world.is_main:
+        save_statistics(path, stats, network.identity)
     if keep_features:
         buffer = io.BytesIO()
         np.savez(buffer, feats=stats.features)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from diffsampler.data.datasets import load_images
+from diffsampler.distributed import World
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.metrics.fid import (
     Progress,
@@ -41,14 +42,21 @@ class FIDReport:
 
 
 def _reference(
-    ref: str, network: FeatureNetwork, kid: bool, batch_size: int, device: torch.device, cache_dir: str | Path | None, progress: Progress
+    ref: str,
+    network: FeatureNetwork,
+    kid: bool,
+    batch_size: int,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    progress: Progress,
+    world: World,
 ) -> tuple[Statistics, str]:
     if is_statistics_file(ref):
         stats = load_statistics(ref)
         if kid and stats.features is None:
             raise UserError(f"--kid needs reference features, which {ref} lacks: give the dataset itself as --ref")
         return stats, str(ref)
-    result = reference_statistics(ref, network, cache_dir, batch_size, device, keep_features=kid, progress=progress)
+    result = reference_statistics(ref, network, cache_dir, batch_size, device, keep_features=kid, progress=progress, world=world)
     return result.stats, str(result.path)
 
 
@@ -62,17 +70,24 @@ def score_samples(
     backend: str = "clean",
     cache_dir: str | Path | None = None,
     progress: Progress = None,
+    world: World | None = None,
 ) -> FIDReport:
-    """FID of the images of ``samples`` (folder, zip, .npz) against ``ref`` (a dataset source or a mu/sigma .npz)."""
+    """FID of the images of ``samples`` (folder, zip, .npz) against ``ref`` (a dataset source or a mu/sigma .npz).
+
+    Under torchrun the Inception batches are dealt across ranks and the moments merged (see ``batch_statistics``).
+    """
+    world = world or World()
     if backend not in BACKENDS:
         raise unknown_choice("FID backend", backend, BACKENDS)
+    if backend != "clean" and world.size > 1:
+        raise UserError("under torchrun use --backend clean (its moments are merged across ranks)")
     if kid and backend != "clean":
         raise UserError("--kid needs the features themselves: use it with --backend clean")
     batch_size = batch_size or default_batch_size(device)
     images = load_images(samples)
     if len(images) < 2:
         raise UserError(f"{samples} holds {len(images)} image(s); FID needs at least 2")
-    reference, ref_name = _reference(ref, network, kid, batch_size, device, cache_dir, progress)
+    reference, ref_name = _reference(ref, network, kid, batch_size, device, cache_dir, progress, world)
     size = (int(images.shape[1]), int(images.shape[2]))
     if reference.image_size is not None and tuple(reference.image_size) != size:
         raise UserError(
@@ -87,6 +102,6 @@ def score_samples(
             if progress is not None:
                 progress(len(batch))
         return FIDReport(float(metric.compute()), None, len(images), reference.num_images, ref_name, backend)
-    stats = feature_statistics(extractor, images, batch_size, keep_features=kid, progress=progress)
+    stats = feature_statistics(extractor, images, batch_size, keep_features=kid, progress=progress, world=world)
     kid_value = kernel_inception_distance(stats.features, reference.features) if kid else None
     return FIDReport(fid_from_statistics(stats, reference), kid_value, len(images), reference.num_images, ref_name, backend)

@@ -133,6 +133,18 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 
 
+def check_run_settings(batch_size: int, seed: int, device: str, dtype: str) -> None:
+    """The settings every generating command shares: a positive batch, a non-negative seed, a known device and dtype."""
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
+    if seed < 0:
+        raise UserError(f"seed must be non-negative, got {seed}")
+    if device not in DEVICES:
+        raise unknown_choice("device", device, DEVICES)
+    if dtype not in DTYPES:
+        raise unknown_choice("dtype", dtype, DTYPES)
+
+
 @dataclass
 class SampleConfig:
     """``diffsampler sample``: one model, one solver, one NFE budget (or an explicit grid)."""
@@ -161,13 +173,6 @@ class SampleConfig:
             raise UserError(f"nfe must be at least 1, got {self.nfe}")
         if self.num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {self.num_samples}")
-        if self.batch_size < 1:
-            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.seed < 0:
-            raise UserError(f"seed must be non-negative, got {self.seed}")
-        if self.device not in DEVICES:
-            raise unknown_choice("device", self.device, DEVICES)
-        if self.dtype not in DTYPES:
-            raise unknown_choice("dtype", self.dtype, DTYPES)
+        check_run_settings(self.batch_size, self.seed, self.device, self.dtype)
         if self.sigmas is not None and (self.schedule is not None or self.rho is not None):
             raise UserError("give either an explicit 'sigmas' list or a 'schedule' (with 'rho'), not both")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from diffsampler.config import DEVICES, DTYPES, build_config, read_yaml
+from diffsampler.config import build_config, check_run_settings, read_yaml
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.schedules import SCHEDULES
 from diffsampler.solvers import SOLVERS, get_solver
@@ -50,14 +50,7 @@ class BenchmarkConfig:
             raise UserError(f"NFE budgets must be at least 1, got {bad[0]}")
         if self.num_samples < 2:
             raise UserError(f"num_samples must be at least 2, got {self.num_samples}")
-        if self.batch_size < 1:
-            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.seed < 0:
-            raise UserError(f"seed must be non-negative, got {self.seed}")
-        if self.device not in DEVICES:
-            raise unknown_choice("device", self.device, DEVICES)
-        if self.dtype not in DTYPES:
-            raise unknown_choice("dtype", self.dtype, DTYPES)
+        check_run_settings(self.batch_size, self.seed, self.device, self.dtype)
         if self.metrics is not None and not self.metrics:
             raise UserError("the metric list is empty; name at least one metric or leave it out for the defaults")
         if self.solvers is not None and not self.solvers:

@@ -21,7 +21,7 @@ from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore, source_hash
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
-from diffsampler.models import Denoiser, load_model
+from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.sampling import generate_sharded, prepared_options, resolve_device
 from diffsampler.solvers import get_solver
 
@@ -39,9 +39,8 @@ class BenchmarkOutcome:
 
 
 def default_run_name(model: str) -> str:
-    """The model's name (or a checkpoint's file stem) made safe for a folder name."""
-    stem = Path(model).stem if Path(model).suffix else model
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "run"
+    """The model's label (its name, or '<folder>-<stem>' / '<kind>-<stem>' for a file) made safe for a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_label(model)).strip("-") or "run"
 
 
 def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> list[Metric]:

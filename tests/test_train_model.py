@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,13 @@ def test_cli_refuses_unknown_key():
 def test_grid_budget_the_solver_cannot_meet_is_refused_before_training():
     with pytest.raises(UserError, match="heun uses 2 NFE per step"):
         TrainConfig(grid_solver="heun", grid_nfe=35).validate()
+
+
+def test_checkpoint_feeds_the_benchmark(trained, tmp_path):
+    result = runner.invoke(app, ["benchmark", "--model", str(trained.folder / "model.pt"), "--nfe", "3,4", "--solvers", "euler,ipndm",
+                                 "--num-samples", "4", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / f"{trained.folder.name}-model"
+    records = sorted((folder / "records").rglob("rmse.json"))
+    assert len(records) == 4
+    assert all(json.loads(p.read_text())["value"] is not None for p in records)

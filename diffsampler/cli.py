@@ -38,15 +38,18 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        completed = False
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            completed = True
+            return result
         except UserError as exc:
             if _state["debug"]:
                 raise
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         finally:
-            _leave_process_group()
+            _leave_process_group(completed)
 
     return wrapper  # type: ignore[return-value]
 
@@ -58,12 +61,12 @@ def _launch_rank() -> int:
     return launch_rank()
 
 
-def _leave_process_group() -> None:
+def _leave_process_group(completed: bool) -> None:
     """Leave the torch.distributed group a command under torchrun joined (nothing otherwise)."""
     if "torch.distributed" in sys.modules:
         from diffsampler.distributed import teardown
 
-        teardown()
+        teardown(completed)
 
 
 @app.callback()

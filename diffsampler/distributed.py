@@ -172,8 +172,11 @@ def on_main(world: World, action: Callable[[], object]) -> None:
     barrier(world)
 
 
-def teardown() -> None:
-    """Leave the process group (at the end of a command)."""
+def teardown(completed: bool) -> None:
+    """Leave the process group at the end of a command; after a completed command wait for every rank first,
+    so no rank tears down its connections while another still uses them (a failed rank just leaves)."""
     if dist.is_available() and dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()
 

@@ -101,8 +101,7 @@ def generate(
     Checks that the model was called exactly ``plan.nfe`` times per batch and returned finite values.
     """
     out = []
-    for start in range(indices.start, indices.stop, batch_size):
-        batch = range(start, min(start + batch_size, indices.stop))
+    for batch in distributed.batches(indices, batch_size):
         x = (standard_normal(batch, denoiser.sample_shape, seed) * float(plan.sigmas[0])).to(device, dtype)
         denoiser.reset_calls()
         with torch.no_grad():

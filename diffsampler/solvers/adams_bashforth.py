@@ -10,9 +10,10 @@ analytic well away from the interval for any sigma grid used here.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 QUADRATURE_NODES = 32
 """Gauss-Legendre nodes per step; the integrands are analytic, so the rule is exact to about 1e-15."""
@@ -43,3 +44,8 @@ def adams_bashforth_weights(
     basis = lagrange_basis(nodes, u)
     # d sigma = sigma d log(sigma); the integral runs from sigma down to sigma_next
     return [float(-0.5 * (hi - lo) * np.sum(_WEIGHTS * s * row)) for row in basis]
+
+
+def combine(weights: Sequence[float], history: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_j w_j d_{i-j}: ``weights`` newest first, ``history`` newest last."""
+    return sum(w * d for w, d in zip(weights, reversed(history)))

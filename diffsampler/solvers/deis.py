@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diffsampler.schedules import vp_linear_fit
-from diffsampler.solvers.adams_bashforth import adams_bashforth_weights
+from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
 from diffsampler.solvers.base import Denoiser, check_choice, finish, first_derivative
 
 ORDERS = (1, 2, 3)
@@ -59,5 +59,5 @@ def deis(
     history: list[torch.Tensor] = []
     for i, (s, w) in enumerate(zip(sigmas[:-1], deis_weights(sigmas, order))):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
-        x = x + sum(c * d for c, d in zip(w, reversed(history)))
+        x = x + combine(w, history)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)

@@ -13,7 +13,7 @@ from typing import Any, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.adams_bashforth import adams_bashforth_weights
+from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
 from diffsampler.solvers.base import Denoiser, check_choice, finish, first_derivative
 
 Scalar = Union[float, torch.Tensor]
@@ -26,11 +26,6 @@ IPNDM_COEFFICIENTS: tuple[tuple[float, ...], ...] = (
     (55 / 24, -59 / 24, 37 / 24, -9 / 24),
 )
 """Adams-Bashforth weights for equal steps, orders 1 to 4 (entry k - 1 is order k), newest derivative first."""
-
-
-def combine(weights: Sequence[float], history: Sequence[torch.Tensor]) -> torch.Tensor:
-    """sum_j w_j d_{i-j}: ``weights`` newest first, ``history`` newest last."""
-    return sum(w * d for w, d in zip(weights, reversed(history)))
 
 
 def ipndm_step(x: torch.Tensor, history: Sequence[torch.Tensor], sigma: Scalar, sigma_next: Scalar) -> torch.Tensor:

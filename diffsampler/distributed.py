@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -124,16 +123,6 @@ def any_rank(flag: bool, world: World) -> bool:
     return bool(all_reduce_sum(torch.tensor([int(flag)], dtype=torch.int64), world).item())
 
 
-def all_gather_tensors(t: torch.Tensor, world: World) -> list[torch.Tensor]:
-    """``t`` of every rank (same shape on all), in rank order, on the CPU."""
-    if world.size == 1:
-        return [t]
-    buf = t.detach().to(_comm_device()).contiguous()
-    pieces = [torch.empty_like(buf) for _ in range(world.size)]
-    dist.all_gather(pieces, buf)
-    return [p.cpu() for p in pieces]
-
-
 def my_rows(count: int, world: World) -> range:
     """This rank's contiguous block of ``count`` rows (blocks of ceil(count / size); the last ones may be short or empty)."""
     per = -(-count // world.size)
@@ -163,13 +152,6 @@ def barrier(world: World) -> None:
     """Wait for every rank (no-op on one process)."""
     if world.size > 1:
         dist.barrier()
-
-
-def on_main(world: World, action: Callable[[], object]) -> None:
-    """Run ``action`` on rank 0 only, then let the other ranks go on once it is done."""
-    if world.is_main:
-        action()
-    barrier(world)
 
 
 def teardown(completed: bool) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffsampler.distributed import World, all_gather_tensors
+from diffsampler.distributed import World, gather_objects
 from diffsampler.errors import UserError
 from diffsampler.metrics.frechet import frechet_distance
 
@@ -61,10 +61,10 @@ class FeatureMoments:
         self.gram += centred.T @ centred
         self.count += feats.shape[0]
 
-    def central(self, dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """(n, mean, M2 = sum (x - mean)(x - mean)^T) on the CPU; zeros of size ``dim`` when nothing was seen."""
+    def central(self) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+        """(n, mean, M2 = sum (x - mean)(x - mean)^T) on the CPU; (0, None, None) when nothing was seen."""
         if self.count == 0 or self.total is None or self.gram is None or self.shift is None:
-            return 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
+            return 0, None, None
         offset = self.total / self.count
         return self.count, (self.shift + offset).cpu(), (self.gram - self.count * torch.outer(offset, offset)).cpu()
 
@@ -74,22 +74,17 @@ class FeatureMoments:
         Ranks are merged in rank order with the pairwise update of Chan et al. (1979):
         M2 = M2_a + M2_b + d d^T n_a n_b / (n_a + n_b), d = mean_b - mean_a.
         """
-        world = world or World()
-        dim = int(self.shift.shape[0]) if self.shift is not None else 0
-        if world.size > 1:
-            dim = max(int(t[1]) for t in all_gather_tensors(torch.tensor([self.count, dim]), world))
-        count, mean, m2 = self.central(dim)
-        if world.size > 1:
-            counts = all_gather_tensors(torch.tensor([count], dtype=torch.float64), world)
-            means, m2s = all_gather_tensors(mean, world), all_gather_tensors(m2, world)
-            count, mean, m2 = 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
-            for n_b, mean_b, m2_b in zip((int(c.item()) for c in counts), means, m2s):
-                if n_b == 0:
-                    continue
-                delta, n = mean_b - mean, count + n_b
-                m2 = m2 + m2_b + torch.outer(delta, delta) * (count * n_b / n)
-                mean, count = mean + delta * (n_b / n), n
-        if count < 2:
+        count, mean, m2 = 0, None, None
+        for n_b, mean_b, m2_b in gather_objects(self.central(), world or World()):
+            if n_b == 0:
+                continue
+            if mean is None or m2 is None:
+                count, mean, m2 = n_b, mean_b, m2_b
+                continue
+            delta, n = mean_b - mean, count + n_b
+            m2 = m2 + m2_b + torch.outer(delta, delta) * (count * n_b / n)
+            mean, count = mean + delta * (n_b / n), n
+        if count < 2 or mean is None or m2 is None:
             raise UserError(f"FID needs at least 2 images per set, got {count}")
         return Statistics(mean.numpy(), (m2 / (count - 1)).numpy(), count)
 

@@ -36,7 +36,7 @@ from diffsampler.train.data import TrainingData, training_data
 from diffsampler.train.objective import edm_loss, ema_beta, ema_update, sample_sigmas
 
 STATE_FORMAT = "diffsampler-train-state"
-LOSS_HEADER = "step,images_seen,loss,images_per_second,seconds\n"
+LOSS_HEADER = "step,images_seen,loss,images_per_second,seconds,cpu_seconds\n"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
     training_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def hardware(device: torch.device) -> str:
@@ -68,6 +69,22 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     return f"CPU {platform.machine()} x{os.cpu_count()}, torch {torch.__version__}"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True on CUDA and on CPUs whose flags list bf16 matrix or vector units (amx_bf16, avx512_bf16)."""
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training runs the network under bf16 autocast (``precision`` auto, float32 or bfloat16)."""
+    return precision == "bfloat16" or (precision == "auto" and native_bf16(device))
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -80,6 +97,8 @@ def _new_state(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Tr
     torch.manual_seed(cfg.seed)
     _, c, s, _ = data.images.shape
     model = UNetDenoiser(cfg.unet_config(c, s)).to(device).train()
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]), eps=cfg.adam_eps)
     return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed))
@@ -115,6 +134,7 @@ def _load_state(path: Path, cfg: TrainConfig, data: TrainingData, device: torch.
         torch.cuda.set_rng_state(saved["cuda_rng"], device)
     state.step = int(saved["step"])
     state.training_seconds = float(saved["training_seconds"])
+    state.cpu_seconds = float(saved.get("cpu_seconds", 0.0))
     return state
 
 
@@ -125,6 +145,7 @@ def _save_state(path: Path, state: TrainState, cfg: TrainConfig, data: TrainingD
         "data_sha256": data.sha256,
         "step": state.step,
         "training_seconds": state.training_seconds,
+        "cpu_seconds": state.cpu_seconds,
         "model": {k: v.cpu() for k, v in state.model.state_dict().items()},
         "ema": {k: v.cpu() for k, v in state.ema.state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
@@ -153,6 +174,8 @@ def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: T
         "data_sha256": data.sha256,
         "train_config": dataclasses.asdict(cfg),
         "training_seconds": state.training_seconds,
+        "cpu_seconds": state.cpu_seconds,
+        "precision": "bfloat16" if use_bf16(cfg.precision, device) else "float32",
         "hardware": hardware(device),
         "weights": "ema",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -181,6 +204,8 @@ def _train_step(state: TrainState, cfg: TrainConfig, images: torch.Tensor, devic
     """One Adam step on a batch drawn with replacement; noise and indices come from the run's generator."""
     gen = state.generator
     x0 = images[torch.randint(images.shape[0], (cfg.batch_size,), generator=gen).to(device)]
+    if cfg.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
     if cfg.xflip:
         flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5).to(device)
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
@@ -188,7 +213,7 @@ def _train_step(state: TrainState, cfg: TrainConfig, images: torch.Tensor, devic
     noise = torch.randn(x0.shape, generator=gen).to(device)
     for group in state.optimizer.param_groups:
         group["lr"] = cfg.lr * min(1.0, (state.step + 1) / max(1, cfg.lr_warmup_steps))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.precision, device)):
         loss = edm_loss(state.model, x0, sigma, noise, cfg.sigma_data)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -209,6 +234,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
     if not resume and state_path.exists():
         raise UserError(f"a run already exists in {folder}; add --resume to continue it or choose another name")
     device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     data = training_data(cfg.data, cfg.max_images, cfg.image_size)
     state = _load_state(state_path, cfg, data, device) if resume else _new_state(cfg, data, device)
     ensure_writable_dir(folder)
@@ -233,17 +260,20 @@ def _run(folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, 
     with Progress(*columns) as progress:
         task = progress.add_task("train", total=cfg.steps, completed=state.step, loss="-", rate="-")
         while state.step < cfg.steps:
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             window_losses.append(_train_step(state, cfg, images, device))
             state.training_seconds += time.perf_counter() - tic
+            state.cpu_seconds += time.process_time() - cpu_tic
             done = state.step >= cfg.steps
-            stopped_early = limit is not None and time.perf_counter() - started > limit and not done
+            over_time = limit is not None and time.perf_counter() - started > limit
+            over_budget = cfg.cpu_budget_minutes is not None and state.cpu_seconds >= 60.0 * cfg.cpu_budget_minutes
+            stopped_early = (over_time or over_budget) and not done
             if state.step % cfg.log_every == 0 or done or stopped_early:
                 last_loss = float(torch.stack(window_losses).mean())
                 elapsed = time.perf_counter() - window_start
                 rate = len(window_losses) * cfg.batch_size / max(elapsed, 1e-9)
                 with (folder / "loss.csv").open("a") as log:
-                    log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f}\n")
+                    log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n")
                 progress.update(task, completed=state.step, loss=f"{last_loss:.4f}", rate=f"{rate:.0f}")
                 window_start, window_losses = time.perf_counter(), []
             if state.step % cfg.checkpoint_every == 0 or done or stopped_early:

@@ -5,7 +5,8 @@
 Each NAME=RUN_FOLDER takes RUN_FOLDER/model.pt (the EMA checkpoint `train-model` writes, float16) and
 RUN_FOLDER/loss.csv, copies the checkpoint to diffsampler/models/trained/NAME.pt and records in
 diffsampler/models/trained/manifest.json: the file's sha256, the U-Net config, parameters, training
-config, data hash, steps, images seen, wall and CPU training time, hardware, precision and final loss.
+config, data hash, steps, images seen, wall and CPU training time (totals over warm starts, `init_from`),
+hardware, precision and final loss.
 Entries of models not named on the command line are kept.
 """
 
@@ -36,8 +37,9 @@ def entry(name: str, run: Path, target: Path) -> dict:
     meta = payload["meta"]
     params = sum(t.numel() for t in payload["state_dict"].values())
     shutil.copyfile(run / "model.pt", target)
-    keys = ("step", "images_seen", "data_source", "data_sha256", "training_seconds", "cpu_seconds", "hardware",
-            "precision", "created", "train_config")
+    keys = ("step", "data_source", "data_sha256", "hardware", "precision", "created", "train_config", "prior")
+    prior = meta.get("prior") or {}
+    totals = {k: meta[k] + prior.get(k, 0) for k in ("images_seen", "training_seconds", "cpu_seconds")}
     return {
         "file": target.name,
         "sha256": file_sha256(target),
@@ -47,6 +49,7 @@ def entry(name: str, run: Path, target: Path) -> dict:
         "parameters": params,
         "storage_dtype": str(next(iter(payload["state_dict"].values())).dtype).removeprefix("torch."),
         "final_loss": final_loss(run / "loss.csv"),
+        **totals,
         **{k: meta.get(k) for k in keys},
         "command": f"diffsampler train-model --config configs/train/{meta['train_config']['name']}.yaml",
     }

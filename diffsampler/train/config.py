@@ -58,6 +58,9 @@ class TrainConfig:
     ema_halflife_images: float = 500_000.0
     ema_rampup: float = 0.05
 
+    init_from: str | None = None
+    """Start a new run from the weights of a trained U-Net of the same shape (a built-in name such as fmnist-p1 or a
+    checkpoint path) with a fresh optimiser; its earlier training is carried into the new run's totals."""
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

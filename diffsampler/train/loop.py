@@ -62,6 +62,8 @@ class TrainState:
     step: int = 0
     training_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    prior: dict[str, Any] | None = None
+    """What the weights of ``init_from`` had been trained with (images seen, seconds, source)."""
 
 
 def hardware(device: torch.device) -> str:
@@ -99,9 +101,25 @@ def _new_state(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Tr
     model = UNetDenoiser(cfg.unet_config(c, s)).to(device).train()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    prior = None if cfg.init_from is None else _warm_start(model, cfg.init_from)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]), eps=cfg.adam_eps)
-    return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed))
+    return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed), prior=prior)
+
+
+def _warm_start(model: UNetDenoiser, source: str) -> dict[str, Any]:
+    """Copy the weights of the trained U-Net ``source`` into ``model``; returns its training totals."""
+    from diffsampler.models import load_model
+
+    trained = load_model(source)
+    if not isinstance(trained, UNetDenoiser) or trained.config != model.config:
+        raise UserError(f"init_from '{source}' is not a U-Net of this run's shape; use a checkpoint of the same config")
+    model.load_state_dict(trained.state_dict())
+    meta = trained.checkpoint_meta or {}
+    earlier = meta.get("prior") or {}
+    keys = ("images_seen", "training_seconds", "cpu_seconds")
+    totals = {k: float(meta.get(k) or 0.0) + float(earlier.get(k) or 0.0) for k in keys}
+    return {**totals, "source": source}
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, data: TrainingData, path: Path) -> None:
@@ -135,6 +153,7 @@ def _load_state(path: Path, cfg: TrainConfig, data: TrainingData, device: torch.
     state.step = int(saved["step"])
     state.training_seconds = float(saved["training_seconds"])
     state.cpu_seconds = float(saved.get("cpu_seconds", 0.0))
+    state.prior = saved.get("prior")
     return state
 
 
@@ -146,6 +165,7 @@ def _save_state(path: Path, state: TrainState, cfg: TrainConfig, data: TrainingD
         "step": state.step,
         "training_seconds": state.training_seconds,
         "cpu_seconds": state.cpu_seconds,
+        "prior": state.prior,
         "model": {k: v.cpu() for k, v in state.model.state_dict().items()},
         "ema": {k: v.cpu() for k, v in state.ema.state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
@@ -175,6 +195,7 @@ def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: T
         "train_config": dataclasses.asdict(cfg),
         "training_seconds": state.training_seconds,
         "cpu_seconds": state.cpu_seconds,
+        "prior": state.prior,
         "precision": "bfloat16" if use_bf16(cfg.precision, device) else "float32",
         "hardware": hardware(device),
         "weights": "ema",

@@ -158,8 +158,10 @@ def train_amed(
 ) -> None:
     """Distil an AMED predictor (arXiv 2312.00094) for one model, solver, NFE and schedule."""
     from diffsampler.amed.config import AmedTrainConfig
-    from diffsampler.amed.progress import train_with_progress
+    from diffsampler.amed.train import train_and_save
     from diffsampler.config import load_config
+    from diffsampler.progress import ProgressEvent
+    from diffsampler.terminal import progress_bar
 
     overrides = dict(
         model=model, student=student, nfe=nfe, afs=afs, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
@@ -167,7 +169,8 @@ def train_amed(
         num_latents=num_latents, batch_size=batch_size, lr=lr, epochs=epochs, seed=seed, device=device, dtype=dtype, out=out, name=name,
     )
     cfg = load_config(AmedTrainConfig, config, overrides)
-    path, result = train_with_progress(cfg, console)
+    with progress_bar("AMED", console, enabled=_launch_rank() == 0) as bar:
+        path, result = train_and_save(cfg, lambda rep: bar(ProgressEvent(rep.step, rep.total, rep.describe())))
     if _launch_rank() != 0:
         return
     meta = result.meta
@@ -188,10 +191,12 @@ def train_model(
 ) -> None:
     """Train an EDM U-Net denoiser (optionally PDM-patched); write checkpoints, sample grids and a loss log."""
     from diffsampler.config import load_config, parse_assignments
+    from diffsampler.terminal import progress_bar
     from diffsampler.train import TrainConfig, train
 
     cfg = load_config(TrainConfig, config, parse_assignments(overrides))
-    result = train(cfg, resume=resume)
+    with progress_bar("train", console) as bar:
+        result = train(cfg, resume=resume, progress=bar)
     loss = "-" if result.last_loss is None else f"{result.last_loss:.4f}"
     stop = " (time limit reached)" if result.stopped_early else ""
     console.print(
@@ -220,8 +225,8 @@ def benchmark(
 ) -> None:
     """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
     from diffsampler.bench.config import benchmark_config, parse_nfe
-    from diffsampler.bench.report import rich_tables
     from diffsampler.bench.runner import run_benchmark
+    from diffsampler.terminal import progress_bar, rich_tables
 
     def names(text: Optional[str]) -> Optional[list[str]]:
         return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
@@ -231,7 +236,8 @@ def benchmark(
         batch_size=batch_size, seed=seed, device=device, auto_afs=auto_afs, name=name, out=out,
     )
     cfg = benchmark_config(config, overrides, names(solvers))
-    outcome = run_benchmark(cfg, fresh, err_console)
+    with progress_bar("benchmark", err_console, enabled=_launch_rank() == 0) as bar:
+        outcome = run_benchmark(cfg, fresh, bar)
     if not outcome.reporter:
         return
     for table in rich_tables(outcome.report):
@@ -263,8 +269,10 @@ def compute_ems(
 ) -> None:
     """Estimate DPM-Solver-v3's statistics l, s, b; write l.npz, sb.npz and meta.json (resumable)."""
     from diffsampler.ems.run import compute_ems as run
+    from diffsampler.terminal import progress_bar
 
-    result = run(model, data, grid, num_data, batch, seed, out, device)
+    with progress_bar("compute-ems", err_console, enabled=_launch_rank() == 0, transient=True) as bar:
+        result = run(model, data, grid, num_data, batch, seed, out, device, bar)
     if _launch_rank() != 0:
         return
     console.print(
@@ -321,7 +329,7 @@ def ref_stats(
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.ref_stats import reference_statistics
     from diffsampler.metrics.scoring import default_batch_size
-    from diffsampler.sampling import resolve_device
+    from diffsampler.device import resolve_device
 
     dev = resolve_device(device)
     weights = locate_inception(inception)
@@ -354,7 +362,7 @@ def fid(
     """FID (clean-fid's "clean" protocol) of samples against a dataset or a statistics file."""
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.scoring import score_samples
-    from diffsampler.sampling import resolve_device
+    from diffsampler.device import resolve_device
 
     from diffsampler.distributed import setup
 

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 from diffsampler import distributed
+from diffsampler.artefacts import prepare_options
 from diffsampler.atomic import atomic_dir
 from diffsampler.config import SampleConfig
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
@@ -22,15 +24,6 @@ from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
 
 DEFAULT_NFE = 10
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when available, else the CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -74,15 +67,9 @@ def plan_grid(
 
 
 def prepared_options(spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan) -> dict[str, Any]:
-    """Options with required artefacts checked and loaded by the solver's ``prepare`` hook."""
-    opts = dict(options)
-    missing = [key for key in spec.requires if opts.get(key) is None]
-    if missing:
-        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} (e.g. -o {missing[0]}=PATH)")
-    if spec.prepare is None:
-        return opts
+    """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``)."""
     context = {"model": denoiser.describe(), "nfe": plan.nfe, "schedule": plan.schedule, "sigmas": plan.sigmas.tolist()}
-    return spec.prepare(opts, context)
+    return prepare_options(spec, options, context)
 
 
 def generate(

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from diffsampler.metrics.fid import image_batches
 from diffsampler.metrics.inception import INPUT_SIZE, locate_inception
-from diffsampler.sampling import resolve_device
+from diffsampler.device import resolve_device
 
 
 def _sync(device: torch.device) -> None:

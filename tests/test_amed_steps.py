@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffsampler.amed.predictor import AmedParams
+from diffsampler.solvers.amed import AmedParams
 from diffsampler.errors import UserError
 from diffsampler.models import GaussianMixture
 from diffsampler.schedules import get_sigmas

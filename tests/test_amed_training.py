@@ -118,7 +118,7 @@ def test_checkpoint_round_trip(tmp_path, small_run):
     grid = meta["sigmas"]
     with torch.no_grad():
         a = run_amed(load_model("gmm-2d"), x, grid, small_run.predictor, "ipndm", None, True, False, 4, True)
-        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid, dtype=torch.float64), {"predictor": str(path), "base": "ipndm", "afs": True})
+        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid, dtype=torch.float64), {"predictor": load_checkpoint(path).predictor, "base": "ipndm", "afs": True})
     assert torch.equal(a, b)
 
 

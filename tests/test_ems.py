@@ -244,7 +244,7 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
 
 
 def test_compute_ems_resumes_per_grid_point_and_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = dict(model="gmm-2d", data=None, grid=5, num_data=12, batch=5, seed=3, device="cpu", progress=False)
+    args = dict(model="gmm-2d", data=None, grid=5, num_data=12, batch=5, seed=3, device="cpu")
     ems_run.compute_ems(out=str(tmp_path / "whole"), **args)
     real = ems_run.point_record
     done = []
@@ -284,9 +284,9 @@ def test_compute_ems_from_image_data_checks_size(tmp_path):
     images = (np.random.default_rng(0).random((6, 8, 8, 1)) * 255).astype(np.uint8)
     np.savez(tmp_path / "d.npz", images=images)
     with pytest.raises(UserError, match="exceeds the 6 images"):
-        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu", progress=False)
+        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu")
     with pytest.raises(UserError, match=r"have shape \(1, 8, 8\) but the model takes \(1, 32, 32\)"):
-        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu", progress=False)
+        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu")
 
 
 def test_statistics_whose_integrals_overflow_are_refused_in_one_line(tmp_path):

@@ -88,3 +88,25 @@ def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, 
             f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, not {[round(s, 4) for s in sigmas]}; "
             f"use sigma range [{meta['sigma_min']}, {meta['sigma_max']}] and rho {meta['rho']}"
         )
+
+
+def prepare_amed(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """The `amed` prepare hook: load the predictor named in the options, refused unless trained for this setup."""
+    ckpt = load_checkpoint(options["predictor"])
+    check_context(ckpt, "amed", options, context)
+    return {**options, "predictor": ckpt.predictor}
+
+
+def prepare_amed_plugin(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """The `amed-plugin` prepare hook: as ``prepare_amed``, with the base solver and its multistep settings
+    taken from the checkpoint."""
+    ckpt = load_checkpoint(options["predictor"])
+    check_context(ckpt, "amed-plugin", options, context)
+    meta = ckpt.meta
+    return {
+        **options,
+        "predictor": ckpt.predictor,
+        "base": meta["base"],
+        "max_order": meta.get("max_order"),
+        "lower_order_final": meta.get("lower_order_final"),
+    }

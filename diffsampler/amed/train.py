@@ -20,13 +20,14 @@ import torch
 from diffsampler import distributed
 from diffsampler.amed.checkpoint import save_checkpoint
 from diffsampler.amed.config import AmedTrainConfig
-from diffsampler.amed.predictor import FALLBACK_FEATURE_DIM, AMEDPredictor, PredictorConfig
+from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
-from diffsampler.sampling import plan_grid, resolve_device
+from diffsampler.sampling import plan_grid
 from diffsampler.schedules import SCHEDULES, get_sigmas
 from diffsampler.solvers import get_solver
-from diffsampler.solvers.amed import amed_interval, detach_history
+from diffsampler.solvers.amed import FALLBACK_FEATURE_DIM, amed_interval, detach_history
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class StepReport:
     c_std: float
     a_mean: float
     a_std: float
+
+    def describe(self) -> str:
+        """One line: interval, loss, and mean +- std of r, c and a over the batch."""
+        return (
+            f"interval {self.interval} loss {self.loss:.4g}  r {self.r_mean:.3f}+-{self.r_std:.3f}  "
+            f"c {self.c_mean:.3f}+-{self.c_std:.3f}  a {self.a_mean:.3f}+-{self.a_std:.3f}"
+        )
 
 
 @dataclass

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler import __version__, distributed
 from diffsampler.atomic import atomic_file, ensure_writable_dir
@@ -19,10 +17,12 @@ from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricCo
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore, source_hash
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.sampling import generate_sharded, prepared_options, resolve_device
+from diffsampler.progress import ProgressFn, report
+from diffsampler.sampling import generate_sharded, prepared_options
 from diffsampler.solvers import get_solver
 
 
@@ -112,13 +112,13 @@ def _record(
     }
 
 
-def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | None = None) -> BenchmarkOutcome:
+def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressFn | None = None) -> BenchmarkOutcome:
     """Sample every missing cell, score it with every metric, write records, then the reports.
 
     Under torchrun the batches of every cell are dealt across ranks (``diffsampler.distributed``) and
     gathered in index order, so samples and metrics equal a single process's; rank 0 alone writes.
+    ``progress`` hears of each metric's preparation and each cell (done of the pending cells).
     """
-    console = console or Console(stderr=True)
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
     denoiser = load_model(cfg.model)
@@ -155,57 +155,51 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         if rank == world.rank:
             for metric in {m.name: m for _, missing in pending for m in missing}.values():
                 if metric.prepare is not None:
-                    with console.status(f"preparing {metric.name} for {cfg.num_samples} samples"):
-                        notes[metric.name] = metric.prepare(ctx)
+                    report(progress, 0, len(pending), f"preparing {metric.name} for {cfg.num_samples} samples")
+                    notes[metric.name] = metric.prepare(ctx)
         distributed.barrier(world)
     if world.is_main:
         store.open(manifest, fresh)
     unavailable: dict[tuple[str, int], str] = {}
     dtype = getattr(torch, cfg.dtype)
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        TextColumn("{task.fields[cell]}"),
-    )
-    with Progress(*columns, console=console, disable=not world.is_main) as progress:
-        task = progress.add_task("benchmark", total=len(pending), rate="", cell="")
-        for cell, missing in pending:
-            assert cell.plan is not None
-            progress.update(task, cell=f"{cell.entry.label} @ NFE {cell.nfe}")
-            spec = get_solver(cell.entry.solver)
-            try:
-                options = prepared_options(spec, cell.options, denoiser, cell.plan)
-            except UserError as exc:
-                unavailable[(cell.entry.label, cell.nfe)] = str(exc)
-                progress.advance(task)
-                continue
-            error, samples = None, None
-            tic = time.perf_counter()
-            try:
-                samples = generate_sharded(
-                    denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, dtype, world
-                )
-            except UserError as exc:
-                error = str(exc)
-            seconds = time.perf_counter() - tic
-            timing = {
-                "nfe_used": denoiser.calls,
-                "sampling_seconds": seconds,
-                "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
-                "device": str(device),
-                "batch_size": cfg.batch_size,
-                "world_size": world.size,
-            }
-            if samples is not None and world.is_main:
-                _save_preview(samples, denoiser.sample_shape, store.grid_path(cell.entry.label, cell.nfe))
-            for metric in missing:
-                value = None if samples is None else metric.compute(samples, ctx)
-                if world.is_main:
-                    store.write(_record(cfg, cell, metric, value, timing, error, notes.get(metric.name)))
-            progress.update(task, advance=1, rate=f"{cfg.num_samples / seconds:.0f} samples/s" if seconds > 0 else "")
+    rate = ""
+    for done, (cell, missing) in enumerate(pending):
+        assert cell.plan is not None
+        report(progress, done, len(pending), f"{cell.entry.label} @ NFE {cell.nfe}{rate}")
+        spec = get_solver(cell.entry.solver)
+        try:
+            options = prepared_options(spec, cell.options, denoiser, cell.plan)
+        except UserError as exc:
+            unavailable[(cell.entry.label, cell.nfe)] = str(exc)
+            continue
+        error, samples = None, None
+        tic = time.perf_counter()
+        try:
+            samples = generate_sharded(
+                denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, dtype, world
+            )
+        except UserError as exc:
+            error = str(exc)
+        seconds = time.perf_counter() - tic
+        timing = {
+            "nfe_used": denoiser.calls,
+            "sampling_seconds": seconds,
+            "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
+            "device": str(device),
+            "batch_size": cfg.batch_size,
+            "world_size": world.size,
+        }
+        if samples is not None and world.is_main:
+            _save_preview(samples, denoiser.sample_shape, store.grid_path(cell.entry.label, cell.nfe))
+        for metric in missing:
+            value = None if samples is None else metric.compute(samples, ctx)
+            if world.is_main:
+                store.write(_record(cfg, cell, metric, value, timing, error, notes.get(metric.name)))
+        rate = f" (last: {cfg.num_samples / seconds:.0f} samples/s)" if seconds > 0 else ""
+    report(progress, len(pending), len(pending), "reports")
     distributed.barrier(world)
-    report = build_report(cfg, cells, metrics, store, unavailable)
+    result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:
-        write_reports(store.folder, report)
-    outcome = BenchmarkOutcome(store.folder, report, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
+        write_reports(store.folder, result)
+    outcome = BenchmarkOutcome(store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
     return replace(outcome, reporter=world.is_main)

@@ -20,16 +20,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.config import DEVICES
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
-from diffsampler.sampling import generate_sharded, plan_grid, resolve_device
+from diffsampler.progress import ProgressFn, report
+from diffsampler.sampling import generate_sharded, plan_grid
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def compute_ems(
     seed: int = 0,
     out: str | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: ProgressFn | None = None,
 ) -> EmsOutcome:
     """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
     if grid < 2:
@@ -165,7 +166,7 @@ def estimate_to_folder(
     device: torch.device,
     extra_meta: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
 ) -> EmsOutcome:
     """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``folder``.
 
@@ -182,19 +183,15 @@ def estimate_to_folder(
     distributed.barrier(world)
     resumed = grid + 1 - len(todo)
     calls = denoiser.calls
-    with Progress(
-        TextColumn("compute-ems"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        disable=not (progress and world.is_main), transient=True,
-    ) as bar:
-        task = bar.add_task("grid", total=grid + 1, completed=resumed)
-        for j in todo:
-            sigma = math.exp(-lambdas[j])
-            record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device, world)
-            if not torch.isfinite(record).all():
-                raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
-            if world.is_main:
-                _save_point(_point_file(partial, j), record)
-            bar.advance(task)
+    for done, j in enumerate(todo, start=resumed):
+        sigma = math.exp(-lambdas[j])
+        report(progress, done, grid + 1, f"sigma {sigma:.4g}")
+        record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device, world)
+        if not torch.isfinite(record).all():
+            raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
+        if world.is_main:
+            _save_point(_point_file(partial, j), record)
+    report(progress, grid + 1, grid + 1, "writing the statistics")
     distributed.barrier(world)
     records = np.stack([np.load(_point_file(partial, j)) for j in range(grid + 1)])
     stats = statistics_from_records(records, lambdas)

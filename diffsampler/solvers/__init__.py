@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from diffsampler.errors import unknown_choice
-from diffsampler.solvers.amed import amed_plugin, amed_solver, prepare_amed, prepare_amed_plugin
-from diffsampler.solvers.base import PrepareFn, SolverSpec
+from diffsampler.solvers.amed import amed_plugin, amed_solver
+from diffsampler.solvers.base import SolverSpec
 from diffsampler.solvers.deis import deis
 from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
 from diffsampler.solvers.dpm_solver_v3 import V3_OPTIONS, dpm_solver_v3
@@ -25,10 +25,10 @@ def register_solver(
     summary: str,
     options: Mapping[str, Any] | None = None,
     requires: tuple[str, ...] = (),
-    prepare: PrepareFn | None = None,
 ) -> SolverSpec:
-    """Add a solver; ``requires`` names options that must be given (artefact paths), ``prepare`` loads them."""
-    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, dict(options or {}), requires, prepare)
+    """Add a solver; ``requires`` names options that must be given (artefact paths, loaded by the hooks of
+    ``diffsampler.artefacts``)."""
+    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, dict(options or {}), requires)
     SOLVERS[name] = spec
     return spec
 
@@ -65,19 +65,13 @@ register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth c
 register_solver("ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step", {"order": 4})
 register_solver(
     "amed", amed_solver, 2, "polynomial", "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step",
-    {"predictor": None}, requires=("predictor",), prepare=prepare_amed,
+    {"predictor": None}, requires=("predictor",),
 )
 register_solver(
     "amed-plugin", amed_plugin, 2, "polynomial",
     "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step",
-    {"predictor": None, "base": None, "max_order": None, "lower_order_final": None}, requires=("predictor",), prepare=prepare_amed_plugin,
+    {"predictor": None, "base": None, "max_order": None, "lower_order_final": None}, requires=("predictor",),
 )
-
-
-def _prepare_dpm_solver_v3(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    from diffsampler.ems.format import prepare_statistics
-
-    return prepare_statistics(options, context)
 
 
 register_solver(
@@ -88,7 +82,6 @@ register_solver(
     "DPM-Solver-v3, multistep predictor-corrector with empirical model statistics (-o stats=FOLDER), 1 NFE per step",
     V3_OPTIONS,
     requires=("stats",),
-    prepare=_prepare_dpm_solver_v3,
 )
 
 

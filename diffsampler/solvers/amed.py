@@ -10,18 +10,18 @@ sub-steps) or DPM-Solver++ multistep (one data-prediction buffer, lower orders a
 doubled grid); their steps are ``ipndm_step`` and ``dpmpp_step`` of the registered solvers, fed
 per-sample sigmas. AFS replaces the first evaluation (odd budgets 3, 5, 7, 9); its feature is zeros.
 A model without a bottleneck feature (``last_features`` None) feeds the pooled state instead
-(``diffsampler.amed.predictor.pooled_state_features``). A grid ending at 0 ends with an Euler step.
+(``pooled_state_features``). A grid ending at 0 ends with an Euler step. The predictor network, its
+checkpoints and their loading live in ``diffsampler.amed``; this module only takes a predictor callable.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from diffsampler.amed.checkpoint import check_context, load_checkpoint
-from diffsampler.amed.predictor import AmedParams, pooled_state_features
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.solvers.base import Denoiser, afs_derivative, finish, multistep_order
 from diffsampler.solvers.dpm_solver_pp import dpmpp_step
@@ -31,9 +31,37 @@ PLUGIN_BASES = ("euler", "dpm2", "ipndm", "dpmpp")
 """Base solvers AMED-Plugin wraps; the student ``amed`` is AMED-Solver itself."""
 STUDENTS = ("amed", *PLUGIN_BASES)
 DEFAULT_MAX_ORDER = {"ipndm": 4, "dpmpp": 3}
+FALLBACK_FEATURE_DIM = 64
+"""Width of the fallback feature (an 8 x 8 pooled map) for models without a bottleneck feature."""
+
+
+class AmedParams(NamedTuple):
+    """Per-sample step parameters, each of shape (B,): r in (0, 1), direction scale c, time scale a."""
+
+    r: torch.Tensor
+    c: torch.Tensor
+    a: torch.Tensor
+
 
 Predictor = Callable[[float, float, "torch.Tensor | None", int], AmedParams]
 """(t_n, t_{n+1}, feature (B, F) or None, batch) -> AmedParams; an AMEDPredictor or any stand-in."""
+
+
+def pooled_state_features(x: torch.Tensor, sigma: float, width: int = FALLBACK_FEATURE_DIM) -> torch.Tensor:
+    """The fallback feature of a model without a bottleneck: x / sqrt(1 + sigma^2) pooled to ``width`` values.
+
+    Images (B, C, H, W) are averaged over channels and pooled to a sqrt(width)^2 map (8 x 8 by
+    default, like the U-Net feature of the anchor); other samples are flattened, then zero-padded or
+    average-pooled to ``width``.
+    """
+    y = (x / math.sqrt(1.0 + sigma**2)).float()
+    side = math.isqrt(width)
+    if y.ndim == 4 and side * side == width:
+        return F.adaptive_avg_pool2d(y.mean(dim=1, keepdim=True), side).flatten(1)
+    flat = y.flatten(1)
+    if flat.shape[1] <= width:
+        return F.pad(flat, (0, width - flat.shape[1]))
+    return F.adaptive_avg_pool1d(flat[:, None], width)[:, 0]
 
 
 def per_sample(value: float | torch.Tensor, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -137,11 +165,11 @@ def detach_history(history: list[Any]) -> list[Any]:
 
 
 def _as_predictor(predictor: Any) -> Predictor:
-    """A predictor object, or one loaded (unchecked) from a checkpoint path."""
+    """The predictor callable; a path must be loaded first (``diffsampler.amed.checkpoint.prepare_amed``)."""
     if predictor is None:
         raise UserError("AMED solvers need a trained predictor: pass -o predictor=PATH (see `diffsampler train-amed`)")
-    if isinstance(predictor, (str, bytes)) or hasattr(predictor, "__fspath__"):
-        return load_checkpoint(predictor).predictor
+    if not callable(predictor):
+        raise UserError(f"AMED solvers take a loaded predictor, not {type(predictor).__name__}; run them through the prepare hook")
     return predictor
 
 
@@ -203,20 +231,3 @@ def amed_plugin(
         raise unknown_choice("amed-plugin base solver (-o base=...)", str(base), PLUGIN_BASES)
     lof = True if lower_order_final is None else bool(lower_order_final)
     return run_amed(denoiser, x, sigmas, predictor, base, cond, afs, denoise_to_zero, max_order, lof)
-
-
-def _prepare(solver: str) -> Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]:
-    def prepare(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-        """Load the predictor named in the options and refuse it unless trained for this exact setup."""
-        ckpt = load_checkpoint(options["predictor"])
-        check_context(ckpt, solver, options, context)
-        out = {**options, "predictor": ckpt.predictor}
-        if solver == "amed-plugin":
-            out.update(base=ckpt.meta["base"], max_order=ckpt.meta.get("max_order"), lower_order_final=ckpt.meta.get("lower_order_final"))
-        return out
-
-    return prepare
-
-
-prepare_amed = _prepare("amed")
-prepare_amed_plugin = _prepare("amed-plugin")

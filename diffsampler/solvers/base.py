@@ -23,9 +23,6 @@ THRESHOLD_QUANTILE = 0.995
 """Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the anchor toolbox's value)."""
 
 SampleFn = Callable[..., torch.Tensor]
-PrepareFn = Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]
-"""(options, context) -> options: loads artefacts named in options (predictor or statistics files) and
-checks them against the context {"model": Denoiser.describe(), "nfe", "schedule", "sigmas"}."""
 Denoiser = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
@@ -41,7 +38,6 @@ class SolverSpec:
     summary: str
     options: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
-    prepare: PrepareFn | None = None
 
     @property
     def training_free(self) -> bool:

@@ -17,7 +17,8 @@ checkpoints and their loading live in ``diffsampler.amed``; this module only tak
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+import typing
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,8 @@ from diffsampler.solvers.base import Denoiser, afs_derivative, finish, multistep
 from diffsampler.solvers.dpm_solver_pp import dpmpp_step
 from diffsampler.solvers.ipndm import ipndm_step
 
-PLUGIN_BASES = ("euler", "dpm2", "ipndm", "dpmpp")
+PluginBase = Literal["euler", "dpm2", "ipndm", "dpmpp"]
+PLUGIN_BASES: tuple[str, ...] = typing.get_args(PluginBase)
 """Base solvers AMED-Plugin wraps; the student ``amed`` is AMED-Solver itself."""
 STUDENTS = ("amed", *PLUGIN_BASES)
 DEFAULT_MAX_ORDER = {"ipndm": 4, "dpmpp": 3}
@@ -222,7 +224,7 @@ def amed_plugin(
     afs: bool = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
-    base: str | None = None,
+    base: PluginBase | None = None,
     max_order: int | None = None,
     lower_order_final: bool | None = None,
 ) -> torch.Tensor:

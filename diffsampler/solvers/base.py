@@ -14,10 +14,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from diffsampler.errors import UserError, unknown_choice
-
-COMMON_OPTIONS: dict[str, Any] = {"afs": False, "denoise_to_zero": False}
-"""Options every solver takes."""
+from diffsampler.errors import UserError
+from diffsampler.solvers.options import Option, check_options, signature_options
 
 THRESHOLD_QUANTILE = 0.995
 """Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the anchor toolbox's value)."""
@@ -29,15 +27,24 @@ Denoiser = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class SolverSpec:
-    """A registered solver: its sampling function, cost per step, default schedule and options."""
+    """A registered solver: its sampling function, cost per step, default schedule and the options that
+    must be given (``requires``); its options and their defaults are the function's keyword-only parameters."""
 
     name: str
     sample_fn: SampleFn
     evals_per_step: int
     default_schedule: str
     summary: str
-    options: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
+    option_specs: Mapping[str, Option] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "option_specs", signature_options(self.sample_fn))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every option with its default."""
+        return {name: option.default for name, option in self.option_specs.items()}
 
     @property
     def training_free(self) -> bool:
@@ -45,12 +52,8 @@ class SolverSpec:
         return not self.requires
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults merged with ``options``; an unknown option name is an error."""
-        allowed = {**COMMON_OPTIONS, **self.options}
-        for key in options or {}:
-            if key not in allowed:
-                raise unknown_choice(f"option of solver '{self.name}'", key, allowed)
-        return {**allowed, **(options or {})}
+        """Defaults merged with ``options``; an unknown name or a value the signature does not accept is an error."""
+        return check_options(self.name, self.option_specs, options)
 
     def nfe(self, num_steps: int, options: Mapping[str, Any] | None = None, final_zero: bool = False) -> int:
         """Network evaluations used by ``num_steps`` steps with these options."""
@@ -135,12 +138,6 @@ def multistep_order(step: int, num_steps: int, max_order: int, lower_order_final
     """Order of multistep step ``step`` (0-based) of ``num_steps``: warm-up i + 1, and N - i at the end when lowering."""
     order = min(max_order, step + 1)
     return min(order, num_steps - step) if lower_order_final else order
-
-
-def check_choice(solver: str, option: str, value: Any, choices: tuple[Any, ...]) -> None:
-    """A UserError naming the option when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise UserError(f"{solver} option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def finish(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:

@@ -9,17 +9,14 @@ C_ij = int_{s_i}^{s_{i+1}} l_j(tau(s)) ds. Order k (1 to 3 here, as the anchor t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from diffsampler.schedules import vp_linear_fit
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import Denoiser, check_choice, finish, first_derivative
-
-ORDERS = (1, 2, 3)
-
+from diffsampler.solvers.base import Denoiser, finish, first_derivative
 
 def vp_time(sigma: np.ndarray | float, beta_d: float, beta_min: float) -> np.ndarray | float:
     """tau(sigma), the positive root of beta_d tau^2 / 2 + beta_min tau = log(1 + sigma^2)."""
@@ -52,10 +49,9 @@ def deis(
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    order: int = 3,
+    order: Literal[1, 2, 3] = 3,
 ) -> torch.Tensor:
     """DEIS tAB of ``order`` (1 to 3), 1 NFE per step; a last step to sigma = 0 is an Euler step."""
-    check_choice("deis", "order", order, ORDERS)
     history: list[torch.Tensor] = []
     for i, (s, w) in enumerate(zip(sigmas[:-1], deis_weights(sigmas, order))):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -31,21 +31,6 @@ log = logging.getLogger(__name__)
 
 HALF_CORRECTOR_VP_TIME = 0.5
 """The half-corrector corrects only points at VP time t <= 0.5 (paper section 3.4 / README of the authors)."""
-
-V3_OPTIONS: dict[str, Any] = {
-    "stats": None,
-    "stats_sigma_min": None,
-    "stats_sigma_max": None,
-    "order": 3,
-    "predictor_pseudo": False,
-    "corrector": True,
-    "corrector_pseudo": False,
-    "lower_order_final": True,
-    "half_corrector": False,
-}
-"""Options of `dpm-solver-v3`: ``stats`` is a statistics folder (loaded by the prepare hook) or an
-:class:`EmpiricalStatistics`; ``stats_sigma_min/max`` state the range of files without metadata."""
-
 
 def cumulative_trapezoid(y: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
     """out_n = sum_{i=1..n} (lambda_i - lambda_{i-1}) (y_i + y_{i-1}) / 2 along the first axis; out_0 = 0."""
@@ -217,10 +202,10 @@ def dpm_solver_v3(
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    stats: EmpiricalStatistics | None = None,
+    stats: EmpiricalStatistics | str | None = None,
     stats_sigma_min: float | None = None,
     stats_sigma_max: float | None = None,
-    order: int = 3,
+    order: Literal[1, 2, 3] = 3,
     predictor_pseudo: bool = False,
     corrector: bool = True,
     corrector_pseudo: bool = False,
@@ -234,11 +219,11 @@ def dpm_solver_v3(
     (points t_{i-1}, t_i, t_{i-2}, ...; order = previous predictor order, +1 with ``corrector_pseudo``)
     and keeps f of that evaluation, so it costs no NFE. ``half_corrector`` corrects only points with
     sigma at or below the VP time t = 0.5 (the paper's convention; the authors' code does the opposite).
+    ``stats`` is a statistics folder (loaded by the prepare hook in ``diffsampler.ems.format``) or loaded
+    :class:`EmpiricalStatistics`; ``stats_sigma_min/max`` state the sigma range of folders without metadata.
     """
     if not isinstance(stats, EmpiricalStatistics):
         raise UserError("dpm-solver-v3 needs empirical model statistics: pass -o stats=FOLDER (made by `diffsampler compute-ems`)")
-    if order not in (1, 2, 3):
-        raise UserError(f"dpm-solver-v3 order must be 1, 2 or 3, got {order}")
     if tuple(x.shape[1:]) != stats.sample_shape:
         raise UserError(f"statistics of sample shape {stats.sample_shape} do not fit samples of shape {tuple(x.shape[1:])}")
     idx = snap_to_grid(sigmas, stats)

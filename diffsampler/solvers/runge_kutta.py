@@ -8,12 +8,12 @@ last step is an Euler step (k-diffusion's convention).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
-from diffsampler.errors import UserError
 from diffsampler.solvers.base import Denoiser, derivative, finish, first_derivative
+from diffsampler.solvers.options import Range
 
 
 def euler(
@@ -47,14 +47,12 @@ def dpm_solver_2(
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    r: float = 0.5,
+    r: Annotated[float, Range(0, 1, low_open=True)] = 0.5,
 ) -> torch.Tensor:
     """Midpoint s = s_{i+1}^r s_i^(1-r); x_{i+1} = x_i + h [d_s / (2r) + (1 - 1/(2r)) d_i], 2 NFE per step.
 
     With r = 1/2 this is DPM-Solver-2 of arXiv 2206.00927 (Algorithm 1) in the EDM form.
     """
-    if not 0 < r <= 1:
-        raise UserError(f"dpm2 option r must be in (0, 1], got {r}")
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         d = first_derivative(denoiser, x, s, i, afs, cond)
         if s_next == 0:

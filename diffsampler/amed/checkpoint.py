@@ -33,7 +33,7 @@ class PredictorCheckpoint:
     path: str = ""
 
 
-def save_checkpoint(path: str | Path, predictor: AMEDPredictor, meta: Mapping[str, Any]) -> None:
+def save_predictor(path: str | Path, predictor: AMEDPredictor, meta: Mapping[str, Any]) -> None:
     """Write the predictor (on the CPU) and its metadata atomically."""
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().clone() for k, v in predictor.state_dict().items()}
@@ -41,8 +41,8 @@ def save_checkpoint(path: str | Path, predictor: AMEDPredictor, meta: Mapping[st
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> PredictorCheckpoint:
-    """Read a checkpoint written by ``save_checkpoint``; a missing or foreign file is a UserError."""
+def load_predictor(path: str | Path) -> PredictorCheckpoint:
+    """Read a checkpoint written by ``save_predictor``; a missing or foreign file is a UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"AMED predictor file not found: {p}; train one with `diffsampler train-amed`")
@@ -92,7 +92,7 @@ def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, 
 
 def prepare_amed(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """The `amed` prepare hook: load the predictor named in the options, refused unless trained for this setup."""
-    ckpt = load_checkpoint(options["predictor"])
+    ckpt = load_predictor(options["predictor"])
     check_context(ckpt, "amed", options, context)
     return {**options, "predictor": ckpt.predictor}
 
@@ -100,7 +100,7 @@ def prepare_amed(options: dict[str, Any], context: Mapping[str, Any]) -> dict[st
 def prepare_amed_plugin(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """The `amed-plugin` prepare hook: as ``prepare_amed``, with the base solver and its multistep settings
     taken from the checkpoint."""
-    ckpt = load_checkpoint(options["predictor"])
+    ckpt = load_predictor(options["predictor"])
     check_context(ckpt, "amed-plugin", options, context)
     meta = ckpt.meta
     return {

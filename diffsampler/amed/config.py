@@ -49,7 +49,7 @@ class AmedTrainConfig:
 
     @property
     def resolved_schedule(self) -> str:
-        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (the anchor's)."""
+        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (zju-pi/diff-sampler, amed-solver-main/launch.sh)."""
         return self.schedule or ("logsnr" if self.student == "dpmpp" else "polynomial")
 
     @property

@@ -112,6 +112,95 @@ def _record(
     }
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every cell of one benchmark run shares."""
+
+    cfg: BenchmarkConfig
+    denoiser: Denoiser
+    ctx: MetricContext
+    store: ResultStore
+    world: distributed.World
+    notes: dict[str, str | None]
+
+
+def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
+    """The run's metrics; ``metric_options`` may only name those."""
+    metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
+    unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
+    if unknown_opts:
+        raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
+    return metrics
+
+
+def _sigma_range(cfg: BenchmarkConfig, denoiser: Denoiser) -> tuple[float, float]:
+    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
+    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
+    if not 0 < sigma_min < sigma_max:
+        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    return sigma_min, sigma_max
+
+
+def _pending(cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int, fresh: bool) -> list[tuple[Cell, list[Metric]]]:
+    """The runnable cells with the metrics they still lack (all of them with ``fresh``)."""
+    return [
+        (cell, missing)
+        for cell in cells
+        if cell.runnable
+        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, num_samples, m.name) is None]]
+        if missing
+    ]
+
+
+def _prepare_metrics(pending: list[tuple[Cell, list[Metric]]], ctx: MetricContext, progress: ProgressFn | None) -> dict[str, str | None]:
+    """Run each needed metric's ``prepare`` once, rank after rank; its notes by metric name."""
+    notes: dict[str, str | None] = {}
+    for rank in range(ctx.world.size):
+        if rank == ctx.world.rank:
+            for metric in {m.name: m for _, missing in pending for m in missing}.values():
+                if metric.prepare is not None:
+                    report(progress, 0, len(pending), f"preparing {metric.name} for {ctx.num_samples} samples")
+                    notes[metric.name] = metric.prepare(ctx)
+        distributed.barrier(ctx.world)
+    return notes
+
+
+def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | None, float]:
+    """Sample one cell and write one record per missing metric: (why it cannot run, or None; sampling seconds)."""
+    assert cell.plan is not None
+    cfg, denoiser, world = run.cfg, run.denoiser, run.world
+    spec = get_solver(cell.entry.solver)
+    try:
+        options = prepared_options(spec, cell.options, denoiser, cell.plan)
+    except UserError as exc:
+        return str(exc), 0.0
+    error, samples = None, None
+    tic = time.perf_counter()
+    try:
+        samples = generate_sharded(
+            denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, run.ctx.device,
+            getattr(torch, cfg.dtype), world,
+        )
+    except UserError as exc:
+        error = str(exc)
+    seconds = time.perf_counter() - tic
+    timing = {
+        "nfe_used": denoiser.calls,
+        "sampling_seconds": seconds,
+        "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
+        "device": str(run.ctx.device),
+        "batch_size": cfg.batch_size,
+        "world_size": world.size,
+    }
+    if samples is not None and world.is_main:
+        _save_preview(samples, denoiser.sample_shape, run.store.grid_path(cell.entry.label, cell.nfe))
+    for metric in missing:
+        value = None if samples is None else metric.compute(samples, run.ctx)
+        if world.is_main:
+            run.store.write(_record(cfg, cell, metric, value, timing, error, run.notes.get(metric.name)))
+    return None, seconds
+
+
 def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressFn | None = None) -> BenchmarkOutcome:
     """Sample every missing cell, score it with every metric, write records, then the reports.
 
@@ -122,16 +211,10 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
     denoiser = load_model(cfg.model)
-    metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
-    unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
-    if unknown_opts:
-        raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
+    metrics = _checked_metrics(cfg, denoiser)
     world, device = distributed.setup(resolve_device(cfg.device))
     denoiser.to(device)
-    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
-    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
-    if not 0 < sigma_min < sigma_max:
-        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    sigma_min, sigma_max = _sigma_range(cfg, denoiser)
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs)
     out = Path(cfg.out)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
@@ -139,63 +222,23 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     store.check(manifest, fresh)
     if world.is_main:
         ensure_writable_dir(out)
-
     ctx = MetricContext(denoiser, cfg.model, cfg.seed, cfg.num_samples, sigma_max, sigma_min, device, cfg.batch_size,
                         out / ".cache", {k: dict(v) for k, v in cfg.metric_options.items()}, world=world)
-    pending = [
-        (cell, missing)
-        for cell in cells
-        if cell.runnable
-        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name) is None]]
-        if missing
-    ]
+    pending = _pending(cells, metrics, store, cfg.num_samples, fresh)
     distributed.barrier(world)
-    notes: dict[str, str | None] = {}
-    for rank in range(world.size):
-        if rank == world.rank:
-            for metric in {m.name: m for _, missing in pending for m in missing}.values():
-                if metric.prepare is not None:
-                    report(progress, 0, len(pending), f"preparing {metric.name} for {cfg.num_samples} samples")
-                    notes[metric.name] = metric.prepare(ctx)
-        distributed.barrier(world)
+    notes = _prepare_metrics(pending, ctx, progress)
     if world.is_main:
         store.open(manifest, fresh)
+    run = _Run(cfg, denoiser, ctx, store, world, notes)
     unavailable: dict[tuple[str, int], str] = {}
-    dtype = getattr(torch, cfg.dtype)
     rate = ""
     for done, (cell, missing) in enumerate(pending):
-        assert cell.plan is not None
         report(progress, done, len(pending), f"{cell.entry.label} @ NFE {cell.nfe}{rate}")
-        spec = get_solver(cell.entry.solver)
-        try:
-            options = prepared_options(spec, cell.options, denoiser, cell.plan)
-        except UserError as exc:
-            unavailable[(cell.entry.label, cell.nfe)] = str(exc)
-            continue
-        error, samples = None, None
-        tic = time.perf_counter()
-        try:
-            samples = generate_sharded(
-                denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, dtype, world
-            )
-        except UserError as exc:
-            error = str(exc)
-        seconds = time.perf_counter() - tic
-        timing = {
-            "nfe_used": denoiser.calls,
-            "sampling_seconds": seconds,
-            "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
-            "device": str(device),
-            "batch_size": cfg.batch_size,
-            "world_size": world.size,
-        }
-        if samples is not None and world.is_main:
-            _save_preview(samples, denoiser.sample_shape, store.grid_path(cell.entry.label, cell.nfe))
-        for metric in missing:
-            value = None if samples is None else metric.compute(samples, ctx)
-            if world.is_main:
-                store.write(_record(cfg, cell, metric, value, timing, error, notes.get(metric.name)))
-        rate = f" (last: {cfg.num_samples / seconds:.0f} samples/s)" if seconds > 0 else ""
+        reason, seconds = _sample_cell(run, cell, missing)
+        if reason is not None:
+            unavailable[(cell.entry.label, cell.nfe)] = reason
+        elif seconds > 0:
+            rate = f" (last: {cfg.num_samples / seconds:.0f} samples/s)"
     report(progress, len(pending), len(pending), "reports")
     distributed.barrier(world)
     result = build_report(cfg, cells, metrics, store, unavailable)

@@ -139,7 +139,7 @@ def compute_ems(
     tic = time.perf_counter()
     points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
     meta = {"model_name": model, "data": data_note, "data_seconds": time.perf_counter() - tic}
-    return estimate_to_folder(denoiser, points, grid, batch, seed, folder, dev, meta, identity, progress)
+    return estimate_to_folder(denoiser, points, EmsJob(grid, batch, seed, folder, dev), meta, identity, progress)
 
 
 def unusable_reason(stats: dict[str, Any], sigma_min: float, sigma_max: float) -> str:
@@ -156,73 +156,95 @@ def partial_folder(folder: Path) -> Path:
     return folder.with_name(folder.name + ".partial")
 
 
-def estimate_to_folder(
-    denoiser: Denoiser,
-    points: torch.Tensor,
-    grid: int,
-    batch: int,
-    seed: int,
-    folder: Path,
-    device: torch.device,
-    extra_meta: dict[str, Any] | None = None,
-    identity: dict[str, Any] | None = None,
-    progress: ProgressFn | None = None,
-) -> EmsOutcome:
-    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``folder``.
+@dataclass(frozen=True)
+class EmsJob:
+    """One estimation: N grid intervals, data points per JVP batch, the seed, the output folder and the device."""
 
-    Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
-    """
-    world = distributed.current()
-    partial = partial_folder(folder)
-    if world.is_main:
-        _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", grid, points.shape[0], batch, seed))
+    grid: int
+    batch: int
+    seed: int
+    folder: Path
+    device: torch.device
+
+
+def _estimate_points(
+    denoiser: Denoiser, points: torch.Tensor, job: EmsJob, lambdas: np.ndarray, progress: ProgressFn | None
+) -> int:
+    """Estimate every grid point not yet in the partial folder, saving each as it is done; the number resumed."""
+    world, partial = distributed.current(), partial_folder(job.folder)
+    todo = [j for j in range(job.grid + 1) if not _point_file(partial, j).exists()]
     distributed.barrier(world)
-    tic = time.perf_counter()
-    lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, grid)
-    todo = [j for j in range(grid + 1) if not _point_file(partial, j).exists()]
-    distributed.barrier(world)
-    resumed = grid + 1 - len(todo)
-    calls = denoiser.calls
+    resumed = job.grid + 1 - len(todo)
     for done, j in enumerate(todo, start=resumed):
         sigma = math.exp(-lambdas[j])
-        report(progress, done, grid + 1, f"sigma {sigma:.4g}")
-        record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device, world)
+        report(progress, done, job.grid + 1, f"sigma {sigma:.4g}")
+        record = point_record(denoiser, points, sigma, point_generator(job.seed, j), job.batch, job.device, world)
         if not torch.isfinite(record).all():
             raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
         if world.is_main:
             _save_point(_point_file(partial, j), record)
-    report(progress, grid + 1, grid + 1, "writing the statistics")
+    report(progress, job.grid + 1, job.grid + 1, "writing the statistics")
     distributed.barrier(world)
-    records = np.stack([np.load(_point_file(partial, j)) for j in range(grid + 1)])
+    return resumed
+
+
+def _statistics_meta(denoiser: Denoiser, num_data: int, job: EmsJob, lambdas: np.ndarray, stats: dict[str, Any]) -> dict[str, Any]:
+    """What meta.json records about the model, the grid and the estimate (timing and provenance are added)."""
+    return {
+        "model": denoiser.describe(),
+        "sigma_min": denoiser.sigma_min,
+        "sigma_max": denoiser.sigma_max,
+        "grid": job.grid,
+        "num_data": num_data,
+        "batch": job.batch,
+        "seed": job.seed,
+        "lambda_first": float(lambdas[0]),
+        "lambda_last": float(lambdas[-1]),
+        "ridge": RIDGE,
+        "shrunk_elements": stats["shrunk"],
+    }
+
+
+def estimate_to_folder(
+    denoiser: Denoiser,
+    points: torch.Tensor,
+    job: EmsJob,
+    extra_meta: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> EmsOutcome:
+    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``job.folder``.
+
+    Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
+    """
+    world, partial, num_data = distributed.current(), partial_folder(job.folder), int(points.shape[0])
+    if world.is_main:
+        _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", job.grid, num_data, job.batch, job.seed))
+    distributed.barrier(world)
+    tic = time.perf_counter()
+    lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, job.grid)
+    calls = denoiser.calls
+    resumed = _estimate_points(denoiser, points, job, lambdas, progress)
+    records = np.stack([np.load(_point_file(partial, j)) for j in range(job.grid + 1)])
     stats = statistics_from_records(records, lambdas)
     problem = unusable_reason(stats, denoiser.sigma_min, denoiser.sigma_max)
     if problem:
         log.warning("compute-ems: %s", problem)
     seconds = time.perf_counter() - tic
     meta = {
-        "model": denoiser.describe(),
-        "sigma_min": denoiser.sigma_min,
-        "sigma_max": denoiser.sigma_max,
-        "grid": grid,
-        "num_data": int(points.shape[0]),
-        "batch": batch,
-        "seed": seed,
-        "lambda_first": float(lambdas[0]),
-        "lambda_last": float(lambdas[-1]),
-        "ridge": RIDGE,
-        "shrunk_elements": stats["shrunk"],
+        **_statistics_meta(denoiser, num_data, job, lambdas, stats),
         "usable": not problem,
         "jvp_calls": int(distributed.all_reduce_sum(torch.tensor([denoiser.calls - calls]), world).item()),
         "seconds": seconds,
         "resumed_points": resumed,
-        "device": str(device),
+        "device": str(job.device),
         "world_size": world.size,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_meta or {}),
     }
     if world.is_main:
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(job.folder) as tmp:
             write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
         shutil.rmtree(partial, ignore_errors=True)
     log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])
-    return EmsOutcome(folder, grid, int(points.shape[0]), seconds, resumed, stats["shrunk"])
+    return EmsOutcome(job.folder, job.grid, num_data, seconds, resumed, stats["shrunk"])

@@ -18,10 +18,11 @@ from diffsampler.errors import UserError
 from diffsampler.solvers.options import Option, check_options, signature_options
 
 THRESHOLD_QUANTILE = 0.995
-"""Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the anchor toolbox's value)."""
+"""Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the value of
+zju-pi/diff-sampler, diff-solvers-main/solver_utils.py::dynamic_thresholding_fn)."""
 
 SampleFn = Callable[..., torch.Tensor]
-Denoiser = Callable[..., torch.Tensor]
+DenoiserFn = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
 
@@ -84,7 +85,7 @@ class SolverSpec:
 
     def sample(
         self,
-        denoiser: Denoiser,
+        denoiser: DenoiserFn,
         x: torch.Tensor,
         sigmas: torch.Tensor,
         options: Mapping[str, Any] | None = None,
@@ -98,7 +99,7 @@ class SolverSpec:
         return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
 
 
-def derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
+def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
     """dx/dsigma = (x - D(x, sigma)) / sigma: the probability-flow ODE (EDM eq. 3)."""
     return (x - denoiser(x, sigma, cond)) / sigma
 
@@ -108,7 +109,7 @@ def afs_derivative(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x / math.sqrt(1.0 + sigma**2)
 
 
-def first_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any) -> torch.Tensor:
+def first_derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any) -> torch.Tensor:
     """dx/dsigma at the start of a step, by AFS on the first step when asked."""
     if afs and step == 0:
         return afs_derivative(x, sigma)
@@ -116,7 +117,7 @@ def first_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, step: in
 
 
 def data_estimate(
-    denoiser: Denoiser, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
 ) -> torch.Tensor:
     """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when asked."""
     if afs and step == 0:
@@ -140,6 +141,6 @@ def multistep_order(step: int, num_steps: int, max_order: int, lower_order_final
     return min(order, num_steps - step) if lower_order_final else order
 
 
-def finish(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:
+def finish(denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:
     """The optional final denoising x = D(x, sigma_min), one more NFE."""
     return denoiser(x, sigmas[-1], cond) if denoise_to_zero else x

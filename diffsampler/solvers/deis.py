@@ -4,7 +4,7 @@ sigma is mapped to the time tau of the VP-linear SDE fitted to the grid's sigma 
 (sigma(tau)^2 = exp(beta_d tau^2 / 2 + beta_min tau) - 1, as the ``time_uniform`` schedule), eps is
 interpolated by the Lagrange polynomial in tau through the last k evaluations, and the exponential integrator
 in the EDM form (dx/dsigma = eps) integrates it exactly: x_{i+1} = x_i + sum_j C_ij d_{i-j} with
-C_ij = int_{s_i}^{s_{i+1}} l_j(tau(s)) ds. Order k (1 to 3 here, as the anchor toolbox recommends), warm-up i + 1.
+C_ij = int_{s_i}^{s_{i+1}} l_j(tau(s)) ds. Order k (1 to 3 here; zju-pi/diff-sampler, diff-solvers-main/solvers.py::deis_sampler allows 4), warm-up i + 1.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from diffsampler.schedules import vp_linear_fit
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import Denoiser, finish, first_derivative
+from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
 
 def vp_time(sigma: np.ndarray | float, beta_d: float, beta_min: float) -> np.ndarray | float:
     """tau(sigma), the positive root of beta_d tau^2 / 2 + beta_min tau = log(1 + sigma^2)."""
@@ -42,7 +42,7 @@ def deis_weights(sigmas: list[float], order: int) -> list[list[float]]:
 
 
 def deis(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,

@@ -7,8 +7,8 @@ order 1 is DDIM; order 2 is the "midpoint" form of Algorithm 2 (- phi_1 D1 / 2) 
 
 Integrating the quadratic through the last three D exactly gives the D2 weight -2 phi_3 (phi_3 = phi_2 / h - 1/2):
 that form is the default and converges with order 3. The published 3M form (the DPM-Solver code, k-diffusion's
-``sample_dpmpp_3m_sde`` and the anchor toolbox) weighs D2 by -phi_3 and so converges with order 2 only; it is kept as
-the solver ``dpmpp_published`` to reproduce published numbers.
+``sample_dpmpp_3m_sde`` and zju-pi/diff-sampler's diff-solvers-main/solver_utils.py) weighs D2 by -phi_3 and so
+converges with order 2 only; it is kept as the solver ``dpmpp_published`` to reproduce published numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.base import Denoiser, data_estimate, finish, multistep_order
+from diffsampler.solvers.base import DenoiserFn, data_estimate, finish, multistep_order
 
 Scalar = Union[float, torch.Tensor]
 
@@ -71,7 +71,7 @@ def dpmpp_step(
 
 
 def dpmpp(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
@@ -98,7 +98,7 @@ def dpmpp(
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
 
-def dpmpp_published(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], **options: Any) -> torch.Tensor:
+def dpmpp_published(denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], **options: Any) -> torch.Tensor:
     """DPM-Solver++ with the published 3M step (D2 weighed by -phi_3: second order, as the peer implementations)."""
     return dpmpp(denoiser, x, sigmas, _published_3m=True, **options)
 

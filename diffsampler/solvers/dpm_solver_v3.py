@@ -25,7 +25,7 @@ import torch
 
 from diffsampler.errors import UserError
 from diffsampler.schedules import vp_linear_fit
-from diffsampler.solvers.base import Denoiser, afs_derivative, finish
+from diffsampler.solvers.base import DenoiserFn, afs_derivative, finish
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def local_update(tab: Tables, points: list[Point], j_t: int, pseudo: bool) -> to
 
 
 def dpm_solver_v3(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,

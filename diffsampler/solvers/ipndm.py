@@ -1,4 +1,4 @@
-"""iPNDM (arXiv 2204.13902 sec. 4, the anchor toolbox's form) and its variable-step version iPNDM_v.
+"""iPNDM (arXiv 2204.13902 sec. 4, in the form of zju-pi/diff-sampler, diff-solvers-main/solvers.py::ipndm_sampler) and its variable-step version iPNDM_v.
 
 Both are Adams-Bashforth methods on d = (x - D) / sigma = dx/dsigma. iPNDM uses the fixed coefficients of
 uniform steps, x_{i+1} = x_i + h_i sum_j c_j d_{i-j} with c = (1), (3, -1)/2, (23, -16, 5)/12,
@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence, Union
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import Denoiser, finish, first_derivative
+from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
 
 Scalar = Union[float, torch.Tensor]
 
@@ -37,7 +37,7 @@ def ipndm_step(x: torch.Tensor, history: Sequence[torch.Tensor], sigma: Scalar, 
 
 
 def ipndm(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
@@ -55,7 +55,7 @@ def ipndm(
 
 
 def ipndm_v(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,

@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 import torch
 
-from diffsampler.solvers.base import Denoiser, derivative, finish, first_derivative
+from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative
 from diffsampler.solvers.options import Range
 
 
 def euler(
-    denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
+    denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
 ) -> torch.Tensor:
     """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
@@ -26,7 +26,7 @@ def euler(
 
 
 def heun(
-    denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
+    denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
 ) -> torch.Tensor:
     """Trapezoid rule: x_{i+1} = x_i + h (d(x_i, s_i) + d(x_i + h d_i, s_{i+1})) / 2, 2 NFE per step."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
@@ -40,7 +40,7 @@ def heun(
 
 
 def dpm_solver_2(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from diffsampler.solvers.base import Denoiser, data_estimate, dynamic_threshold, finish, multistep_order
+from diffsampler.solvers.base import DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order
 
 def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float, np.ndarray, np.ndarray]:
     """(B(h), rho of the predictor, rho of the corrector) for the ratios ``rks`` (the last one is 1)."""
@@ -39,7 +39,7 @@ def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float,
 
 
 def unipc_step(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     history: list[torch.Tensor],
     lambdas: list[float],
@@ -68,7 +68,7 @@ def unipc_step(
 
 
 def unipc(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,

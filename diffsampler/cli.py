@@ -326,10 +326,10 @@ def ref_stats(
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID reference statistics (mu, sigma) of a dataset, cached by content; clean-fid's protocol."""
+    from diffsampler.device import resolve_device
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.ref_stats import reference_statistics
     from diffsampler.metrics.scoring import default_batch_size
-    from diffsampler.device import resolve_device
 
     dev = resolve_device(device)
     weights = locate_inception(inception)
@@ -360,11 +360,10 @@ def fid(
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID (clean-fid's "clean" protocol) of samples against a dataset or a statistics file."""
+    from diffsampler.device import resolve_device
+    from diffsampler.distributed import setup
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.scoring import score_samples
-    from diffsampler.device import resolve_device
-
-    from diffsampler.distributed import setup
 
     world, dev = setup(resolve_device(device))
     weights = locate_inception(inception)

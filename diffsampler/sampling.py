@@ -96,7 +96,7 @@ def generate(
         if denoiser.calls != plan.nfe:
             raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
         if not torch.isfinite(y).all():
-            raise UserError(f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: the model returned non-finite values or the solver diverged")
+            raise UserError(f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: " "the model returned non-finite values or the solver diverged")
         out.append(y.float().cpu())
     return torch.cat(out)
 

@@ -166,6 +166,6 @@ def get_sigmas(
     if not spec.needs_table:
         return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent))
     if discrete_sigmas is None:
-        raise UserError(f"the '{schedule}' schedule needs a model with discrete training timesteps (e.g. diffusers:PATH); choose another schedule")
+        raise UserError(f"the '{schedule}' schedule needs a model with discrete training " "timesteps (e.g. diffusers:PATH); choose another schedule")
     table = torch.as_tensor(discrete_sigmas).detach().to("cpu", torch.float64).flatten()
     return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent, table))

@@ -10,15 +10,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import SIGMA_MAX, SIGMA_MIN, single_gaussian
 from diffsampler.cli import app
 from diffsampler.ems import run as ems_run
-from diffsampler.ems.estimate import lambda_grid, point_generator, point_record, smoothed_derivative, statistics_from_records
+from diffsampler.ems.estimate import (
+    lambda_grid,
+    point_generator,
+    point_record,
+    smoothed_derivative,
+    statistics_from_records,
+)
 from diffsampler.ems.format import load_statistics, prepare_statistics, write_statistics
 from diffsampler.ems.moments import StreamingMoments
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
+
+from helpers import SIGMA_MAX, SIGMA_MIN, single_gaussian
 
 runner = CliRunner()
 CPU = torch.device("cpu")

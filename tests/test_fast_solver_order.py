@@ -10,6 +10,7 @@ import torch
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import get_solver
 from diffsampler.solvers.ipndm import IPNDM_COEFFICIENTS
+
 from helpers import SIGMA_MAX, SIGMA_MIN, latents, measured_order, single_gaussian
 
 FULL = [32, 64, 128, 256]
@@ -67,7 +68,7 @@ def test_ipndm_fixed_coefficients_are_second_order_on_a_non_uniform_grid(order):
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_ipndm_is_the_variable_step_method_on_a_uniform_grid(order):
-    """On equal sigma steps the fixed weights are the exact Adams-Bashforth ones, so iPNDM equals iPNDM_v (round-off)."""
+    """On equal sigma steps the fixed weights are the exact Adams-Bashforth ones: iPNDM equals iPNDM_v (round-off)."""
     model = single_gaussian()
     x = latents(4, 8)
     sigmas = get_sigmas("polynomial", 12, SIGMA_MIN, SIGMA_MAX, rho=1.0)

@@ -16,6 +16,7 @@ from diffsampler.models import load_model
 from diffsampler.sampling import generate, plan_grid
 from diffsampler.solvers import SOLVERS
 from diffsampler.train import TrainConfig, train
+
 from unet_helpers import one_thread, write_blob_images  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

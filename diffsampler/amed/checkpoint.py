@@ -66,26 +66,26 @@ def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, 
         raise UserError(f"{name} was trained for solver {wanted}, not {solver}; use --solver {wanted}")
     base = options.get("base")
     if base is not None and base != meta.get("base"):
-        raise UserError(f"{name} was trained for base solver {meta.get('base')}, not {base}; use -o base={meta.get('base')} or train a predictor for {base}")
+        raise UserError(f"{name} was trained for base solver {meta.get('base')}, not {base}; " f"use -o base={meta.get('base')} or train a predictor for {base}")
     for key in ("max_order", "lower_order_final"):
         if options.get(key) is not None and options[key] != meta.get(key):
-            raise UserError(f"{name} was trained with {key}={meta.get(key)}, not {options[key]}; leave -o {key} out to use the trained setting")
+            raise UserError(f"{name} was trained with {key}={meta.get(key)}, not " f"{options[key]}; leave -o {key} out to use the trained setting")
     model = context["model"]
     if model.get("sha256") != meta["model"].get("sha256"):
         raise UserError(
             f"{name} was trained for model {meta.get('model_name', meta['model'].get('class'))} "
-            f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} (sha256 {model.get('sha256', '')[:12]}); train one for this model"
+            f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} " f"(sha256 {model.get('sha256', '')[:12]}); train one for this model"
         )
     if bool(options.get("afs")) != bool(meta["afs"]):
         raise UserError(f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}")
     if context["nfe"] != meta["nfe"]:
-        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
+        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; " f"use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
     if context["schedule"] != meta["schedule"]:
-        raise UserError(f"{name} was trained on schedule {meta['schedule']}, not {context['schedule']}; use --schedule {meta['schedule']}")
+        raise UserError(f"{name} was trained on schedule {meta['schedule']}, not " f"{context['schedule']}; use --schedule {meta['schedule']}")
     sigmas, trained = list(context["sigmas"]), list(meta["sigmas"])
     if len(sigmas) != len(trained) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(sigmas, trained)):
         raise UserError(
-            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, not {[round(s, 4) for s in sigmas]}; "
+            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, " f"not {[round(s, 4) for s in sigmas]}; "
             f"use sigma range [{meta['sigma_min']}, {meta['sigma_max']}] and rho {meta['rho']}"
         )
 

@@ -49,7 +49,8 @@ class AmedTrainConfig:
 
     @property
     def resolved_schedule(self) -> str:
-        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (zju-pi/diff-sampler, amed-solver-main/launch.sh)."""
+        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (as in zju-pi/diff-sampler,
+        amed-solver-main/launch.sh)."""
         return self.schedule or ("logsnr" if self.student == "dpmpp" else "polynomial")
 
     @property
@@ -84,7 +85,7 @@ class AmedTrainConfig:
         if self.max_order is not None:
             top = DEFAULT_MAX_ORDER.get(self.student)
             if top is None or not 1 <= self.max_order <= top:
-                raise UserError(f"max_order applies to students ipndm (1-4) and dpmpp (1-3), got {self.max_order} for {self.student}")
+                raise UserError("max_order applies to students ipndm (1-4) and dpmpp " f"(1-3), got {self.max_order} for {self.student}")
         if self.device not in DEVICES:
             raise unknown_choice("device", self.device, DEVICES)
         if self.dtype not in DTYPES:

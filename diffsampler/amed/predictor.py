@@ -20,6 +20,7 @@ from torch import nn
 
 from diffsampler.solvers.amed import FALLBACK_FEATURE_DIM, AmedParams
 
+
 @dataclass(frozen=True)
 class PredictorConfig:
     """Sizes and scale ranges of an AMED predictor (all stored in its checkpoint)."""

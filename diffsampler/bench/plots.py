@@ -16,7 +16,7 @@ def plot_metric(table: MetricTable, budgets: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    values = []
+    values: list[float] = []
     for label, row in table.rows:
         points = [(nfe, e.value) for nfe, e in zip(budgets, row) if e.has_value]
         if points:

@@ -42,7 +42,7 @@ def _mark_best(rows: list[tuple[str, list[Entry]]], higher_is_better: bool) -> l
     columns = len(rows[0][1]) if rows else 0
     best: list[float | None] = []
     for col in range(columns):
-        values = [row[col].value for _, row in rows if row[col].has_value]
+        values = [v for _, row in rows if row[col].has_value and (v := row[col].value) is not None]
         best.append((max(values) if higher_is_better else min(values)) if values else None)
     return [
         (label, [Entry(e.status, e.value, e.footnote, e.auto_afs, e.has_value and e.value == best[i]) for i, e in enumerate(row)])
@@ -126,7 +126,7 @@ def markdown(report: Report) -> str:
     out = [
         f"# Benchmark: {report.model}",
         "",
-        f"{report.num_samples} samples per cell, the same latents for every solver (sample i seeded by ({report.seed}, i)). "
+        f"{report.num_samples} samples per cell, the same latents " f"for every solver (sample i seeded by ({report.seed}, i)). "
         "**Bold**: the best in its NFE column. The exact sigma grid of every cell is in sigmas.csv.",
     ]
     for table in (*report.tables, report.throughput):

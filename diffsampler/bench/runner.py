@@ -43,14 +43,19 @@ def default_run_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", model_label(model)).strip("-") or "run"
 
 
+def _unavailable(metric: Metric, denoiser: Denoiser) -> str | None:
+    """Why ``metric`` cannot score this model, or None."""
+    return metric.unavailable(denoiser) if metric.unavailable is not None else None
+
+
 def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> list[Metric]:
     """The named metrics (each must be able to score the model), or the defaults that can."""
     if names is None:
-        return [METRICS[n] for n in DEFAULT_METRICS if n in METRICS and not (METRICS[n].unavailable and METRICS[n].unavailable(denoiser))]
+        return [METRICS[n] for n in DEFAULT_METRICS if n in METRICS and not _unavailable(METRICS[n], denoiser)]
     metrics = []
     for name in dict.fromkeys(names):
         metric = get_metric(name)
-        reason = metric.unavailable(denoiser) if metric.unavailable else None
+        reason = _unavailable(metric, denoiser)
         if reason:
             raise UserError(f"metric '{name}' cannot score model '{model}': it {reason}; leave it out of --metrics")
         metrics.append(metric)

@@ -23,10 +23,10 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
-from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
-from diffsampler.ems.format import write_statistics
 from diffsampler.config import DEVICES
 from diffsampler.device import resolve_device
+from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
+from diffsampler.ems.format import write_statistics
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.progress import ProgressFn, report
@@ -213,7 +213,7 @@ def estimate_to_folder(
     identity: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
 ) -> EmsOutcome:
-    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``job.folder``.
+    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) into ``job.folder``.
 
     Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
     """

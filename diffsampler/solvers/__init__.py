@@ -40,7 +40,7 @@ register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric 
 register_solver("dpmpp", dpmpp, 1, "logsnr", "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step")
 register_solver(
     "dpmpp_published", dpmpp_published, 1, "logsnr",
-    "DPM-Solver++ with the published 3M step (second order; the form of zju-pi/diff-sampler solver_utils.py and k-diffusion), 1 NFE per step",
+    "DPM-Solver++ with the published 3M step (second order; the form of " "zju-pi/diff-sampler solver_utils.py and k-diffusion), 1 NFE per step",
 )
 register_solver(
     "unipc", unipc, 1, "logsnr", "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step"

@@ -54,8 +54,8 @@ def pooled_state_features(x: torch.Tensor, sigma: float, width: int = FALLBACK_F
     """The fallback feature of a model without a bottleneck: x / sqrt(1 + sigma^2) pooled to ``width`` values.
 
     Images (B, C, H, W) are averaged over channels and pooled to a sqrt(width)^2 map (8 x 8 by
-    default, like the U-Net feature hooked in zju-pi/diff-sampler, amed-solver-main/solvers_amed.py); other samples are flattened, then zero-padded or
-    average-pooled to ``width``.
+    default, like the U-Net feature hooked in zju-pi/diff-sampler, amed-solver-main/solvers_amed.py); other
+    samples are flattened, then zero-padded or average-pooled to ``width``.
     """
     y = (x / math.sqrt(1.0 + sigma**2)).float()
     side = math.isqrt(width)
@@ -68,7 +68,8 @@ def pooled_state_features(x: torch.Tensor, sigma: float, width: int = FALLBACK_F
 
 
 def per_sample(value: float | torch.Tensor, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A scalar or a (B,) tensor shaped (B, 1, ..., 1) to broadcast against x (B, ...), in ``dtype`` (x's by default)."""
+    """A scalar or a (B,) tensor shaped (B, 1, ..., 1) to broadcast against x (B, ...), in ``dtype`` (x's by
+    default)."""
     v = torch.as_tensor(value, device=x.device)
     if v.ndim == 1:
         v = v.reshape(-1, *([1] * (x.ndim - 1)))
@@ -144,7 +145,7 @@ def _to_intermediate(student: Student, x: torch.Tensor, step: _Interval, history
 def _to_next(
     student: Student, x: torch.Tensor, x_mid: torch.Tensor, denoised_mid: torch.Tensor, step: _Interval, history: list[Any]
 ) -> torch.Tensor:
-    """The second sub-step s -> t_next from the evaluation at s, its increment scaled by c (paper eq. 12 for ``amed``)."""
+    """The second sub-step s -> t_next from the evaluation at s, its increment scaled by c (eq. 12 for ``amed``)."""
     c, t, t_next, s_col = per_sample(step.params.c, x), step.t, step.t_next, step.s_col
     d_mid = (x_mid - denoised_mid) / s_col.to(x.dtype)
     if student.name == "amed":

@@ -119,7 +119,8 @@ def first_derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: 
 def data_estimate(
     denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
 ) -> torch.Tensor:
-    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when asked."""
+    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when
+    asked."""
     if afs and step == 0:
         denoised = x - sigma * afs_derivative(x, sigma)
     else:
@@ -128,7 +129,8 @@ def data_estimate(
 
 
 def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTILE) -> torch.Tensor:
-    """Imagen's dynamic thresholding (arXiv 2205.11487 sec. 2.3): s = max(q_0.995(|D|), 1) per sample, D = clamp(D, -s, s) / s."""
+    """Imagen's dynamic thresholding (arXiv 2205.11487 sec. 2.3): s = max(q_0.995(|D|), 1) per sample,
+    D = clamp(D, -s, s) / s."""
     flat = denoised.reshape(denoised.shape[0], -1).abs().float()
     s = torch.quantile(flat, quantile, dim=1).clamp_min(1.0).to(denoised.dtype)
     s = s.reshape(-1, *([1] * (denoised.ndim - 1)))
@@ -136,7 +138,7 @@ def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTI
 
 
 def multistep_order(step: int, num_steps: int, max_order: int, lower_order_final: bool) -> int:
-    """Order of multistep step ``step`` (0-based) of ``num_steps``: warm-up i + 1, and N - i at the end when lowering."""
+    """Order of multistep step ``step`` (0-based) of ``num_steps``: warm-up i + 1, N - i at the end when lowering."""
     order = min(max_order, step + 1)
     return min(order, num_steps - step) if lower_order_final else order
 

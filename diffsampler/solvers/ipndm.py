@@ -1,4 +1,5 @@
-"""iPNDM (arXiv 2204.13902 sec. 4, in the form of zju-pi/diff-sampler, diff-solvers-main/solvers.py::ipndm_sampler) and its variable-step version iPNDM_v.
+"""iPNDM (arXiv 2204.13902 sec. 4, in the form of zju-pi/diff-sampler, diff-solvers-main/solvers.py::ipndm_sampler)
+and its variable-step version iPNDM_v.
 
 Both are Adams-Bashforth methods on d = (x - D) / sigma = dx/dsigma. iPNDM uses the fixed coefficients of
 uniform steps, x_{i+1} = x_i + h_i sum_j c_j d_{i-j} with c = (1), (3, -1)/2, (23, -16, 5)/12,

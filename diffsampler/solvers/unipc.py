@@ -18,6 +18,7 @@ import torch
 
 from diffsampler.solvers.base import DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order
 
+
 def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float, np.ndarray, np.ndarray]:
     """(B(h), rho of the predictor, rho of the corrector) for the ratios ``rks`` (the last one is 1)."""
     hh = -h
@@ -51,7 +52,8 @@ def unipc_step(
     thresholding: bool,
     cond: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """UniP-``order`` from sigma to sigma_next, then UniC with the fresh D(x_t) when ``correct``: (x_t, D(x_t) or None)."""
+    """UniP-``order`` from sigma to sigma_next, then UniC with the fresh D(x_t) when ``correct``:
+    (x_t, D(x_t) or None)."""
     d0 = history[-1]
     h = -math.log(sigma_next) - lambdas[-1]
     rks = [(lambdas[-1 - k] - lambdas[-1]) / h for k in range(1, order)] + [1.0]

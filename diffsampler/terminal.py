@@ -19,12 +19,19 @@ from diffsampler.progress import ProgressEvent, ProgressFn
 
 
 @contextlib.contextmanager
-def progress_bar(title: str, console: Console, *, enabled: bool = True, transient: bool = False) -> Iterator[ProgressFn]:
+def progress_bar(
+    title: str, console: Console, *, enabled: bool = True, transient: bool = False
+) -> Iterator[ProgressFn]:
     """A bar titled ``title`` (done/total, elapsed, ETA and the event's text) drawn from the events it is sent;
     nothing is drawn before the first event (an input error stays one line)."""
     columns = (
-        TextColumn(f"[bold]{escape(title)}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(), TextColumn("{task.description}"),
+        TextColumn(f"[bold]{escape(title)}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
     )
     bar = Progress(*columns, console=console, disable=not enabled, transient=transient, auto_refresh=enabled)
     task = bar.add_task("", total=None)
@@ -52,6 +59,8 @@ def rich_tables(report: Report) -> list[Table]:
         for nfe in report.budgets:
             rich_table.add_column(f"NFE {nfe}", justify="right")
         for label, row in table.rows:
-            rich_table.add_row(escape(label), *(f"[bold green]{escape(e.text())}[/]" if e.best else escape(e.text()) for e in row))
+            rich_table.add_row(
+                escape(label), *(f"[bold green]{escape(e.text())}[/]" if e.best else escape(e.text()) for e in row)
+            )
         out.append(rich_table)
     return out

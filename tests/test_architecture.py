@@ -13,7 +13,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "diffsampler"
 
-SOLVER_FORBIDDEN = ("diffsampler.amed", "diffsampler.ems", "diffsampler.bench", "diffsampler.models", "diffsampler.sampling")
+SOLVER_FORBIDDEN = (
+    "diffsampler.amed",
+    "diffsampler.ems",
+    "diffsampler.bench",
+    "diffsampler.models",
+    "diffsampler.sampling",
+)
 """What ``diffsampler.solvers`` must not import: solvers take any callable D(x, sigma) and plain options."""
 RICH_ALLOWED = {"diffsampler.cli", "diffsampler.terminal"}
 """The CLI layer: the only modules that may import rich (engines report progress through callbacks)."""
@@ -45,10 +51,7 @@ def imported_names(path: Path) -> set[str]:
 def package_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports (a name that is not a module counts as its package)."""
     modules = all_modules()
-    return {
-        name: {n for n in imported_names(path) if n in modules and n != name}
-        for name, path in modules.items()
-    }
+    return {name: {n for n in imported_names(path) if n in modules and n != name} for name, path in modules.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -99,6 +102,8 @@ def test_solvers_import_no_higher_layer(name):
 
 
 def test_only_the_cli_layer_imports_rich():
-    users = {name for name, path in all_modules().items() if any(n.split(".")[0] == "rich" for n in imported_names(path))}
+    users = {
+        name for name, path in all_modules().items() if any(n.split(".")[0] == "rich" for n in imported_names(path))
+    }
     assert "diffsampler.cli" in users  # the check sees rich imports at all
     assert users <= RICH_ALLOWED, f"rich imported outside the CLI layer by {sorted(users - RICH_ALLOWED)}"

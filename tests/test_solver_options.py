@@ -42,13 +42,24 @@ def test_published_variant_shares_dpmpp_options_but_not_its_private_flag():
 
 
 def test_a_new_solver_declares_options_in_its_signature_only():
-    def toy(denoiser, x, sigmas, *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False,
-            gain: Annotated[float, Range(0, 2, low_open=True)] = 1.0, mode: Literal["a", "b"] = "a"):
+    def toy(
+        denoiser,
+        x,
+        sigmas,
+        *,
+        cond: Any = None,
+        afs: bool = False,
+        denoise_to_zero: bool = False,
+        gain: Annotated[float, Range(0, 2, low_open=True)] = 1.0,
+        mode: Literal["a", "b"] = "a",
+    ):
         return x
 
     spec = SolverSpec("toy", toy, 1, "polynomial", "a toy")
     assert spec.options == {"afs": False, "denoise_to_zero": False, "gain": 1.0, "mode": "a"}
-    assert spec.resolve_options({"gain": 2})["gain"] == 2.0 and isinstance(spec.resolve_options({"gain": 2})["gain"], float)
+    assert spec.resolve_options({"gain": 2})["gain"] == 2.0 and isinstance(
+        spec.resolve_options({"gain": 2})["gain"], float
+    )
     for bad in ({"gain": 0}, {"gain": "x"}, {"mode": "c"}, {"afs": "true"}):
         with pytest.raises(UserError, match="toy option"):
             spec.resolve_options(bad)
@@ -65,11 +76,22 @@ def test_a_solver_without_the_common_options_is_refused_at_registration():
 @pytest.mark.parametrize(
     "tp, value, ok",
     [
-        (bool, True, True), (bool, "false", False), (bool, 1, False),
-        (int, 3, True), (int, True, False), (int, 3.0, False),
-        (float, 1, True), (float, float("nan"), False), (float, float("inf"), False), (float, "0.5", False),
-        (Literal[1, 2, 3], 2, True), (Literal[1, 2, 3], True, False), (Literal[1, 2, 3], 7, False),
-        (Literal["a"] | None, None, True), (int | None, "x", False), (Any, object(), True),
+        (bool, True, True),
+        (bool, "false", False),
+        (bool, 1, False),
+        (int, 3, True),
+        (int, True, False),
+        (int, 3.0, False),
+        (float, 1, True),
+        (float, float("nan"), False),
+        (float, float("inf"), False),
+        (float, "0.5", False),
+        (Literal[1, 2, 3], 2, True),
+        (Literal[1, 2, 3], True, False),
+        (Literal[1, 2, 3], 7, False),
+        (Literal["a"] | None, None, True),
+        (int | None, "x", False),
+        (Any, object(), True),
     ],
 )
 def test_accepts(tp, value, ok):
@@ -118,7 +140,9 @@ def test_sample_refuses_a_bad_dpmpp_option(tmp_path, option, message):
 
 def test_order_7_in_a_sample_config(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"solver": "ipndm", "nfe": 5, "options": {"order": 7}, "out": str(tmp_path / "out")}))
+    config.write_text(
+        yaml.safe_dump({"solver": "ipndm", "nfe": 5, "options": {"order": 7}, "out": str(tmp_path / "out")})
+    )
     result = runner.invoke(app, ["sample", "-c", str(config)])
     assert result.exit_code == 2, result.output
     assert "ipndm option order must be one of 1, 2, 3, 4, got 7" in result.output

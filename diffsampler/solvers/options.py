@@ -71,7 +71,9 @@ def signature_options(fn: Callable[..., Any]) -> dict[str, Option]:
     }
     missing = [name for name in REQUIRED_OPTIONS if name not in options]
     if missing or any(o.default is inspect.Parameter.empty for o in options.values()):
-        raise TypeError(f"{fn.__name__}: solver options need defaults, and every solver takes {', '.join(REQUIRED_OPTIONS)}")
+        raise TypeError(
+            f"{fn.__name__}: solver options need defaults, and every solver takes {', '.join(REQUIRED_OPTIONS)}"
+        )
     return options
 
 

@@ -158,3 +158,23 @@ def test_benchmark_refuses_a_bad_label_before_any_cell_runs(tmp_path):
     assert result.exit_code == 2, result.output
     assert "dpmpp option order must be one of 1, 2, 3, got 7" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+# Issue 21: one seed range (0 .. 2^63 - 1) in every generating command; on main a huge seed was a traceback
+# (sample, train-amed) or ran (benchmark, compute-ems).
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sample", "--num-samples", "2"],
+        ["benchmark", "--model", "gmm-2d", "--solvers", "euler", "--nfe", "4", "--num-samples", "2"],
+        ["train-amed", "--model", "gmm-2d", "--num-latents", "8"],
+        ["compute-ems", "--model", "gmm-2d", "--grid", "2", "--num-data", "2"],
+    ],
+)
+@pytest.mark.parametrize("seed", ["99999999999999999999", str(2**63), "-1"])
+def test_every_command_refuses_a_seed_out_of_range(tmp_path, command, seed):
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*command, "--seed", seed, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"seed must be an integer from 0 to 2^63 - 1 = {2**63 - 1}, got {seed}" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

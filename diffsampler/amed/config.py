@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffsampler.config import DEVICES, DTYPES
+from diffsampler.config import DEVICES, DTYPES, check_seed
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
@@ -77,8 +77,7 @@ class AmedTrainConfig:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
-        if self.seed < 0:
-            raise UserError(f"seed must be non-negative, got {self.seed}")
+        check_seed(self.seed)
         for key in ("scale_dir", "scale_time"):
             if not 0 <= getattr(self, key) < 1:
                 raise UserError(f"{key} must be in [0, 1) (the scale lies in [1 - k, 1 + k]), got {getattr(self, key)}")

@@ -23,7 +23,7 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
-from diffsampler.config import DEVICES
+from diffsampler.config import DEVICES, check_seed
 from diffsampler.device import resolve_device
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
@@ -127,8 +127,7 @@ def compute_ems(
         raise UserError(f"--grid must be at least 2 intervals, got {grid}")
     if num_data < 2 or batch < 1:
         raise UserError(f"--num-data must be at least 2 and --batch at least 1, got {num_data} and {batch}")
-    if seed < 0:
-        raise UserError(f"--seed must be non-negative, got {seed}")
+    check_seed(seed)
     if device not in DEVICES:
         raise unknown_choice("device", device, DEVICES)
     denoiser = load_model(model)

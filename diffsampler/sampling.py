@@ -72,27 +72,33 @@ def prepared_options(spec: SolverSpec, options: Mapping[str, Any], denoiser: Den
     return prepare_options(spec, options, context)
 
 
-def generate(
-    denoiser: Denoiser,
-    spec: SolverSpec,
-    options: Mapping[str, Any],
-    plan: GridPlan,
-    indices: range,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class Generation:
+    """What fixes the samples of any set of indices (model, solver with prepared options, grid, seed) and how they
+    are computed (samples per network call, device, dtype of the state x)."""
+
+    denoiser: Denoiser
+    spec: SolverSpec
+    options: Mapping[str, Any]
+    plan: GridPlan
+    seed: int
+    batch_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+
+def generate(job: Generation, indices: range) -> torch.Tensor:
     """Samples for the given indices (latents seeded per index), on the CPU in float32.
 
     Checks that the model was called exactly ``plan.nfe`` times per batch and returned finite values.
     """
+    denoiser, spec, plan = job.denoiser, job.spec, job.plan
     out = []
-    for batch in distributed.batches(indices, batch_size):
-        x = (standard_normal(batch, denoiser.sample_shape, seed) * float(plan.sigmas[0])).to(device, dtype)
+    for batch in distributed.batches(indices, job.batch_size):
+        x = (standard_normal(batch, denoiser.sample_shape, job.seed) * float(plan.sigmas[0])).to(job.device, job.dtype)
         denoiser.reset_calls()
         with torch.no_grad():
-            y = spec.sample(denoiser, x, plan.sigmas, options)
+            y = spec.sample(denoiser, x, plan.sigmas, job.options)
         if denoiser.calls != plan.nfe:
             raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
         if not torch.isfinite(y).all():
@@ -107,29 +113,18 @@ def decode(denoiser: Denoiser, samples: torch.Tensor, batch_size: int, device: t
         return torch.cat([denoiser.decode(samples[i : i + batch_size].to(device)).float().cpu() for i in range(0, samples.shape[0], batch_size)])
 
 
-def generate_sharded(
-    denoiser: Denoiser,
-    spec: SolverSpec,
-    options: Mapping[str, Any],
-    plan: GridPlan,
-    indices: range,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    world: distributed.World,
-) -> torch.Tensor:
+def generate_sharded(job: Generation, indices: range, world: distributed.World) -> torch.Tensor:
     """``generate`` with the batches dealt across ranks (see ``diffsampler.distributed``); all samples on every rank."""
-    mine = distributed.my_batches(indices, batch_size, world)
+    mine = distributed.my_batches(indices, job.batch_size, world)
     failure: UserError | None = None
     try:
-        parts = [generate(denoiser, spec, options, plan, b, seed, batch_size, device, dtype) for b in mine]
+        parts = [generate(job, b) for b in mine]
     except UserError as exc:
         failure, parts = exc, []
     if distributed.any_rank(failure is not None, world):
-        raise failure or UserError(f"{spec.name} at NFE {plan.nfe} failed on another rank (see its error)")
-    local = torch.cat(parts) if parts else torch.empty((0, *denoiser.sample_shape))
-    return distributed.gather_batches(local, indices, batch_size, world)
+        raise failure or UserError(f"{job.spec.name} at NFE {job.plan.nfe} failed on another rank (see its error)")
+    local = torch.cat(parts) if parts else torch.empty((0, *job.denoiser.sample_shape))
+    return distributed.gather_batches(local, indices, job.batch_size, world)
 
 
 @dataclass(frozen=True)
@@ -166,9 +161,8 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
-    samples = generate_sharded(
-        denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype), world
-    )
+    job = Generation(denoiser, spec, run_options, plan, cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
+    samples = generate_sharded(job, range(cfg.num_samples), world)
     seconds = time.perf_counter() - tic
     folder = Path(cfg.out) / name
     outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds, world.is_main)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from diffsampler.bench import metrics as bench_metrics
 from diffsampler.cli import app
 from diffsampler.models import load_model
-from diffsampler.sampling import generate, plan_grid
+from diffsampler.sampling import Generation, generate, plan_grid
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import SOLVERS, get_solver, register_solver
 
@@ -122,9 +122,8 @@ def test_example_metric_is_scored_by_the_benchmark(mean_error, tmp_path):
     (cell,) = json.loads((tmp_path / "run" / "results.json").read_text())["cells"]
     denoiser, spec = load_model("gmm-2d"), get_solver("heun")
     plan = plan_grid(spec, spec.resolve_options(), denoiser.sigma_min, denoiser.sigma_max, 8)
-    samples = generate(
-        denoiser, spec, spec.resolve_options(), plan, range(64), 0, 256, torch.device("cpu"), torch.float32
-    )
+    job = Generation(denoiser, spec, spec.resolve_options(), plan, 0, 256, torch.device("cpu"), torch.float32)
+    samples = generate(job, range(64))
     assert cell["values"]["mean_error"] == mean_error(
         samples,
         bench_metrics.MetricContext(

@@ -22,7 +22,7 @@ from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.progress import ProgressFn, report
-from diffsampler.sampling import generate_sharded, prepared_options
+from diffsampler.sampling import Generation, generate_sharded, prepared_options
 from diffsampler.solvers import get_solver
 
 
@@ -182,10 +182,8 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     error, samples = None, None
     tic = time.perf_counter()
     try:
-        samples = generate_sharded(
-            denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, run.ctx.device,
-            getattr(torch, cfg.dtype), world,
-        )
+        job = Generation(denoiser, spec, options, cell.plan, cfg.seed, cfg.batch_size, run.ctx.device, getattr(torch, cfg.dtype))
+        samples = generate_sharded(job, range(cfg.num_samples), world)
     except UserError as exc:
         error = str(exc)
     seconds = time.perf_counter() - tic

@@ -30,7 +30,7 @@ from diffsampler.ems.format import write_statistics
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.progress import ProgressFn, report
-from diffsampler.sampling import generate_sharded, plan_grid
+from diffsampler.sampling import Generation, generate_sharded, plan_grid
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def data_points(denoiser: Denoiser, source: str | None, num_data: int, seed: int
         spec = get_solver(MODEL_SAMPLE_SOLVER)
         options = spec.resolve_options()
         plan = plan_grid(spec, options, denoiser.sigma_min, denoiser.sigma_max, MODEL_SAMPLE_NFE)
-        samples = generate_sharded(denoiser, spec, options, plan, range(num_data), seed, batch, device, torch.float32, distributed.current())
+        job = Generation(denoiser, spec, options, plan, seed, batch, device, torch.float32)
+        samples = generate_sharded(job, range(num_data), distributed.current())
         return samples, f"model samples ({MODEL_SAMPLE_SOLVER}, NFE {MODEL_SAMPLE_NFE}, seed {seed})"
     from diffsampler.data.datasets import load_images, to_model_range
 

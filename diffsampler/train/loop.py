@@ -30,7 +30,7 @@ from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
 from diffsampler.models.unet import UNetDenoiser
 from diffsampler.progress import ProgressFn, report
-from diffsampler.sampling import GridPlan, generate, plan_grid
+from diffsampler.sampling import Generation, GridPlan, generate, plan_grid
 from diffsampler.solvers import SolverSpec, get_solver
 from diffsampler.train.config import RESUMABLE_KEYS, TrainConfig
 from diffsampler.train.data import TrainingData, training_data
@@ -187,7 +187,8 @@ def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: T
         atomic_write_bytes(folder / "checkpoints" / f"model-{state.step:07d}.pt", blob)
     if cfg.grid_samples > 0:
         spec, options, plan = _grid_plan(cfg)
-        samples = generate(state.ema, spec, options, plan, range(cfg.grid_samples), cfg.seed, 256, device, torch.float32)
+        job = Generation(state.ema, spec, options, plan, cfg.seed, 256, device, torch.float32)
+        samples = generate(job, range(cfg.grid_samples))
         tmp = folder / f".grid-{state.step:07d}.tmp.png"
         save_grid(samples, tmp)
         os.replace(tmp, folder / f"grid-{state.step:07d}.png")

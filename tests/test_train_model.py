@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from diffsampler.cli import app
 from diffsampler.errors import UserError
 from diffsampler.models import load_model
-from diffsampler.sampling import generate, plan_grid
+from diffsampler.sampling import Generation, generate, plan_grid
 from diffsampler.solvers import SOLVERS
 from diffsampler.train import TrainConfig, train
+
 from unet_helpers import one_thread, write_blob_images  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_checkpoint_samples_through_every_solver(trained, name):
     spec = SOLVERS[name]
     options = spec.resolve_options({})
     plan = plan_grid(spec, options, model.sigma_min, model.sigma_max, spec.nfe(3, options))
-    samples = generate(model, spec, options, plan, range(3), 0, 3, torch.device("cpu"), torch.float32)
+    samples = generate(Generation(model, spec, options, plan, 0, 3, torch.device("cpu"), torch.float32), range(3))
     assert samples.shape == (3, 1, 8, 8)
 
 

@@ -62,7 +62,7 @@ def _first_difference(old: dict[str, Any], new: Manifest) -> str | None:
         earlier = old.get("solvers" if group == "solver label" else "metrics", {})
         for name, definition in current.items():
             if name in earlier and earlier[name] != definition:
-                return f"{group} '{name}' was {json.dumps(earlier[name], sort_keys=True)}, now {json.dumps(definition, sort_keys=True)}"
+                return f"{group} '{name}' was {json.dumps(earlier[name], sort_keys=True)}, " f"now {json.dumps(definition, sort_keys=True)}"
     return None
 
 

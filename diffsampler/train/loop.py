@@ -22,14 +22,15 @@ from typing import Any
 
 import torch
 import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
 from diffsampler.models.unet import UNetDenoiser
-from diffsampler.sampling import GridPlan, generate, plan_grid, resolve_device
+from diffsampler.progress import ProgressFn, report
+from diffsampler.sampling import Generation, GridPlan, generate, plan_grid
 from diffsampler.solvers import SolverSpec, get_solver
 from diffsampler.train.config import RESUMABLE_KEYS, TrainConfig
 from diffsampler.train.data import TrainingData, training_data
@@ -207,7 +208,8 @@ def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: T
         atomic_write_bytes(folder / "checkpoints" / f"model-{state.step:07d}.pt", blob)
     if cfg.grid_samples > 0:
         spec, options, plan = _grid_plan(cfg)
-        samples = generate(state.ema, spec, options, plan, range(cfg.grid_samples), cfg.seed, 256, device, torch.float32)
+        job = Generation(state.ema, spec, options, plan, cfg.seed, 256, device, torch.float32)
+        samples = generate(job, range(cfg.grid_samples))
         tmp = folder / f".grid-{state.step:07d}.tmp.png"
         save_grid(samples, tmp)
         os.replace(tmp, folder / f"grid-{state.step:07d}.png")
@@ -246,8 +248,9 @@ def _train_step(state: TrainState, cfg: TrainConfig, images: torch.Tensor, devic
     return loss.detach()
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
-    """Train (or, with ``resume``, continue training) the run ``cfg.out/cfg.name`` up to ``cfg.steps``."""
+def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = None) -> TrainOutcome:
+    """Train (or, with ``resume``, continue training) the run ``cfg.out/cfg.name`` up to ``cfg.steps``;
+    ``progress`` hears of every logged step (loss, images per second)."""
     folder = Path(cfg.out) / cfg.name
     state_path = folder / "train-state.pt"
     if resume and not state_path.exists():
@@ -262,44 +265,38 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
     ensure_writable_dir(folder)
     atomic_write_bytes(folder / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
     _truncate_log(folder / "loss.csv", state.step)
-    return _run(folder, state, cfg, data, device)
+    return _run(folder, state, cfg, data, device, progress)
 
 
-def _run(folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device) -> TrainOutcome:
+def _run(
+    folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device, progress: ProgressFn | None
+) -> TrainOutcome:
     images = data.images.to(device)
     limit = None if cfg.time_limit_minutes is None else 60.0 * cfg.time_limit_minutes
     started = time.perf_counter()
     window_start, window_losses, last_loss = time.perf_counter(), [], None
     stopped_early = False
-    columns = (
-        TextColumn("[bold]train[/] step {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as progress:
-        task = progress.add_task("train", total=cfg.steps, completed=state.step, loss="-", rate="-")
-        while state.step < cfg.steps:
-            tic, cpu_tic = time.perf_counter(), time.process_time()
-            window_losses.append(_train_step(state, cfg, images, device))
-            state.training_seconds += time.perf_counter() - tic
-            state.cpu_seconds += time.process_time() - cpu_tic
-            done = state.step >= cfg.steps
-            over_time = limit is not None and time.perf_counter() - started > limit
-            over_budget = cfg.cpu_budget_minutes is not None and state.cpu_seconds >= 60.0 * cfg.cpu_budget_minutes
-            stopped_early = (over_time or over_budget) and not done
-            if state.step % cfg.log_every == 0 or done or stopped_early:
-                last_loss = float(torch.stack(window_losses).mean())
-                elapsed = time.perf_counter() - window_start
-                rate = len(window_losses) * cfg.batch_size / max(elapsed, 1e-9)
-                with (folder / "loss.csv").open("a") as log:
-                    log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n")
-                progress.update(task, completed=state.step, loss=f"{last_loss:.4f}", rate=f"{rate:.0f}")
-                window_start, window_losses = time.perf_counter(), []
-            if state.step % cfg.checkpoint_every == 0 or done or stopped_early:
-                _write_checkpoint(folder, state, cfg, data, device)
-                window_start = time.perf_counter()
-            if stopped_early:
-                break
+    report(progress, state.step, cfg.steps, "starting")
+    while state.step < cfg.steps:
+        tic, cpu_tic = time.perf_counter(), time.process_time()
+        window_losses.append(_train_step(state, cfg, images, device))
+        state.training_seconds += time.perf_counter() - tic
+        state.cpu_seconds += time.process_time() - cpu_tic
+        done = state.step >= cfg.steps
+        over_time = limit is not None and time.perf_counter() - started > limit
+        over_budget = cfg.cpu_budget_minutes is not None and state.cpu_seconds >= 60.0 * cfg.cpu_budget_minutes
+        stopped_early = (over_time or over_budget) and not done
+        if state.step % cfg.log_every == 0 or done or stopped_early:
+            last_loss = float(torch.stack(window_losses).mean())
+            elapsed = time.perf_counter() - window_start
+            rate = len(window_losses) * cfg.batch_size / max(elapsed, 1e-9)
+            with (folder / "loss.csv").open("a") as log:
+                log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n")
+            report(progress, state.step, cfg.steps, f"loss {last_loss:.4f}  {rate:.0f} img/s")
+            window_start, window_losses = time.perf_counter(), []
+        if state.step % cfg.checkpoint_every == 0 or done or stopped_early:
+            _write_checkpoint(folder, state, cfg, data, device)
+            window_start = time.perf_counter()
+        if stopped_early:
+            break
     return TrainOutcome(folder, state.step, state.step * cfg.batch_size, last_loss, state.training_seconds, stopped_early)

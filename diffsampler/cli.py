@@ -93,7 +93,7 @@ def sample(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
     solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
     nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
-    schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default: the solver's own."),
+    schedule: Optional[str] = typer.Option(None, help="Sigma schedule name, or a schedule file PATH.json (search-schedule); default: the solver's own."),
     rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7, time_uniform: 1 or 2)."),
     sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
     sigma_max: Optional[float] = typer.Option(None, help="Largest sigma of the grid; default: the model's."),

@@ -1,5 +1,6 @@
 """Schedule files, AYS, GITS (arXiv 2405.11326) and LD3 (arXiv 2405.15506)."""
 
+import csv
 import itertools
 import json
 import logging
@@ -147,3 +148,27 @@ def test_ld3_lowers_its_loss_and_keeps_the_grid_ordered_in_range():
     assert (grid[1:] < grid[:-1]).all() and len(art.sigmas) == 5
     assert art.sigmas[0] == pytest.approx(80.0, rel=1e-12) and art.sigmas[-1] == pytest.approx(0.002, rel=1e-12)
     assert art.made_for["solver"] == "ipndm" and art.made_for["nfe"] == 4 and art.method == "ld3"
+
+
+def test_benchmark_searches_learned_schedules_once_and_records_them(tmp_path):
+    gits_file = write_schedule(tmp_path / "g6.json", ScheduleArtefact(GITS_CIFAR10_6))
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        "model: gmm-2d\nnum_samples: 8\nnfe: [3, 6]\nmetrics: [rmse]\nsolvers:\n"
+        "  - {solver: ipndm, schedule: gits, search: {num_samples: 16, metric: l2}}\n"
+        f"  - {{solver: dpmpp, schedule: {gits_file}, label: dpmpp-file}}\n"
+    )
+    args = ["benchmark", "-c", str(config), "--out", str(tmp_path), "--name", "run"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cache = sorted((tmp_path / ".cache" / "schedules").glob("*.json"))
+    assert [p.name.split("-")[:3] for p in cache] == [["ipndm", "gits", "nfe3"], ["ipndm", "gits", "nfe6"]]
+    rows = {(r["solver"], r["nfe"]): r for r in csv.DictReader((tmp_path / "run" / "sigmas.csv").open())}
+    for nfe, path in zip((3, 6), cache):
+        assert rows[("ipndm @gits", str(nfe))]["schedule"] == "gits"
+        assert [float(s) for s in rows[("ipndm @gits", str(nfe))]["sigmas"].split()] == read_schedule(path).sigmas
+    assert [float(s) for s in rows[("dpmpp-file", "6")]["sigmas"].split()] == GITS_CIFAR10_6
+    assert ("dpmpp-file", "3") not in rows
+    stamps = [p.stat().st_mtime_ns for p in cache]
+    assert runner.invoke(app, args).exit_code == 0
+    assert [p.stat().st_mtime_ns for p in cache] == stamps

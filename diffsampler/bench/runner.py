@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from diffsampler import __version__, distributed
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
+from diffsampler.bench.learned import learned_schedules, warn_schedule_files
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
@@ -132,8 +133,10 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
     sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
     if not 0 < sigma_min < sigma_max:
         raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs)
     out = Path(cfg.out)
+    warn_schedule_files(entries, denoiser)
+    learned = learned_schedules(cfg.model, denoiser, device, cfg.dtype, out / ".cache" / "schedules", console)
+    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
     store.check(manifest, fresh)

@@ -108,23 +108,27 @@ AYS_SIGMAS: dict[str, tuple[float, ...]] = {
 authors' page https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html (the page appends a final 0)."""
 
 
-def _ays(table: tuple[float, ...], num_steps: int) -> torch.Tensor:
-    """AYS's log-linear interpolation: log sigma piecewise linear in the position i / N along the published list."""
+def _ays(table: tuple[float, ...], num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """AYS's log-linear interpolation (log sigma piecewise linear in the position i / N along the published list),
+    then log sigma mapped affinely from the list's ends onto [sigma_min, sigma_max] (the identity for Stable
+    Diffusion's own range, sigma_min = 0.029 and sigma_max = 14.615)."""
     known = torch.log(torch.tensor(table, dtype=torch.float64))
     pos = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64) * (len(table) - 1)
     low = pos.floor().long().clamp(max=len(table) - 2)
     w = pos - low
-    return torch.exp((1 - w) * known[low] + w * known[low + 1])
+    logs = (1 - w) * known[low] + w * known[low + 1]
+    scale = (math.log(sigma_max) - math.log(sigma_min)) / float(known[0] - known[-1])
+    return torch.exp(math.log(sigma_min) + (logs - known[-1]) * scale)
 
 
 def ays_sd15(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
-    """The published SD 1.5 AYS grid, interpolated to ``num_steps``; its own ends (14.615, 0.029) replace sigma_min/max."""
-    return _ays(AYS_SIGMAS["sd15"], num_steps)
+    """The published SD 1.5 AYS grid, interpolated to ``num_steps`` and mapped onto [sigma_min, sigma_max]."""
+    return _ays(AYS_SIGMAS["sd15"], num_steps, sigma_min, sigma_max)
 
 
 def ays_sdxl(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
-    """The published SDXL AYS grid, interpolated to ``num_steps``; its own ends (14.615, 0.029) replace sigma_min/max."""
-    return _ays(AYS_SIGMAS["sdxl"], num_steps)
+    """The published SDXL AYS grid, interpolated to ``num_steps`` and mapped onto [sigma_min, sigma_max]."""
+    return _ays(AYS_SIGMAS["sdxl"], num_steps, sigma_min, sigma_max)
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,8 @@ SCHEDULES: dict[str, Schedule] = {
         Schedule("time_uniform", time_uniform, 1.0, "uniform in VP-linear time t^(1/rho); rho = 1"),
         Schedule("time_quadratic", time_uniform, 2.0, "time_uniform with rho = 2 (DEIS)"),
         Schedule("discrete", discrete, 1.0, "the model's own training timesteps (DDPM/LDM models), rho = 1", True),
-        Schedule("ays_sd15", ays_sd15, 1.0, "Align Your Steps grid for Stable Diffusion 1.5 (log-linear to N steps); its own ends"),
-        Schedule("ays_sdxl", ays_sdxl, 1.0, "Align Your Steps grid for SDXL (log-linear to N steps); its own ends"),
+        Schedule("ays_sd15", ays_sd15, 1.0, "Align Your Steps grid of Stable Diffusion 1.5, log-linear to N steps (exact for sigma 0.029-14.615)"),
+        Schedule("ays_sdxl", ays_sdxl, 1.0, "Align Your Steps grid of SDXL, log-linear to N steps (exact for sigma 0.029-14.615)"),
     )
 }
 

@@ -114,9 +114,9 @@ def test_schedule_file_for_another_nfe_or_model_is_used_unaltered_with_a_warning
 
 def test_ays_reproduces_the_published_grids_and_interpolates_log_linearly():
     for name, table in AYS_SIGMAS.items():
-        assert get_sigmas(f"ays_{name}", 10, 0.002, 80.0).tolist() == pytest.approx(table, rel=1e-12)
-        assert get_sigmas(f"ays_{name}", 5, 0.002, 80.0).tolist() == pytest.approx(table[::2], rel=1e-12)
-        fine = get_sigmas(f"ays_{name}", 20, 0.002, 80.0)
+        assert get_sigmas(f"ays_{name}", 10, 0.029, 14.615).tolist() == pytest.approx(table, rel=1e-12)
+        assert get_sigmas(f"ays_{name}", 5, 0.029, 14.615).tolist() == pytest.approx(table[::2], rel=1e-12)
+        fine = get_sigmas(f"ays_{name}", 20, 0.029, 14.615)
         assert fine[1::2].tolist() == pytest.approx([math.sqrt(a * b) for a, b in zip(table[:-1], table[1:])], rel=1e-12)
 
 

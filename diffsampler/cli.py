@@ -262,7 +262,7 @@ def search_schedule(
     teacher_steps: Optional[int] = typer.Option(None, help="iPNDM teacher steps. Default 10 x steps (gits: the candidate grid), 60 (ld3)."),
     metric: str = typer.Option("dev", help="GITS step cost: dev (the paper's trajectory deviation) or l2."),
     coeff: float = typer.Option(1.15, help="GITS weight growth per step in the dynamic program (the paper's 1.15)."),
-    init: Optional[str] = typer.Option(None, help="LD3 starting schedule; default: the solver's own."),
+    init: Optional[str] = typer.Option(None, help="LD3 starting grid: a schedule name or file PATH.json (e.g. a GITS grid); default: the solver's own."),
     iterations: int = typer.Option(100, help="LD3 Adam iterations."),
     lr: float = typer.Option(0.05, help="LD3 learning rate of the grid logits."),
     slack: bool = typer.Option(True, "--slack/--no-slack", help="LD3's soft objective (student latents in a small ball)."),

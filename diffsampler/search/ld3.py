@@ -6,7 +6,8 @@ log sigma_min). Every theta gives a strictly descending grid with the ends fixed
 ("slack") objective, eq. 6: E_x [ min_{x' in B(x, r sigma_max)} ||Psi_theta(x') - Psi*(x)||^2 ], where Psi* is the
 teacher's sample from the latent x and Psi_theta the student's; the student may start anywhere in a small ball
 around the teacher's latent, r = 0.001 D / N^2 in units of the unit-variance latent (the LD3 code's default
-bound). theta and the per-sample shifts are optimised together with Adam, the shifts projected onto the ball.
+bound). theta and the per-sample shifts are optimised together with Adam (the shifts with a per-element rate of
+r / (5 sqrt(D)), so a few steps can cross the ball), the shifts projected onto the ball after each step.
 
 Gradients: the solvers take the grid as floats, so d output / d sigma is taken by central finite differences
 in log sigma (2 (N - 1) extra solves per step, exact to O(eps^2)) inside an autograd function, while
@@ -114,7 +115,8 @@ def learn_grid(
     steps = init.numel() - 1
     radius = SLACK_SCALE * x[0].numel() / steps**2 * sigma_max
     shift = torch.zeros_like(x, requires_grad=True) if settings.get("slack", True) else None
-    opt = torch.optim.Adam([{"params": [theta], "lr": settings["lr"]}, *([{"params": [shift], "lr": radius / 10}] if shift is not None else [])])
+    shift_lr = radius / math.sqrt(x[0].numel()) / 5
+    opt = torch.optim.Adam([{"params": [theta], "lr": settings["lr"]}, *([{"params": [shift], "lr": shift_lr}] if shift is not None else [])])
     best = (_hard_loss(solve, x, target, init.log()), init.log().detach().clone())
     initial = best[0]
     for it in range(int(settings["iterations"])):

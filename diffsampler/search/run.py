@@ -15,7 +15,7 @@ from diffsampler import __version__
 from diffsampler.config import check_run_settings
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.schedule_file import ScheduleArtefact, write_schedule
+from diffsampler.schedule_file import ScheduleArtefact, grid_of, is_schedule_path, write_schedule
 from diffsampler.schedules import get_sigmas, polynomial
 from diffsampler.search.gits import CANDIDATES_PER_STEP, DEFAULT_COEFF, METRICS, gits_sigmas
 from diffsampler.search.ld3 import learn_grid
@@ -84,6 +84,16 @@ def _teacher_steps(cfg: SearchConfig, steps: int) -> int:
     return CANDIDATES_PER_STEP * steps if cfg.method == "gits" else LD3_TEACHER_STEPS
 
 
+def _initial_grid(cfg: SearchConfig, default: str, steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """LD3's starting grid: a named schedule (the solver's own by default) or a schedule file (e.g. a GITS grid)."""
+    if not is_schedule_path(cfg.init):
+        return get_sigmas(cfg.init or default, steps, sigma_min, sigma_max)
+    grid = grid_of(str(cfg.init))
+    if grid.numel() != steps + 1 or float(grid[-1]) == 0:
+        raise UserError(f"LD3's initial schedule {cfg.init} must have {steps} steps ending above 0, it has {grid.numel() - 1}")
+    return grid
+
+
 def search_grid(cfg: SearchConfig, denoiser: Denoiser, progress: Progress | None = None) -> ScheduleArtefact:
     """Run the search for ``cfg`` on a loaded model and return the artefact (not written)."""
     tic = time.perf_counter()
@@ -104,7 +114,7 @@ def search_grid(cfg: SearchConfig, denoiser: Denoiser, progress: Progress | None
     if cfg.method == "gits":
         grid = gits_sigmas(traj, steps, cfg.metric, cfg.coeff)
     else:
-        init = get_sigmas(cfg.init or spec.default_schedule, steps, sigma_min, sigma_max)
+        init = _initial_grid(cfg, spec.default_schedule, steps, sigma_min, sigma_max)
         result = learn_grid(spec, options, denoiser, x, traj.final, init, cfg.settings(),
                             lambda it, loss: say(f"LD3 iteration {it}/{cfg.iterations}: loss {loss:.4g}"))
         grid, extra = result.sigmas, {"initial_loss": result.initial_loss, "final_loss": result.final_loss}

@@ -267,7 +267,7 @@ def search_schedule(
     lr: float = typer.Option(0.05, help="LD3 learning rate of the grid logits."),
     slack: bool = typer.Option(True, "--slack/--no-slack", help="LD3's soft objective (student latents in a small ball)."),
     batch_size: int = typer.Option(256, help="Samples per network call of the teacher."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
     dtype: str = typer.Option("float64", help="float64 (analytic models) or float32 (networks)."),
     out: Optional[str] = typer.Option(None, help="Schedule file to write. Default results/schedules/<model>-<solver>-<method>-nfe<N>.json."),
 ) -> None:

@@ -16,6 +16,7 @@ from diffsampler.config import check_run_settings
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.schedule_file import ScheduleArtefact, grid_of, is_schedule_path, write_schedule
+from diffsampler.sampling import resolve_device
 from diffsampler.schedules import get_sigmas, polynomial
 from diffsampler.search.gits import CANDIDATES_PER_STEP, DEFAULT_COEFF, METRICS, gits_sigmas
 from diffsampler.search.ld3 import learn_grid
@@ -48,7 +49,7 @@ class SearchConfig:
     lr: float = 0.05
     slack: bool = True
     batch_size: int = 256
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str = "float64"
     out: str | None = None
 
@@ -63,9 +64,10 @@ class SearchConfig:
             raise UserError("iterations must be >= 0, lr and coeff positive")
         check_run_settings(self.batch_size, self.seed, self.device, self.dtype)
 
-    def settings(self) -> dict[str, Any]:
-        """What the method depends on besides model, solver and NFE (recorded, and the cache key)."""
-        common = {"num_samples": self.samples, "seed": self.seed, "teacher": "ipndm", "teacher_steps": self.teacher_steps, "dtype": self.dtype}
+    def settings(self, teacher_steps: int | None = None) -> dict[str, Any]:
+        """What the method depends on besides model, solver and NFE (recorded in the schedule file)."""
+        common = {"num_samples": self.samples, "seed": self.seed, "teacher": "ipndm", "teacher_steps": teacher_steps or self.teacher_steps,
+                  "dtype": self.dtype}
         if self.method == "gits":
             return {**common, "metric": self.metric, "coeff": self.coeff, "candidates": "polynomial rho=7"}
         return {**common, "init": self.init, "iterations": self.iterations, "lr": self.lr, "slack": self.slack}
@@ -100,16 +102,16 @@ def search_grid(cfg: SearchConfig, denoiser: Denoiser, progress: Progress | None
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
     steps = spec.steps_for_nfe(cfg.nfe, options)
-    cfg.teacher_steps = _teacher_steps(cfg, steps)
-    if cfg.method == "gits" and cfg.teacher_steps < steps:
-        raise UserError(f"GITS needs at least {steps} teacher steps (candidate intervals), got {cfg.teacher_steps}")
-    device, dtype = torch.device("cuda" if cfg.device == "cuda" else "cpu"), getattr(torch, cfg.dtype)
+    teacher_steps = _teacher_steps(cfg, steps)
+    if cfg.method == "gits" and teacher_steps < steps:
+        raise UserError(f"GITS needs at least {steps} teacher steps (candidate intervals), got {teacher_steps}")
+    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     denoiser.to(device)
     sigma_min, sigma_max = denoiser.sigma_min, denoiser.sigma_max
     x = latents(denoiser.sample_shape, cfg.samples, cfg.seed, sigma_max, dtype, device)
     say = progress or (lambda _: None)
-    say(f"teacher: iPNDM, {cfg.teacher_steps} steps, {cfg.samples} samples")
-    traj = teacher_trajectory(denoiser, x, polynomial(cfg.teacher_steps, sigma_min, sigma_max), cfg.batch_size)
+    say(f"teacher: iPNDM, {teacher_steps} steps, {cfg.samples} samples")
+    traj = teacher_trajectory(denoiser, x, polynomial(teacher_steps, sigma_min, sigma_max), cfg.batch_size)
     extra: dict[str, Any] = {}
     if cfg.method == "gits":
         grid = gits_sigmas(traj, steps, cfg.metric, cfg.coeff)
@@ -119,7 +121,7 @@ def search_grid(cfg: SearchConfig, denoiser: Denoiser, progress: Progress | None
                             lambda it, loss: say(f"LD3 iteration {it}/{cfg.iterations}: loss {loss:.4g}"))
         grid, extra = result.sigmas, {"initial_loss": result.initial_loss, "final_loss": result.final_loss}
     made_for = {"model": cfg.model, "model_sha256": denoiser.content_hash(), "solver": spec.name, "options": options, "nfe": cfg.nfe}
-    search = {**cfg.settings(), **extra, "diffsampler": __version__}
+    search = {**cfg.settings(teacher_steps), **extra, "diffsampler": __version__}
     return ScheduleArtefact(grid.tolist(), cfg.method, made_for, search, time.perf_counter() - tic)
 
 

@@ -172,3 +172,20 @@ def test_benchmark_searches_learned_schedules_once_and_records_them(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in cache]
     assert runner.invoke(app, args).exit_code == 0
     assert [p.stat().st_mtime_ns for p in cache] == stamps
+
+
+def test_search_schedule_command_writes_a_file_that_sample_uses(tmp_path):
+    path = tmp_path / "g.json"
+    result = runner.invoke(app, ["search-schedule", "--method", "gits", "--model", "gmm-2d", "--solver", "dpmpp", "--nfe", "4",
+                                 "--num-samples", "16", "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    art = read_schedule(path)
+    assert art.method == "gits" and art.steps == 4 and art.made_for["solver"] == "dpmpp" and art.made_for["nfe"] == 4
+    assert art.made_for["model_sha256"] == load_model("gmm-2d").content_hash() and art.search["teacher_steps"] == 40
+    assert set(art.sigmas) <= set(get_sigmas("polynomial", 40, 0.002, 80.0).tolist())
+    result = runner.invoke(app, ["sample", "--model", "gmm-2d", "--solver", "unipc", "--schedule", str(path), "--num-samples", "4",
+                                 "--out", str(tmp_path), "--name", "run"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["sigmas"] == art.sigmas
+    bad = runner.invoke(app, ["search-schedule", "--method", "gist", "--model", "gmm-2d"])
+    assert bad.exit_code == 2 and "did you mean 'gits'" in bad.output

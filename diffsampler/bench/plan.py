@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from diffsampler.bench.config import LEARNED_SCHEDULES, SolverEntry
 from diffsampler.errors import UserError
+from diffsampler.schedule_file import is_schedule_path
 from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.solvers import get_solver
 
@@ -45,7 +46,7 @@ def _plan(entry: SolverEntry, nfe: int, options: dict[str, Any], sigma_min: floa
             raise UserError(f"the '{schedule}' schedule is searched per NFE and needs the model (the benchmark runner does this)")
         spec.steps_for_nfe(nfe, options)
         schedule = learned(entry, nfe, options)
-    plan = plan_grid(spec, options, sigma_min, sigma_max, nfe, schedule, entry.rho)
+    plan = plan_grid(spec, options, sigma_min, sigma_max, None if is_schedule_path(schedule) else nfe, schedule, entry.rho)
     if plan.nfe != nfe:
         raise UserError(f"the schedule file {schedule} costs {spec.name} NFE {plan.nfe}; it fills only that column")
     return replace(plan, schedule=entry.schedule) if entry.schedule in LEARNED_SCHEDULES else plan

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -65,7 +66,9 @@ def _parse(path: Path) -> Mapping[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"schedule file {path} is not valid JSON ({exc}); write it with `diffsampler search-schedule`") from exc
+        raise UserError(
+            f"schedule file {path} is not valid JSON ({exc}); write it with `diffsampler search-schedule`"
+        ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("sigmas"), list):
         raise UserError(f"schedule file {path} must hold a JSON object with a 'sigmas' list")
     if data.get("format", FORMAT) != FORMAT or data.get("version", VERSION) != VERSION:
@@ -99,7 +102,13 @@ def schedule_label(path: str | Path) -> str:
 def warn_other_nfe(artefact: ScheduleArtefact, path: str | Path, used_nfe: int, asked_nfe: int | None) -> None:
     """One warning line when the file's grid costs another NFE than asked for (the grid is used as it is)."""
     if asked_nfe is not None and asked_nfe != used_nfe:
-        log.warning("schedule %s has %d steps (NFE %d here), not NFE %d; using it as it is", path, artefact.steps, used_nfe, asked_nfe)
+        log.warning(
+            "schedule %s has %d steps (NFE %d here), not NFE %d; using it as it is",
+            path,
+            artefact.steps,
+            used_nfe,
+            asked_nfe,
+        )
 
 
 def warn_other_model(path: str | Path, model_sha256: str, solver: str) -> None:
@@ -107,7 +116,12 @@ def warn_other_model(path: str | Path, model_sha256: str, solver: str) -> None:
     made_for = read_schedule(path).made_for
     made_sha = made_for.get("model_sha256")
     if made_sha and made_sha != model_sha256:
-        log.warning("schedule %s was made for model %s (sha256 %.12s), not this one; using it as it is", path, made_for.get("model"), made_sha)
+        log.warning(
+            "schedule %s was made for model %s (sha256 %.12s), not this one; using it as it is",
+            path,
+            made_for.get("model"),
+            made_sha,
+        )
     made_solver = made_for.get("solver")
     if made_solver and made_solver != solver:
         log.info("schedule %s was made for solver %s and is used with %s", path, made_solver, solver)

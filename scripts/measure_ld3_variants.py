@@ -21,7 +21,7 @@ from diffsampler.schedule_file import ScheduleArtefact, write_schedule
 from diffsampler.search.run import SearchConfig, search_grid
 from diffsampler.solvers import get_solver
 
-gits_rows, out = [json.loads(line) for line in open(sys.argv[1])], sys.argv[2]
+gits_rows, out = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines()], sys.argv[2]
 num_eval = int(sys.argv[3]) if len(sys.argv) > 3 else 64
 samples, iterations = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) > 5 else (32, 40)
 model = load_model("gmm-fmnist")
@@ -34,11 +34,19 @@ for nfe in (3, 5, 6, 10):
     for solver in ("ipndm", "dpmpp", "unipc"):
         for init in (None, init_file):
             tic = time.perf_counter()
-            cfg = SearchConfig(method="ld3", solver=solver, nfe=nfe, num_samples=samples, iterations=iterations, lr=0.02, init=init)
+            cfg = SearchConfig(
+                method="ld3", solver=solver, nfe=nfe, num_samples=samples, iterations=iterations, lr=0.02, init=init
+            )
             art = search_grid(cfg, model)
             y = get_solver(solver).sample(model, x, torch.tensor(art.sigmas), {})
-            row = {"nfe": nfe, "solver": solver, "schedule": "ld3" if init is None else "ld3-from-gits",
-                   "rmse": float((y - ref).pow(2).mean().sqrt()), "seconds": time.perf_counter() - tic, "sigmas": art.sigmas,
-                   "loss": [art.search["initial_loss"], art.search["final_loss"]]}
+            row = {
+                "nfe": nfe,
+                "solver": solver,
+                "schedule": "ld3" if init is None else "ld3-from-gits",
+                "rmse": float((y - ref).pow(2).mean().sqrt()),
+                "seconds": time.perf_counter() - tic,
+                "sigmas": art.sigmas,
+                "loss": [art.search["initial_loss"], art.search["final_loss"]],
+            }
             with open(out, "a") as f:
                 f.write(json.dumps(row) + "\n")

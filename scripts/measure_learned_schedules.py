@@ -42,15 +42,42 @@ for nfe in (3, 5, 6, 10):
         art = search_grid(SearchConfig(method="gits", nfe=nfe, metric=metric, num_samples=256), model)
         secs = time.perf_counter() - tic
         for solver in ("ipndm", "dpmpp", "unipc"):
-            emit({"nfe": nfe, "solver": solver, "schedule": f"gits-{metric}", "rmse": rmse(solver, art.sigmas), "seconds": secs, "sigmas": art.sigmas})
+            emit(
+                {
+                    "nfe": nfe,
+                    "solver": solver,
+                    "schedule": f"gits-{metric}",
+                    "rmse": rmse(solver, art.sigmas),
+                    "seconds": secs,
+                    "sigmas": art.sigmas,
+                }
+            )
     for solver in ("ipndm", "dpmpp", "unipc"):
         spec = get_solver(solver)
         default = get_sigmas(spec.default_schedule, nfe, model.sigma_min, model.sigma_max).tolist()
-        emit({"nfe": nfe, "solver": solver, "schedule": spec.default_schedule, "rmse": rmse(solver, default), "seconds": 0.0, "sigmas": default})
+        emit(
+            {
+                "nfe": nfe,
+                "solver": solver,
+                "schedule": spec.default_schedule,
+                "rmse": rmse(solver, default),
+                "seconds": 0.0,
+                "sigmas": default,
+            }
+        )
 for nfe in (3, 5, 6, 10):
     for solver in ("ipndm", "dpmpp", "unipc"):
         tic = time.perf_counter()
         cfg = SearchConfig(method="ld3", solver=solver, nfe=nfe, num_samples=ld3_samples, iterations=ld3_iters, lr=0.02)
         art = search_grid(cfg, model)
-        emit({"nfe": nfe, "solver": solver, "schedule": "ld3", "rmse": rmse(solver, art.sigmas), "seconds": time.perf_counter() - tic,
-              "sigmas": art.sigmas, "loss": [art.search["initial_loss"], art.search["final_loss"]]})
+        emit(
+            {
+                "nfe": nfe,
+                "solver": solver,
+                "schedule": "ld3",
+                "rmse": rmse(solver, art.sigmas),
+                "seconds": time.perf_counter() - tic,
+                "sigmas": art.sigmas,
+                "loss": [art.search["initial_loss"], art.search["final_loss"]],
+            }
+        )

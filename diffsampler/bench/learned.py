@@ -16,7 +16,9 @@ from diffsampler.schedule_file import is_schedule_path, warn_other_model
 from diffsampler.search.run import SearchConfig, cached_schedule
 
 
-def learned_schedules(model: str, denoiser: Denoiser, device: torch.device, dtype: str, folder: Path, console: Console) -> LearnedSchedule:
+def learned_schedules(
+    model: str, denoiser: Denoiser, device: torch.device, dtype: str, folder: Path, console: Console
+) -> LearnedSchedule:
     """The resolver plan_cells calls for entries with ``schedule: gits`` or ``ld3``.
 
     The search runs on the benchmark's device and dtype unless the entry's ``search`` settings say otherwise;
@@ -24,8 +26,16 @@ def learned_schedules(model: str, denoiser: Denoiser, device: torch.device, dtyp
     """
 
     def resolve(entry: SolverEntry, nfe: int, options: dict[str, Any]) -> str:
-        values = {"model": model, "method": entry.schedule, "solver": entry.solver, "options": options, "nfe": nfe,
-                  "device": device.type, "dtype": dtype, **(entry.search or {})}
+        values = {
+            "model": model,
+            "method": entry.schedule,
+            "solver": entry.solver,
+            "options": options,
+            "nfe": nfe,
+            "device": device.type,
+            "dtype": dtype,
+            **(entry.search or {}),
+        }
         cfg = build_config(SearchConfig, values, f"search settings of '{entry.label}'")
         with console.status(f"{entry.schedule} schedule for {entry.label} at NFE {nfe} (searched once, then cached)"):
             return str(cached_schedule(cfg, denoiser, folder))

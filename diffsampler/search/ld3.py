@@ -17,8 +17,9 @@ d output / d x goes through autograd. No solver needs to be differentiable in si
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -50,7 +51,9 @@ class _SolveFn(torch.autograd.Function):
     """Psi(x; log sigmas) with autograd in x and finite differences in the interior log sigmas."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, log_sigmas: torch.Tensor, solve: Callable[..., torch.Tensor]) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, log_sigmas: torch.Tensor, solve: Callable[..., torch.Tensor]
+    ) -> torch.Tensor:
         ctx.solve = solve
         ctx.save_for_backward(x, log_sigmas)
         with torch.no_grad():
@@ -116,7 +119,12 @@ def learn_grid(
     radius = SLACK_SCALE * x[0].numel() / steps**2 * sigma_max
     shift = torch.zeros_like(x, requires_grad=True) if settings.get("slack", True) else None
     shift_lr = radius / math.sqrt(x[0].numel()) / 5
-    opt = torch.optim.Adam([{"params": [theta], "lr": settings["lr"]}, *([{"params": [shift], "lr": shift_lr}] if shift is not None else [])])
+    opt = torch.optim.Adam(
+        [
+            {"params": [theta], "lr": settings["lr"]},
+            *([{"params": [shift], "lr": shift_lr}] if shift is not None else []),
+        ]
+    )
     best = (_hard_loss(solve, x, target, init.log()), init.log().detach().clone())
     initial = best[0]
     for it in range(int(settings["iterations"])):
@@ -138,7 +146,9 @@ def learn_grid(
     return Ld3Result(best[1].exp(), initial, best[0], int(settings["iterations"]))
 
 
-def _hard_loss(solve: Callable[..., torch.Tensor], x: torch.Tensor, target: torch.Tensor, log_sigmas: torch.Tensor) -> float:
+def _hard_loss(
+    solve: Callable[..., torch.Tensor], x: torch.Tensor, target: torch.Tensor, log_sigmas: torch.Tensor
+) -> float:
     """The plain objective ||Psi(x) - Psi*(x)||^2 (mean over samples) of a grid."""
     with torch.no_grad():
         return float(_loss(solve(x, log_sigmas.exp().tolist()), target))

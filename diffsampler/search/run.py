@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -15,10 +16,20 @@ from diffsampler import __version__
 from diffsampler.config import check_run_settings
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.schedule_file import ScheduleArtefact, grid_of, is_schedule_path, write_schedule
 from diffsampler.sampling import resolve_device
+from diffsampler.schedule_file import (
+    ScheduleArtefact,
+    grid_of,
+    is_schedule_path,
+    write_schedule,
+)
 from diffsampler.schedules import get_sigmas, polynomial
-from diffsampler.search.gits import CANDIDATES_PER_STEP, DEFAULT_COEFF, METRICS, gits_sigmas
+from diffsampler.search.gits import (
+    CANDIDATES_PER_STEP,
+    DEFAULT_COEFF,
+    METRICS,
+    gits_sigmas,
+)
 from diffsampler.search.ld3 import learn_grid
 from diffsampler.search.teacher import latents, teacher_trajectory
 from diffsampler.solvers import get_solver
@@ -66,8 +77,13 @@ class SearchConfig:
 
     def settings(self, teacher_steps: int | None = None) -> dict[str, Any]:
         """What the method depends on besides model, solver and NFE (recorded in the schedule file)."""
-        common = {"num_samples": self.samples, "seed": self.seed, "teacher": "ipndm", "teacher_steps": teacher_steps or self.teacher_steps,
-                  "dtype": self.dtype}
+        common = {
+            "num_samples": self.samples,
+            "seed": self.seed,
+            "teacher": "ipndm",
+            "teacher_steps": teacher_steps or self.teacher_steps,
+            "dtype": self.dtype,
+        }
         if self.method == "gits":
             return {**common, "metric": self.metric, "coeff": self.coeff, "candidates": "polynomial rho=7"}
         return {**common, "init": self.init, "iterations": self.iterations, "lr": self.lr, "slack": self.slack}
@@ -92,7 +108,9 @@ def _initial_grid(cfg: SearchConfig, default: str, steps: int, sigma_min: float,
         return get_sigmas(cfg.init or default, steps, sigma_min, sigma_max)
     grid = grid_of(str(cfg.init))
     if grid.numel() != steps + 1 or float(grid[-1]) == 0:
-        raise UserError(f"LD3's initial schedule {cfg.init} must have {steps} steps ending above 0, it has {grid.numel() - 1}")
+        raise UserError(
+            f"LD3's initial schedule {cfg.init} must have {steps} steps ending above 0, it has {grid.numel() - 1}"
+        )
     return grid
 
 
@@ -117,10 +135,24 @@ def search_grid(cfg: SearchConfig, denoiser: Denoiser, progress: Progress | None
         grid = gits_sigmas(traj, steps, cfg.metric, cfg.coeff)
     else:
         init = _initial_grid(cfg, spec.default_schedule, steps, sigma_min, sigma_max)
-        result = learn_grid(spec, options, denoiser, x, traj.final, init, cfg.settings(),
-                            lambda it, loss: say(f"LD3 iteration {it}/{cfg.iterations}: loss {loss:.4g}"))
+        result = learn_grid(
+            spec,
+            options,
+            denoiser,
+            x,
+            traj.final,
+            init,
+            cfg.settings(),
+            lambda it, loss: say(f"LD3 iteration {it}/{cfg.iterations}: loss {loss:.4g}"),
+        )
         grid, extra = result.sigmas, {"initial_loss": result.initial_loss, "final_loss": result.final_loss}
-    made_for = {"model": cfg.model, "model_sha256": denoiser.content_hash(), "solver": spec.name, "options": options, "nfe": cfg.nfe}
+    made_for = {
+        "model": cfg.model,
+        "model_sha256": denoiser.content_hash(),
+        "solver": spec.name,
+        "options": options,
+        "nfe": cfg.nfe,
+    }
     search = {**cfg.settings(teacher_steps), **extra, "diffsampler": __version__}
     return ScheduleArtefact(grid.tolist(), cfg.method, made_for, search, time.perf_counter() - tic)
 
@@ -138,10 +170,18 @@ def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tupl
 
 
 def cached_schedule(cfg: SearchConfig, denoiser: Denoiser, folder: Path, progress: Progress | None = None) -> Path:
-    """The schedule file for ``cfg`` in ``folder``, keyed by model hash, solver, options, NFE and settings; searched once."""
+    """The schedule file for ``cfg`` in ``folder``, keyed by model hash, solver, options, NFE and settings.
+
+    The search runs only when that file is not there yet."""
     spec = get_solver(cfg.solver)
-    key = {"model_sha256": denoiser.content_hash(), "method": cfg.method, "solver": spec.name,
-           "options": spec.resolve_options(cfg.options), "nfe": cfg.nfe, **asdict(cfg)}
+    key = {
+        "model_sha256": denoiser.content_hash(),
+        "method": cfg.method,
+        "solver": spec.name,
+        "options": spec.resolve_options(cfg.options),
+        "nfe": cfg.nfe,
+        **asdict(cfg),
+    }
     key.pop("out"), key.pop("model")
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = folder / f"{spec.name}-{cfg.method}-nfe{cfg.nfe}-{digest}.json"

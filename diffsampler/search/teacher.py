@@ -6,8 +6,9 @@ teacher solve of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -44,12 +45,16 @@ class _Recorder:
         return out
 
 
-def latents(shape: tuple[int, ...], num: int, seed: int, sigma_max: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def latents(
+    shape: tuple[int, ...], num: int, seed: int, sigma_max: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """x_T = sigma_max z for samples 0..num-1 of ``seed`` (the same latents the sample command draws)."""
     return (standard_normal(range(num), shape, seed) * sigma_max).to(device, dtype)
 
 
-def teacher_trajectory(denoiser: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor, batch_size: int) -> Trajectory:
+def teacher_trajectory(
+    denoiser: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor, batch_size: int
+) -> Trajectory:
     """iPNDM (order 4) from x along ``sigmas`` (ending above 0), recording every state and derivative."""
     grid = [float(s) for s in sigmas]
     states, derivs = [], []

@@ -1,4 +1,4 @@
-"""GITS (arXiv 2405.11326, sec. 5): dynamic programming over a teacher's one-step errors between candidate times.
+"""GITS (arXiv 2405.11326): dynamic programming over a teacher's one-step errors between candidate times.
 
 Candidates are the M + 1 points of a fine grid (the paper: the polynomial grid with 10x the student's steps),
 along which a teacher (iPNDM) runs once. The cost c_ij of a student step from candidate i to candidate j > i
@@ -7,7 +7,7 @@ the teacher state x_j, averaged over samples. The student's own update rule does
 and its code, a multistep solver's history is not modelled; the teacher point stands for the state the
 student would have. Two measures are offered: ``l2``, ||x_i + (s_j - s_i) d_i - x_j||, and the paper's
 default ``dev``, the distance of that Euler point from the straight line through the teacher's first and last
-states minus the teacher's own distance at s_j (the trajectory-deviation measure of the paper's fig. 5).
+states minus the teacher's own distance at s_j (the paper's trajectory deviation; its code's default).
 The grid of N steps is the path 0 = p_0 < ... < p_N = M minimising sum_k coeff^k c_{p_k p_(k+1)}
 (coeff = 1.15 by default in the paper's code weighs later steps more).
 """

@@ -1,13 +1,15 @@
 """LD3 (arXiv 2405.15506): the N + 1 time points learned by gradient descent through the solver.
 
-Parameterisation (the paper's, in log sigma): N logits theta give the increments softmax(theta) of
+Parameterisation (LD3's code in its logSNR mode, lambda = -log sigma): N logits theta give the increments softmax(theta) of
 u in [0, 1]; u_0 = 0, u_i = sum_{k<i} softmax(theta)_k, and log sigma_i = log sigma_max - u_i (log sigma_max -
 log sigma_min). Every theta gives a strictly descending grid with the ends fixed. The loss is LD3's soft
-("slack") objective, eq. 6: E_x [ min_{x' in B(x, r sigma_max)} ||Psi_theta(x') - Psi*(x)||^2 ], where Psi* is the
+("slack") objective: E_x [ min_{x' in B(x, r sigma_max)} ||Psi_theta(x') - Psi*(x)||^2 ], where Psi* is the
 teacher's sample from the latent x and Psi_theta the student's; the student may start anywhere in a small ball
 around the teacher's latent, r = 0.001 D / N^2 in units of the unit-variance latent (the LD3 code's default
 bound). theta and the per-sample shifts are optimised together with Adam (the shifts with a per-element rate of
-r / (5 sqrt(D)), so a few steps can cross the ball), the shifts projected onto the ball after each step.
+r / (5 sqrt(D)), so a few steps can cross the ball), the shifts projected onto the ball after each step; LD3's code
+instead alternates the two and keeps a shift only where it lowers that sample's loss. The distance is the squared
+L2 norm (LD3's "L2" option; the paper uses LPIPS for RGB images).
 
 Gradients: the solvers take the grid as floats, so d output / d sigma is taken by central finite differences
 in log sigma (2 (N - 1) extra solves per step, exact to O(eps^2)) inside an autograd function, while

@@ -1,6 +1,6 @@
 """Teacher trajectories: iPNDM on a fine grid, with the state and dx/dsigma at every grid point.
 
-GITS (arXiv 2405.11326, sec. 5) and LD3 (arXiv 2405.15506) both compare a few-step student with a
+GITS (arXiv 2405.11326) and LD3 (arXiv 2405.15506) both compare a few-step student with a
 teacher solve of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma from the same latents.
 """
 

@@ -13,6 +13,7 @@ import torch
 from diffsampler import __version__, distributed
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
+from diffsampler.bench.learned import learned_schedules, warn_schedule_files
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
@@ -218,8 +219,10 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     world, device = distributed.setup(resolve_device(cfg.device))
     denoiser.to(device)
     sigma_min, sigma_max = _sigma_range(cfg, denoiser)
-    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs)
     out = Path(cfg.out)
+    warn_schedule_files(entries, denoiser)
+    learned = learned_schedules(cfg.model, denoiser, device, cfg.dtype, out / ".cache" / "schedules", progress)
+    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
     store.check(manifest, fresh)

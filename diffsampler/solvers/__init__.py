@@ -10,7 +10,7 @@ from diffsampler.solvers.base import PrepareFn, SolverSpec
 from diffsampler.solvers.deis import deis
 from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
 from diffsampler.solvers.dpm_solver_v3 import V3_OPTIONS, dpm_solver_v3
-from diffsampler.solvers.ipndm import ipndm, ipndm_v
+from diffsampler.solvers.ipndm import ipndm, ipndm_v, ipndm_v_published
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 from diffsampler.solvers.unipc import unipc
 
@@ -63,6 +63,14 @@ register_solver(
 register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step", {"order": 3})
 register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step", {"order": 4})
 register_solver("ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step", {"order": 4})
+register_solver(
+    "ipndm_v_published",
+    ipndm_v_published,
+    1,
+    "polynomial",
+    "iPNDM_v with the official code's order 3-4 weights (not Adams-Bashforth; first order at order 4), 1 NFE per step",
+    {"order": 4},
+)
 register_solver(
     "amed", amed_solver, 2, "polynomial", "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step",
     {"predictor": None}, requires=("predictor",), prepare=prepare_amed,

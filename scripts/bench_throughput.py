@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 import types
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -32,10 +32,19 @@ class Cell:
         return self.plan is not None
 
 
+NFE_PLACEHOLDER = "{nfe}"
+"""In a string option (an artefact path) it stands for the cell's budget: one entry can name a predictor per NFE."""
+
+
+def options_at_budget(options: dict[str, Any], nfe: int) -> dict[str, Any]:
+    """``options`` with every NFE_PLACEHOLDER in a string value replaced by ``nfe``."""
+    return {k: v.replace(NFE_PLACEHOLDER, str(nfe)) if isinstance(v, str) else v for k, v in options.items()}
+
+
 def plan_cell(entry: SolverEntry, nfe: int, sigma_min: float, sigma_max: float, auto_afs: bool) -> Cell:
     """The grid of ``entry`` at ``nfe``; with ``auto_afs`` an odd budget may switch on AFS (never rounds NFE)."""
     spec = get_solver(entry.solver)
-    options = spec.resolve_options(entry.options)
+    options = spec.resolve_options(options_at_budget(entry.options, nfe))
     try:
         plan = plan_grid(spec, options, sigma_min, sigma_max, nfe, entry.schedule, entry.rho)
         return Cell(entry, nfe, options, plan)

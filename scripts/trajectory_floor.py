@@ -58,20 +58,19 @@ def main() -> None:
     model = load_model(args.model).eval()
     latents = standard_normal(range(args.num_samples), tuple(model.sample_shape), args.seed)
     results: dict[tuple[str, str], torch.Tensor] = {}
+    print(f"model {args.model}, {args.num_samples} samples, seed {args.seed}")
+    first = args.precisions[0]
     for precision in args.precisions:
         for name, nfe in SOLVERS:
             tic = time.process_time()
             results[precision, name] = solve(model, latents, name, nfe, precision, args.batch)
             print(f"{precision:8s} {name:6s} NFE {nfe}: {time.process_time() - tic:7.1f} CPU s", flush=True)
-    print(f"model {args.model}, {args.num_samples} samples, seed {args.seed}")
-    first = args.precisions[0]
-    for precision in args.precisions:
         floor = rmse(results[precision, "heun"], results[precision, "dpmpp"])
-        print(f"{precision:8s} floor RMSE(heun 80, dpmpp 3M 60) = {floor:.5f}")
+        print(f"{precision:8s} floor RMSE(heun 80, dpmpp 3M 60) = {floor:.3e}", flush=True)
         if precision != first:
             for name, _ in SOLVERS:
                 drift = rmse(results[precision, name], results[first, name])
-                print(f"{precision:8s} {name} against {first}: RMSE {drift:.5f}")
+                print(f"{precision:8s} {name} against {first}: RMSE {drift:.3e}", flush=True)
 
 
 if __name__ == "__main__":

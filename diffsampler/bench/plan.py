@@ -33,6 +33,15 @@ class Cell:
         return self.plan is not None
 
 
+NFE_PLACEHOLDER = "{nfe}"
+"""In a string option (an artefact path) it stands for the cell's budget: one entry can name a predictor per NFE."""
+
+
+def options_at_budget(options: dict[str, Any], nfe: int) -> dict[str, Any]:
+    """``options`` with every NFE_PLACEHOLDER in a string value replaced by ``nfe``."""
+    return {k: v.replace(NFE_PLACEHOLDER, str(nfe)) if isinstance(v, str) else v for k, v in options.items()}
+
+
 LearnedSchedule = Callable[[SolverEntry, int, dict[str, Any]], str]
 """(entry, nfe, options) -> the path of the schedule file searched (or cached) for a learned schedule."""
 
@@ -57,7 +66,7 @@ def plan_cell(
 ) -> Cell:
     """The grid of ``entry`` at ``nfe``; with ``auto_afs`` an odd budget may switch on AFS (never rounds NFE)."""
     spec = get_solver(entry.solver)
-    options = spec.resolve_options(entry.options)
+    options = spec.resolve_options(options_at_budget(entry.options, nfe))
     try:
         return Cell(entry, nfe, options, _plan(entry, nfe, options, sigma_min, sigma_max, learned))
     except UserError as exc:

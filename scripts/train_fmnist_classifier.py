@@ -68,7 +68,10 @@ def train(args: argparse.Namespace) -> tuple[FMNISTNet, float, float]:
     epochs, batch_size, lr = args.epochs, args.batch_size, args.lr
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    net = FMNISTNet(batchnorm=True, widths=args.widths).to(memory_format=torch.channels_last)
+    net = FMNISTNet(batchnorm=args.init is None, widths=args.widths)
+    if args.init is not None:  # continue training a shipped (batch-norm-folded) network
+        net.load_state_dict({k: v.float() for k, v in torch.load(args.init, weights_only=True).items()})
+    net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     steps = epochs * (len(images) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -108,13 +111,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, default=None, help="start from these (folded, float16) weights")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--weights", type=Path, default=WEIGHTS_FILE)
     parser.add_argument("--manifest", type=Path, default=MANIFEST_FILE)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     trained, seconds, cpu_seconds = train(args)
-    folded = fold_batchnorm(trained)
+    folded = fold_batchnorm(trained) if args.init is None else trained.eval()
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in folded.state_dict().items()}
     # the accuracy reported is that of the float16 weights as shipped
     shipped = FMNISTNet(batchnorm=False, widths=args.widths)
@@ -135,7 +139,7 @@ def main() -> None:
         "train_data_sha256": data_hash(train_images, train_labels),
         "test_data_sha256": data_hash(test_images, test_labels),
         "test_accuracy": acc,
-        "epochs": args.epochs, "shift": args.shift, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "epochs": args.epochs, "init": None if args.init is None else str(args.init), "shift": args.shift, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "training_seconds": round(seconds, 1),
         "training_cpu_seconds": round(cpu_seconds, 1),
         "hardware": f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), CPU shared with other jobs",

@@ -58,8 +58,10 @@ def agreement(folder: Path) -> dict:
 
 def markdown(result: dict, args: argparse.Namespace) -> str:
     lines = [
-        f"{result['cells']} cells, {args.num_samples} samples each, model {args.model}; FID reference {args.fid_ref}, "
-        f"fd_fmnist/kid_fmnist reference {args.fd_ref}.",
+        (
+            f"{result['cells']} cells, {args.num_samples} samples each, model {args.model}; FID reference {args.fid_ref}, "
+            f"fd_fmnist/kid_fmnist reference {args.fd_ref}."
+        ),
         "",
         "| solver | NFE | FID | fd_fmnist | kid_fmnist |",
         "|---|---|---|---|---|",

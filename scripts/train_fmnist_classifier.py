@@ -26,7 +26,14 @@ from torch import nn
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.data.datasets import fashion_mnist
 from diffsampler.data.idx import fashion_mnist_file, read_idx
-from diffsampler.metrics.fmnist_net import MANIFEST_FILE, WEIGHTS_FILE, WIDTHS, FMNISTNet, fold_batchnorm, uint8_to_input
+from diffsampler.metrics.fmnist_net import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    WIDTHS,
+    FMNISTNet,
+    fold_batchnorm,
+    uint8_to_input,
+)
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,11 @@ import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from diffsampler.data.datasets import fashion_mnist, from_model_range, to_model_range
-from diffsampler.metrics.fid import feature_statistics, fid_from_statistics, kernel_inception_distance
+from diffsampler.metrics.fid import (
+    feature_statistics,
+    fid_from_statistics,
+    kernel_inception_distance,
+)
 from diffsampler.metrics.fmnist_net import BATCH_SIZE, locate_fmnist
 from diffsampler.metrics.ref_stats import reference_statistics
 

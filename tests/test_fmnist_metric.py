@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fid_helpers import random_images
 from typer.testing import CliRunner
 
 from diffsampler.bench.metrics import _fmnist_features, get_metric
@@ -16,9 +17,17 @@ from diffsampler.cli import app
 from diffsampler.data.datasets import fashion_mnist
 from diffsampler.distributed import current
 from diffsampler.errors import UserError
-from diffsampler.metrics.fid import feature_statistics, fid_from_statistics, image_batches
-from diffsampler.metrics.fmnist_net import MANIFEST_FILE, WEIGHTS_FILE, locate_fmnist, uint8_to_input
-from fid_helpers import random_images
+from diffsampler.metrics.fid import (
+    feature_statistics,
+    fid_from_statistics,
+    image_batches,
+)
+from diffsampler.metrics.fmnist_net import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    locate_fmnist,
+    uint8_to_input,
+)
 
 runner = CliRunner()
 

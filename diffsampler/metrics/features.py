@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from diffsampler.errors import unknown_choice
 from diffsampler.metrics.ref_stats import FeatureNetwork

@@ -351,26 +351,31 @@ def _image_progress(description: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
+FEATURES_HELP = "Feature network: inception (FID proper) or fmnist (the shipped Fashion-MNIST classifier; 1x32x32 or 1x28x28 images)."
+
+
 @app.command("ref-stats")
 @user_errors
 def ref_stats(
     data: str = typer.Option(..., "--data", help="Dataset: 'fashion-mnist[:train|:test]', an image folder, a .zip or an .npz."),
     out: Optional[Path] = typer.Option(None, help="Also write the statistics (mu/sigma .npz) to this file."),
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per Inception call. Default 256 on a GPU, 32 on the CPU."),
+    features: str = typer.Option("inception", show_default=False, help=FEATURES_HELP + " Default inception."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."),
     device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID reference statistics (mu, sigma) of a dataset, cached by content; clean-fid's protocol."""
     from diffsampler.device import resolve_device
-    from diffsampler.metrics.inception import locate_inception
+    from diffsampler.metrics.features import feature_network
     from diffsampler.metrics.ref_stats import reference_statistics
     from diffsampler.metrics.scoring import default_batch_size
 
     dev = resolve_device(device)
-    weights = locate_inception(inception)
+    weights = feature_network(features, inception if features == "inception" else None)
+    batch_size = batch_size or getattr(weights, "batch_size", None) or default_batch_size(dev)
     with _image_progress("reference features") as progress:
-        result = reference_statistics(data, weights, cache_dir, batch_size or default_batch_size(dev), dev, progress=progress)
+        result = reference_statistics(data, weights, cache_dir, batch_size, dev, progress=progress)
     if out is not None:
         from diffsampler.atomic import atomic_write_bytes
 
@@ -391,25 +396,28 @@ def fid(
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
     kid: bool = typer.Option(False, "--kid", metavar="", help="Also report KID (keeps the features of both sets in memory)."),
     backend: str = typer.Option("clean", show_default=False, help="clean (streamed statistics, clean-fid's formula) or torchmetrics. Default clean."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per Inception call. Default 256 on a GPU, 32 on the CPU."),
+    features: str = typer.Option("inception", show_default=False, help=FEATURES_HELP + " Default inception."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."),
     device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID (clean-fid's "clean" protocol) of samples against a dataset or a statistics file."""
     from diffsampler.device import resolve_device
+    from diffsampler.metrics.features import feature_network
     from diffsampler.distributed import setup
-    from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.scoring import score_samples
 
     world, dev = setup(resolve_device(device))
-    weights = locate_inception(inception)
-    with _image_progress("Inception features") as progress:
+    weights = feature_network(features, inception if features == "inception" else None)
+    batch_size = batch_size or getattr(weights, "batch_size", None)
+    with _image_progress(f"{features} features") as progress:
         report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress, world)
     if not world.is_main:
         return
     kid_text = f"  KID {report.kid:.6f}" if report.kid is not None else ""
+    name = "FID" if features == "inception" else f"FD_{features}"
     console.print(
-        f"FID {report.fid:.4f}{kid_text}  ({report.num_samples} samples vs {report.reference}, {report.backend})",
+        f"{name} {report.fid:.4f}{kid_text}  ({report.num_samples} samples vs {report.reference}, {report.backend})",
         highlight=False,
         soft_wrap=True,
     )

@@ -167,3 +167,72 @@ register_metric("rmse", reference_rmse, "RMSE against the reference ODE solution
 register_metric("max_error", reference_max_error, "max |x - x_ref| against the reference ODE solution", prepare_reference)
 register_metric("pixel_fd", pixel_frechet, "Frechet distance in pixel space to the model's exact moments", prepare_moments, _no_moments)
 register_metric("fid", frechet_inception_distance, "FID (Inception-v3, clean-fid protocol) against the reference statistics", prepare_fid, _not_images)
+
+
+FMNIST_OPTIONS = {"ref": "fashion-mnist:train", "weights": None, "cache_dir": None}
+"""metric_options of ``fd_fmnist`` / ``kid_fmnist``: the reference (a dataset source or a mu/sigma .npz), a classifier file, the cache."""
+
+
+def _not_fmnist_images(denoiser: Denoiser) -> str | None:
+    shape = tuple(denoiser.sample_shape)
+    return None if shape in ((1, 32, 32), (1, 28, 28)) else f"needs 1x32x32 or 1x28x28 grayscale samples, not {'x'.join(map(str, shape))}"
+
+
+def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str:
+    """Load the classifier and the reference statistics (with the features for KID) into ``ctx.memo[name]``, once."""
+    from diffsampler.metrics.fmnist_net import locate_fmnist
+    from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
+
+    given = ctx.options.get(name, {})
+    for key in given:
+        if key not in FMNIST_OPTIONS:
+            raise unknown_choice(f"key in metric_options.{name}", str(key), FMNIST_OPTIONS)
+    opts = {**FMNIST_OPTIONS, **given}
+    if name not in ctx.memo:
+        weights, ref = locate_fmnist(opts["weights"]), str(opts["ref"])
+        if is_statistics_file(ref):
+            stats = load_statistics(ref)
+            if keep_features and stats.features is None:
+                raise UserError(f"{name} needs reference features, which {ref} lacks: give the dataset itself as ref")
+        else:
+            stats = reference_statistics(ref, weights, opts["cache_dir"], weights.batch_size, ctx.device, keep_features).stats
+        size = tuple(ctx.denoiser.sample_shape[1:])
+        if stats.image_size is not None and tuple(stats.image_size) != size:
+            raise UserError(f"the {name} reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images but the model makes {size[0]}x{size[1]}")
+        ctx.memo[name] = (weights.load(ctx.device), stats)
+        ctx.memo[name + "_note"] = f"{name}: Fashion-MNIST classifier {weights.identity[:12]} ({weights.origin}), reference {ref} ({stats.num_images} images)"
+    return ctx.memo[name + "_note"]
+
+
+def _fmnist_features(samples: torch.Tensor, network: Any, world: World | None, keep: bool):
+    from diffsampler.metrics.fid import batch_statistics, model_range_to_uint8
+    from diffsampler.metrics.fmnist_net import BATCH_SIZE
+
+    batches = (model_range_to_uint8(samples[i : i + BATCH_SIZE]) for i in range(0, samples.shape[0], BATCH_SIZE))
+    return batch_statistics(network, batches, keep_features=keep, world=world)
+
+
+def fmnist_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
+    """Frechet distance (arXiv 1706.08500 eq. 6) in the classifier's 128-d features; moments merged across ranks."""
+    from diffsampler.metrics.fid import fid_from_statistics
+
+    network, reference = ctx.memo["fd_fmnist"]
+    return fid_from_statistics(_fmnist_features(samples, network, ctx.world, False), reference)
+
+
+def fmnist_kid(samples: torch.Tensor, ctx: MetricContext) -> float:
+    """KID (arXiv 1801.01401) in the classifier's features; every rank holds all samples and scores them alone."""
+    from diffsampler.metrics.fid import kernel_inception_distance
+
+    network, reference = ctx.memo["kid_fmnist"]
+    return kernel_inception_distance(_fmnist_features(samples, network, None, True).features, reference.features)
+
+
+register_metric(
+    "fd_fmnist", fmnist_frechet, "Frechet distance in the features of a Fashion-MNIST classifier (fast on the CPU)",
+    lambda ctx: _fmnist_reference(ctx, "fd_fmnist", False), _not_fmnist_images,
+)
+register_metric(
+    "kid_fmnist", fmnist_kid, "KID in the features of a Fashion-MNIST classifier (fast on the CPU)",
+    lambda ctx: _fmnist_reference(ctx, "kid_fmnist", True), _not_fmnist_images,
+)

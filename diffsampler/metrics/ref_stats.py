@@ -33,7 +33,11 @@ CACHE_ENV = "DIFFSAMPLER_CACHE"
 
 
 class FeatureNetwork(Protocol):
-    """What statistics are computed with: a loadable feature network with a stable identity."""
+    """What statistics are computed with: a loadable feature network with a stable identity.
+
+    A network may also carry ``protocol`` (its preprocessing, kept in the files and the cache key;
+    clean-fid's Inception protocol when absent).
+    """
 
     @property
     def identity(self) -> str: ...
@@ -48,22 +52,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "diffsampler" / "ref-stats"
 
 
-def content_key(images: np.ndarray, network_identity: str) -> str:
+def content_key(images: np.ndarray, network_identity: str, protocol: str = PROTOCOL) -> str:
     """sha256 of the protocol, the network's identity, the images' shape and their bytes."""
     digest = hashlib.sha256()
-    for part in (PROTOCOL, network_identity, str(images.dtype), repr(tuple(images.shape))):
+    for part in (protocol, network_identity, str(images.dtype), repr(tuple(images.shape))):
         digest.update(part.encode() + b"\0")
     digest.update(np.ascontiguousarray(images).data)
     return digest.hexdigest()
 
 
-def save_statistics(path: str | Path, stats: Statistics, network_identity: str) -> None:
+def save_statistics(path: str | Path, stats: Statistics, network_identity: str, protocol: str = PROTOCOL) -> None:
     """Write ``mu``, ``sigma`` and diffsampler's metadata atomically to an .npz file."""
     buffer = io.BytesIO()
     extra = {} if stats.image_size is None else {"image_size": np.asarray(stats.image_size, np.int64)}
     np.savez(
         buffer, mu=np.asarray(stats.mu, np.float64), sigma=np.asarray(stats.sigma, np.float64),
-        num_images=np.int64(stats.num_images), protocol=np.str_(PROTOCOL), weights=np.str_(network_identity), **extra,
+        num_images=np.int64(stats.num_images), protocol=np.str_(protocol), weights=np.str_(network_identity), **extra,
     )
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -126,7 +130,8 @@ def reference_statistics(
     if len(images) < 2:
         raise UserError(f"{source} holds {len(images)} image(s); reference statistics need at least 2")
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = content_key(images, network.identity)[:32]
+    protocol = getattr(network, "protocol", PROTOCOL)
+    key = content_key(images, network.identity, protocol)[:32]
     path, feats_path = folder / f"{key}.npz", folder / f"{key}-feats.npz"
     if path.is_file() and (not keep_features or feats_path.is_file()):
         log.info("reference statistics of %s from the cache %s", source, path)
@@ -137,7 +142,7 @@ def reference_statistics(
     world = world or World()
     stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress, world=world)
     if world.is_main:
-        save_statistics(path, stats, network.identity)
+        save_statistics(path, stats, network.identity, protocol)
     if keep_features:
         buffer = io.BytesIO()
         np.savez(buffer, feats=stats.features)

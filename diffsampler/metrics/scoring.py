@@ -87,6 +87,9 @@ def score_samples(
     images = load_images(samples)
     if len(images) < 2:
         raise UserError(f"{samples} holds {len(images)} image(s); FID needs at least 2")
+    check_images = getattr(network, "check_images", None)
+    if check_images is not None:  # a network for one kind of image refuses others before any work
+        check_images(images)
     reference, ref_name = _reference(ref, network, kid, batch_size, device, cache_dir, progress, world)
     size = (int(images.shape[1]), int(images.shape[2]))
     if reference.image_size is not None and tuple(reference.image_size) != size:

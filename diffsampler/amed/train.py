@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from diffsampler import distributed
+from diffsampler.atomic import check_name, check_writable_file
 from diffsampler.amed.checkpoint import save_checkpoint
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import FALLBACK_FEATURE_DIM, AMEDPredictor, PredictorConfig
@@ -177,9 +178,12 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
 
 
 def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
-    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name``."""
-    result = train_amed(cfg, report)
+    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name`` (checked writable first)."""
+    if cfg.name is not None:
+        check_name(cfg.name)
     path = Path(cfg.out) / cfg.file_name
+    check_writable_file(path)
+    result = train_amed(cfg, report)
     if distributed.current().is_main:
         save_checkpoint(path, result.predictor, result.meta)
     return path, result

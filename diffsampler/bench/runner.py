@@ -18,7 +18,8 @@ from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
-from diffsampler.bench.store import Manifest, ResultStore, source_hash
+from diffsampler.codehash import metric_code, solver_code
+from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model, model_label
@@ -69,10 +70,12 @@ def _manifest(cfg: BenchmarkConfig, denoiser: Denoiser, cells: list[Cell], metri
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
     }
-    solvers = {
-        cell.entry.label: {**cell.entry.definition(), "code": source_hash(get_solver(cell.entry.solver).sample_fn)} for cell in cells
+    codes = {name: solver_code(get_solver(name).sample_fn, get_solver(name).prepare) for name in {c.entry.solver for c in cells}}
+    solvers = {cell.entry.label: {**cell.entry.definition(), "code": codes[cell.entry.solver]} for cell in cells}
+    metric_defs = {
+        m.name: {"version": m.version, "options": cfg.metric_options.get(m.name, {}), "code": metric_code(m.compute, m.prepare, m.unavailable)}
+        for m in metrics
     }
-    metric_defs = {m.name: {"version": m.version, "options": cfg.metric_options.get(m.name, {})} for m in metrics}
     return Manifest(fixed, solvers, metric_defs)
 
 

@@ -23,7 +23,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler import distributed
-from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
+from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable, ensure_writable_dir
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.config import DEVICES
@@ -38,6 +38,7 @@ MODEL_SAMPLE_SOLVER = "heun"
 MODEL_SAMPLE_NFE = 100
 """Without data, x0 are model samples from Heun with 50 steps (100 NFE) on the EDM grid."""
 RUN_FILE = "run.json"
+COMMAND = "compute-ems"
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,16 @@ def _identity(denoiser: Denoiser, data: str | None, grid: int, num_data: int, ba
     }
 
 
+def check_partial(partial: Path) -> None:
+    """Refuse a ``<out>.partial`` that is not an unfinished run of ours (it is deleted when the run completes)."""
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        raise UserError(f"{partial} exists and is not a folder of compute-ems; move it away or choose another --out")
+    if partial.is_dir() and not (partial / RUN_FILE).is_file() and any(partial.iterdir()):
+        raise UserError(f"{partial} holds files that compute-ems did not write; move it away or choose another --out")
+
+
 def _open_partial(partial: Path, identity: dict[str, Any]) -> None:
+    check_partial(partial)
     run_file = partial / RUN_FILE
     if run_file.exists():
         if json.loads(run_file.read_text()) != identity:
@@ -134,6 +144,8 @@ def compute_ems(
     _, dev = distributed.setup(resolve_device(device))
     denoiser.to(dev).eval()
     folder = Path(out) if out else default_out(model, denoiser.sigma_min, denoiser.sigma_max, grid, num_data)
+    check_replaceable(folder, COMMAND)
+    check_partial(partial_folder(folder))
     identity = _identity(denoiser, data, grid, num_data, batch, seed)
     tic = time.perf_counter()
     points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
@@ -172,6 +184,7 @@ def estimate_to_folder(
     Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
     """
     world = distributed.current()
+    check_replaceable(folder, COMMAND)
     partial = partial_folder(folder)
     if world.is_main:
         _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", grid, points.shape[0], batch, seed))
@@ -224,7 +237,7 @@ def estimate_to_folder(
         **(extra_meta or {}),
     }
     if world.is_main:
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, COMMAND) as tmp:
             write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
         shutil.rmtree(partial, ignore_errors=True)
     log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from diffsampler.atomic import atomic_write_bytes
+from diffsampler.codehash import code_hash, package_modules
 from diffsampler.errors import UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser, GaussianMixture
@@ -118,6 +119,11 @@ def reference_solution(denoiser: Denoiser, x_start: torch.Tensor, sigma_start: f
     return converged_rk4(denoiser, x_start, sigma_start, sigma_end)
 
 
+def reference_code() -> str:
+    """The hash of the code a reference solution depends on: this module, what it imports, and the model code."""
+    return code_hash([__name__, *package_modules("diffsampler.models")])
+
+
 @dataclass
 class ReferenceCache:
     """Reference solutions for the latents (seed, index) of one model, extended on demand and kept on disk.
@@ -140,7 +146,7 @@ class ReferenceCache:
     def key(self) -> str:
         desc = self.denoiser.describe()
         spec = {"model": desc["sha256"], "shape": desc["sample_shape"], "seed": self.seed, "sigma_start": self.sigma_start,
-                "sigma_end": self.sigma_end, "method": METHOD, "steps": REFERENCE_STEPS, "tol": REFERENCE_TOL}
+                "sigma_end": self.sigma_end, "method": METHOD, "steps": REFERENCE_STEPS, "tol": REFERENCE_TOL, "code": reference_code()}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from difflib import get_close_matches
 from typing import Iterable
 
@@ -16,3 +17,7 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:
     close = get_close_matches(name, options, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return UserError(f"unknown {kind} '{name}'{hint}; choose one of: {', '.join(options)}")
+
+
+UNREADABLE_FILE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+"""What numpy (np.load), json and zipfile raise on a truncated or damaged file (JSONDecodeError is a ValueError)."""

@@ -21,9 +21,10 @@ from typing import Any
 
 from diffsampler import __version__
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir, remove_stale_temporaries
-from diffsampler.errors import UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError
 
 FORMAT = 1
+RECORD_KEYS = ("label", "nfe", "num_samples", "metric", "value")
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +81,7 @@ class ResultStore:
         self.manifest_path = folder / "run.json"
         self.stale_labels: set[str] = set()
         self.stale_metrics: set[str] = set()
+        self.corrupt: set[Path] = set()
 
     def check(self, manifest: Manifest, fresh: bool) -> dict[str, Any] | None:
         """The manifest to write (None when the one on disk already says it all); writes nothing.
@@ -158,15 +160,24 @@ class ResultStore:
 
     def read(self, label: str, nfe: int, num_samples: int, metric: str) -> dict[str, Any] | None:
         path = self.record_path(label, nfe, num_samples, metric)
-        if label in self.stale_labels or metric in self.stale_metrics or not path.is_file():
+        if label in self.stale_labels or metric in self.stale_metrics or path in self.corrupt or not path.is_file():
             return None
-        return json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
+                raise ValueError("not a record")
+        except UNREADABLE_FILE as exc:
+            log.warning("record %s is damaged (%s): its cell is computed again", path, exc)
+            self.corrupt.add(path)
+            return None
+        return record
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write a record once (atomically); an existing record is kept as it is."""
+        """Write a record once (atomically); an existing record is kept as it is, unless it was found damaged."""
         path = self.record_path(record["label"], record["nfe"], record["num_samples"], record["metric"])
-        if not path.exists():
+        if not path.exists() or path in self.corrupt:
             atomic_write_bytes(path, dumps(record))
+            self.corrupt.discard(path)
 
     def grid_path(self, label: str, nfe: int) -> Path:
         return self.folder / "grids" / slug(label) / f"nfe{nfe:03d}.png"

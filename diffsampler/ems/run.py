@@ -27,7 +27,7 @@ from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.config import DEVICES
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UNREADABLE_FILE, UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.sampling import generate_sharded, plan_grid, resolve_device
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
@@ -103,15 +103,37 @@ def _open_partial(partial: Path, identity: dict[str, Any]) -> None:
     check_partial(partial)
     run_file = partial / RUN_FILE
     if run_file.exists():
-        if json.loads(run_file.read_text()) != identity:
-            raise UserError(f"{partial} holds an unfinished run with other settings; delete it or choose another --out")
-        return
+        try:
+            same = json.loads(run_file.read_text()) == identity
+        except UNREADABLE_FILE as exc:
+            log.warning("compute-ems: %s is damaged (%s): the unfinished run starts over", run_file, exc)
+            for point in partial.glob("point_*.npy"):
+                point.unlink()
+        else:
+            if not same:
+                raise UserError(f"{partial} holds an unfinished run with other settings; delete it or choose another --out")
+            return
     ensure_writable_dir(partial)
     atomic_write_bytes(run_file, json.dumps(identity, indent=2).encode())
 
 
 def _point_file(partial: Path, index: int) -> Path:
     return partial / f"point_{index:05d}.npy"
+
+
+def _finished_point(path: Path) -> bool:
+    """True when a saved grid point can be read back; a damaged one (a crash, a full disk) is deleted to be redone."""
+    if not path.exists():
+        return False
+    try:
+        record = np.load(path)
+        if record.dtype.kind != "f" or not np.isfinite(record).all():
+            raise ValueError(f"{record.dtype} array with non-finite values")
+    except UNREADABLE_FILE as exc:
+        log.warning("compute-ems: grid point %s is damaged (%s): computing it again", path, exc)
+        path.unlink()
+        return False
+    return True
 
 
 def _save_point(path: Path, record: torch.Tensor) -> None:
@@ -191,7 +213,8 @@ def estimate_to_folder(
     distributed.barrier(world)
     tic = time.perf_counter()
     lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, grid)
-    todo = [j for j in range(grid + 1) if not _point_file(partial, j).exists()]
+    mine = [j for j in range(grid + 1) if not _finished_point(_point_file(partial, j))] if world.is_main else []
+    todo: list[int] = distributed.gather_objects(mine, world)[0]  # type: ignore[assignment]
     distributed.barrier(world)
     resumed = grid + 1 - len(todo)
     calls = denoiser.calls

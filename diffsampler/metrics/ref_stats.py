@@ -11,7 +11,6 @@ import hashlib
 import io
 import logging
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffsampler.atomic import atomic_write_bytes
+from diffsampler.atomic import atomic_write_bytes, check_writable_file
 from diffsampler.data.datasets import load_images
 from diffsampler.distributed import World
-from diffsampler.errors import UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.metrics.fid import Progress, Statistics, feature_statistics
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def is_statistics_file(path: str | Path) -> bool:
     try:
         with np.load(path) as data:
             return {"mu", "sigma"} <= set(data.files)
-    except (OSError, ValueError, zipfile.BadZipFile):
+    except UNREADABLE_FILE:
         return False
 
 
@@ -90,7 +89,7 @@ def load_statistics(path: str | Path) -> Statistics:
             num = int(data["num_images"]) if "num_images" in data.files else 0
             size = tuple(int(v) for v in data["image_size"]) if "image_size" in data.files else None
             feats = data["feats"] if "feats" in data.files else None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except UNREADABLE_FILE as exc:
         raise UserError(f"cannot read statistics file {path}: {exc}") from exc
     if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
         raise UserError(f"{path}: 'mu' must be (D,) and 'sigma' (D, D), got {mu.shape} and {sigma.shape}")
@@ -128,11 +127,11 @@ def reference_statistics(
     key = content_key(images, network.identity)[:32]
     path, feats_path = folder / f"{key}.npz", folder / f"{key}-feats.npz"
     if path.is_file() and (not keep_features or feats_path.is_file()):
-        log.info("reference statistics of %s from the cache %s", source, path)
-        stats = load_statistics(path)
-        if keep_features:
-            stats.features = load_features(feats_path)
-        return RefStats(stats, path, True)
+        cached = _cached(path, feats_path if keep_features else None)
+        if cached is not None:
+            log.info("reference statistics of %s from the cache %s", source, path)
+            return RefStats(cached, path, True)
+    check_writable_file(path)
     world = world or World()
     stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress, world=world)
     if world.is_main:
@@ -144,12 +143,24 @@ def reference_statistics(
     return RefStats(stats, path, False)
 
 
+def _cached(path: Path, feats_path: Path | None) -> Statistics | None:
+    """The statistics (and features) of a cache entry, or None (with a warning) when the entry is damaged."""
+    try:
+        stats = load_statistics(path)
+        if feats_path is not None:
+            stats.features = load_features(feats_path)
+    except UserError as exc:
+        log.warning("the cached reference statistics are damaged (%s): computing them again", exc)
+        return None
+    return stats
+
+
 def load_features(path: str | Path) -> np.ndarray:
     """The (N, D) ``feats`` array of a features .npz (diffsampler's cache or clean-fid's KID files)."""
     try:
         with np.load(path) as data:
             feats = data["feats"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except UNREADABLE_FILE as exc:
         raise UserError(f"cannot read features file {path}: {exc}") from exc
     if feats.ndim != 2:
         raise UserError(f"{path}: 'feats' must be (N, D), got {feats.shape}")

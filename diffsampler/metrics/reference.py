@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,12 @@ import torch
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.codehash import code_hash, package_modules
-from diffsampler.errors import UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser, GaussianMixture
 from diffsampler.schedules import polynomial
+
+log = logging.getLogger(__name__)
 
 REFERENCE_STEPS = 32
 """RK4 steps of the first candidate (checked against half as many)."""
@@ -160,10 +163,15 @@ class ReferenceCache:
     def _load(self) -> None:
         if self._solution is not None or self.path is None or not self.path.is_file():
             return
-        with np.load(self.path) as data:
-            self._solution = torch.from_numpy(data["solution"])
-            self._difference = torch.from_numpy(data["halving_difference"])
-            self._steps = int(data["steps"])
+        try:
+            with np.load(self.path) as data:
+                solution, difference, steps = data["solution"], data["halving_difference"], int(data["steps"])
+            if solution.shape[1:] != tuple(self.denoiser.sample_shape) or difference.shape != solution.shape[:1]:
+                raise ValueError(f"arrays of shapes {solution.shape} and {difference.shape}")
+        except UNREADABLE_FILE as exc:
+            log.warning("reference-solution cache %s is damaged (%s): solving again", self.path, exc)
+            return
+        self._solution, self._difference, self._steps = torch.from_numpy(solution), torch.from_numpy(difference), steps
 
     def _save(self) -> None:
         if self.path is None or self._solution is None or self._difference is None:

@@ -162,7 +162,8 @@ def atomic_dir(final: str | Path, command: str) -> Iterator[Path]:
 
 
 def _temp_file(path: Path, suffix: str = "") -> tuple[int, str]:
-    """A new hidden temporary file beside ``path``, with the umask's mode."""
+    """A new hidden temporary file beside ``path``, with the umask's mode (stale ones of ``path`` removed first)."""
+    remove_stale_temporaries(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     return fd, tmp

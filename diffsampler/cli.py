@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from diffsampler.errors import UserError
+from diffsampler.errors import Interrupted, UserError
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 """Idle OpenMP threads sleep instead of spinning (torch reads this when it loads, inside the commands): on a
@@ -48,6 +48,12 @@ def user_errors(fn: F) -> F:
                 raise
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            if _state["debug"]:
+                raise
+            where = str(exc) if isinstance(exc, Interrupted) else "nothing half-written was left"
+            err_console.print(f"[bold yellow]interrupted:[/] {where}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         finally:
             _leave_process_group(completed)
 
@@ -320,13 +326,18 @@ def ref_stats(
     """FID reference statistics (mu, sigma) of a dataset, cached by content; clean-fid's protocol."""
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.ref_stats import reference_statistics
-    from diffsampler.metrics.scoring import default_batch_size
+    from diffsampler.metrics.scoring import resolve_batch_size
     from diffsampler.sampling import resolve_device
 
     dev = resolve_device(device)
+    size = resolve_batch_size(batch_size, dev)
+    if out is not None:
+        from diffsampler.atomic import check_writable_file
+
+        check_writable_file(out)
     weights = locate_inception(inception)
     with _image_progress("reference features") as progress:
-        result = reference_statistics(data, weights, cache_dir, batch_size or default_batch_size(dev), dev, progress=progress)
+        result = reference_statistics(data, weights, cache_dir, size, dev, progress=progress)
     if out is not None:
         from diffsampler.atomic import atomic_write_bytes
 

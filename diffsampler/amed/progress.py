@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from diffsampler import distributed
 from diffsampler.amed.config import AmedTrainConfig
-from diffsampler.amed.train import StepReport, TrainResult, train_and_save
+from diffsampler.amed.train import StepReport, TrainResult, output_path, train_and_save
 
 
 def describe_step(rep: StepReport) -> str:
@@ -22,6 +22,7 @@ def describe_step(rep: StepReport) -> str:
 
 def train_with_progress(cfg: AmedTrainConfig, console: Console) -> tuple[Path, TrainResult]:
     """Train and save, showing every optimizer step on ``console``."""
+    output_path(cfg)
     columns = (TextColumn("[bold]AMED[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=console, transient=False, disable=distributed.launch_rank() != 0) as progress:
         task = progress.add_task("starting", total=None)

@@ -177,12 +177,18 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
     return TrainResult(predictor, meta, losses)
 
 
-def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
-    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name`` (checked writable first)."""
+def output_path(cfg: AmedTrainConfig) -> Path:
+    """Where the checkpoint goes, refused in one line (before any work) when it cannot be written there."""
     if cfg.name is not None:
         check_name(cfg.name)
     path = Path(cfg.out) / cfg.file_name
     check_writable_file(path)
+    return path
+
+
+def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
+    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name`` (checked writable first)."""
+    path = output_path(cfg)
     result = train_amed(cfg, report)
     if distributed.current().is_main:
         save_checkpoint(path, result.predictor, result.meta)

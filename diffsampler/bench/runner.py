@@ -20,7 +20,7 @@ from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.codehash import metric_code, solver_code
 from diffsampler.bench.store import Manifest, ResultStore
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.sampling import generate_sharded, prepared_options, resolve_device
@@ -115,6 +115,13 @@ def _record(
     }
 
 
+def _stopped_at(progress: Progress, folder: Path) -> str:
+    """Where an interrupted benchmark stopped, for the one-line message."""
+    task = progress.tasks[0]
+    where = task.fields.get("cell") or "its first cell"
+    return f"benchmark stopped at {where} with {int(task.completed)} of {int(task.total or 0)} cells done, their records kept in {folder}"
+
+
 def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | None = None) -> BenchmarkOutcome:
     """Sample every missing cell, score it with every metric, write records, then the reports.
 
@@ -170,7 +177,10 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("{task.fields[cell]}"),
     )
-    with Progress(*columns, console=console, disable=not world.is_main) as progress:
+    def stopped() -> str:
+        return _stopped_at(progress, store.folder)
+
+    with Progress(*columns, console=console, disable=not world.is_main) as progress, resumable(stopped):
         task = progress.add_task("benchmark", total=len(pending), rate="", cell="")
         for cell, missing in pending:
             assert cell.plan is not None

@@ -27,7 +27,7 @@ from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.config import DEVICES
-from diffsampler.errors import UNREADABLE_FILE, UserError, unknown_choice
+from diffsampler.errors import UNREADABLE_FILE, UserError, resumable, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.sampling import generate_sharded, plan_grid, resolve_device
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
@@ -218,10 +218,13 @@ def estimate_to_folder(
     distributed.barrier(world)
     resumed = grid + 1 - len(todo)
     calls = denoiser.calls
+    def stopped() -> str:
+        return f"compute-ems stopped with {int(bar.tasks[0].completed)} of {grid + 1} grid points done, kept in {partial}"
+
     with Progress(
         TextColumn("compute-ems"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         disable=not (progress and world.is_main), transient=True,
-    ) as bar:
+    ) as bar, resumable(stopped):
         task = bar.add_task("grid", total=grid + 1, completed=resumed)
         for j in todo:
             sigma = math.exp(-lambdas[j])

@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,11 @@ from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.metrics.fid import Progress, Statistics, feature_statistics
 
 log = logging.getLogger(__name__)
+
+LONG_SECONDS = 300.0
+"""A reference pass estimated to take longer than this gets a warning with faster options."""
+ESTIMATE_AFTER = (3, 10.0)
+"""The estimate is made after this many batches or this many seconds, whichever comes first (at least one batch)."""
 
 PROTOCOL = "clean-fid clean: PIL bicubic float resize to 299x299, clip [0, 255], (x - 128) / 128, Inception-v3 pool 2048"
 CACHE_ENV = "DIFFSAMPLER_CACHE"
@@ -133,7 +139,8 @@ def reference_statistics(
             return RefStats(cached, path, True)
     check_writable_file(path)
     world = world or World()
-    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress, world=world)
+    estimate = _TimeEstimate(len(images) // world.size, device, progress)
+    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=estimate, world=world)
     if world.is_main:
         save_statistics(path, stats, network.identity)
     if keep_features:
@@ -141,6 +148,35 @@ def reference_statistics(
         np.savez(buffer, feats=stats.features)
         atomic_write_bytes(feats_path, buffer.getvalue())
     return RefStats(stats, path, False)
+
+
+class _TimeEstimate:
+    """Forwards progress and, once, after the first batches, warns when the whole pass will take long."""
+
+    def __init__(self, total: int, device: torch.device | str, progress: Progress) -> None:
+        self.total, self.device, self.progress = total, str(device), progress
+        self.done, self.batches, self.start, self.estimated = 0, 0, time.perf_counter(), False
+
+    def __call__(self, count: int) -> None:
+        if self.progress is not None:
+            self.progress(count)
+        self.done, self.batches = self.done + count, self.batches + 1
+        elapsed = time.perf_counter() - self.start
+        if self.estimated or (self.batches < ESTIMATE_AFTER[0] and elapsed < ESTIMATE_AFTER[1]):
+            return
+        self.estimated = True
+        rate = self.done / max(elapsed, 1e-9)
+        total_seconds = self.total / rate
+        if total_seconds > LONG_SECONDS:
+            log.warning(
+                "reference statistics of %d images will take about %s at %.0f images/s on %s; a GPU (--device cuda) "
+                "takes minutes, and for Fashion-MNIST the domain metric fd_fmnist is far faster",
+                self.total, _duration(total_seconds), rate, self.device,
+            )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def _cached(path: Path, feats_path: Path | None) -> Statistics | None:

@@ -29,7 +29,9 @@ _FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 def check_name(name: str, option: str = "--name") -> str:
     """``name`` when it is a single path component (no '/', not '.' or '..'), else a one-line error."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UserError(f"{option} must be a single folder or file name (no '/', '.' or '..'), got '{name}'; set the parent with --out")
+        raise UserError(
+            f"{option} must be a single folder or file name (no '/', '.' or '..'), got '{name}'; set the parent with --out"
+        )
     return name
 
 
@@ -48,7 +50,8 @@ def _disk_error(exc: OSError, what: Path) -> UserError | None:
     """One line for a full disk, quota or read-only file system while writing ``what`` (None for other errors)."""
     if exc.errno not in _FULL_DISK:
         return None
-    return UserError(f"cannot write {what}: {exc.strerror or os.strerror(exc.errno)}; free some space or choose another --out")
+    reason = exc.strerror or os.strerror(exc.errno)
+    return UserError(f"cannot write {what}: {reason}; free some space or choose another --out")
 
 
 def ensure_writable_dir(path: Path) -> None:

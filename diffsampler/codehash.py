@@ -22,7 +22,9 @@ import diffsampler
 
 PACKAGE = "diffsampler"
 PACKAGE_ROOT = Path(diffsampler.__file__).resolve().parent
-SHARED = ("diffsampler.sampling", "diffsampler.latents", "diffsampler.schedules", "diffsampler.bench.plan", "diffsampler.solvers")
+SHARED = (
+    "diffsampler.sampling", "diffsampler.latents", "diffsampler.schedules", "diffsampler.bench.plan", "diffsampler.solvers",
+)
 """Modules every cell's samples go through."""
 
 

@@ -70,10 +70,15 @@ def _manifest(cfg: BenchmarkConfig, denoiser: Denoiser, cells: list[Cell], metri
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
     }
-    codes = {name: solver_code(get_solver(name).sample_fn, get_solver(name).prepare) for name in {c.entry.solver for c in cells}}
+    specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
+    codes = {name: solver_code(spec.sample_fn, spec.prepare) for name, spec in specs.items()}
     solvers = {cell.entry.label: {**cell.entry.definition(), "code": codes[cell.entry.solver]} for cell in cells}
     metric_defs = {
-        m.name: {"version": m.version, "options": cfg.metric_options.get(m.name, {}), "code": metric_code(m.compute, m.prepare, m.unavailable)}
+        m.name: {
+            "version": m.version,
+            "options": cfg.metric_options.get(m.name, {}),
+            "code": metric_code(m.compute, m.prepare, m.unavailable),
+        }
         for m in metrics
     }
     return Manifest(fixed, solvers, metric_defs)
@@ -119,7 +124,8 @@ def _stopped_at(progress: Progress, folder: Path) -> str:
     """Where an interrupted benchmark stopped, for the one-line message."""
     task = progress.tasks[0]
     where = task.fields.get("cell") or "its first cell"
-    return f"benchmark stopped at {where} with {int(task.completed)} of {int(task.total or 0)} cells done, their records kept in {folder}"
+    done = f"{int(task.completed)} of {int(task.total or 0)} cells done"
+    return f"benchmark stopped at {where} with {done}, their records kept in {folder}"
 
 
 def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | None = None) -> BenchmarkOutcome:

@@ -70,7 +70,7 @@ def _first_difference(old: dict[str, Any], new: Manifest) -> str | None:
 
 def _changed_code(old: dict[str, Any], current: dict[str, dict[str, Any]]) -> set[str]:
     """Names whose recorded code hash differs from the current one (their records are stale)."""
-    return {name for name, definition in current.items() if name in old and old[name].get("code") != definition.get("code")}
+    return {name for name, new in current.items() if name in old and old[name].get("code") != new.get("code")}
 
 
 class ResultStore:
@@ -115,7 +115,9 @@ class ResultStore:
             merged["metrics"] = {**old.get("metrics", {}), **manifest.metrics}
             return None if merged == old else merged
         if self.folder.is_dir() and any(self.folder.iterdir()):
-            raise UserError(f"{self.folder} is not empty and holds no run.json (not a benchmark run); choose another --name or --out")
+            raise UserError(
+                f"{self.folder} is not empty and holds no run.json (not a benchmark run); choose another --name or --out"
+            )
         return merged
 
     def is_run(self) -> bool:
@@ -143,7 +145,7 @@ class ResultStore:
     def _remove_stale(self) -> None:
         """Delete the records made by other code than the current one (before the manifest says the new code)."""
         for label in sorted(self.stale_labels):
-            log.warning("the code of solver label '%s' changed since its records were made: its cells are recomputed", label)
+            log.warning("the code of solver label '%s' changed since its records were made: recomputing its cells", label)
             shutil.rmtree(self.folder / "records" / slug(label), ignore_errors=True)
         for metric in sorted(self.stale_metrics):
             log.warning("the code of metric '%s' changed since its records were made: it is recomputed", metric)

@@ -90,7 +90,8 @@ def npz_images(path: str | Path) -> np.ndarray:
     if arr.dtype.kind not in "uif":
         raise UserError(f"{path}['{key}'] has dtype {arr.dtype}; images are uint8 pixels or real floats in [-1, 1]")
     if arr.dtype.kind in "ui" and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
-        raise UserError(f"{path}['{key}'] holds integers from {arr.min()} to {arr.max()}; integer pixels must lie in 0..255")
+        found = f"integers from {arr.min()} to {arr.max()}"
+        raise UserError(f"{path}['{key}'] holds {found}; integer pixels must lie in 0..255")
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise UserError(f"{path}['{key}'] contains NaN or infinite values")

@@ -241,3 +241,21 @@ def test_ref_stats_warns_up_front_when_it_will_be_long(monkeypatch, caplog):
     assert seen == [32] * 5 and len(warnings) == 1
     assert "60000 images will take about 31 min at 32 images/s on cpu" in warnings[0] and "--device cuda" in warnings[0]
     assert "fd_fmnist" in warnings[0]
+
+
+def test_downloaded_weights_respect_the_umask_and_a_failed_download_leaves_nothing(tmp_path):
+    from diffsampler.metrics.inception import download_weights
+
+    source = tmp_path / "source.pt"
+    source.write_bytes(b"weights" * 1000)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = os.umask(0o022)
+    try:
+        dest = download_weights(cache / "w.pt", source.as_uri())
+    finally:
+        os.umask(old)
+    assert dest.read_bytes() == source.read_bytes() and stat.S_IMODE(dest.stat().st_mode) == 0o644
+    with pytest.raises(UserError, match="downloading the FID Inception weights failed"):
+        download_weights(cache / "x.pt", (tmp_path / "missing.pt").as_uri())
+    assert [p.name for p in cache.iterdir()] == ["w.pt"]

@@ -76,7 +76,7 @@ def _leave_process_group(completed: bool) -> None:
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", metavar="", help="Show full tracebacks and debug logs.")) -> None:
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -96,7 +96,7 @@ def sample(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/sample/*.yaml); options below override it."),
     model: Optional[str] = typer.Option(None, help="Model name or diffusers:PATH / edm-pkl:PATH (see `diffsampler list`). Default gmm-fmnist."),
     model_option: Optional[List[str]] = typer.Option(None, "--model-option", help="External model option key=value, repeatable (e.g. guidance=7.5, prompt=..., class_label=3)."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", metavar="", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
     solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
     nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
     schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default: the solver's own."),
@@ -140,9 +140,9 @@ def sample(
 def train_amed(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/amed/*.yaml); options below override it."),
     model: Optional[str] = typer.Option(None, help="Model name. Default gmm-fmnist."),
-    student: Optional[str] = typer.Option(None, help="amed (AMED-Solver) or a base for AMED-Plugin: euler, dpm2, ipndm, dpmpp."),
+    student: Optional[str] = typer.Option(None, help="amed (AMED-Solver) or a base for AMED-Plugin: euler, dpm2, ipndm, dpmpp. Default amed."),
     nfe: Optional[int] = typer.Option(None, help="NFE the predictor is trained for (odd budgets need AFS). Default 5."),
-    afs: Optional[bool] = typer.Option(None, "--afs/--no-afs", help="Analytical first step (default on)."),
+    afs: Optional[bool] = typer.Option(None, "--afs/--no-afs", metavar="", help="Analytical first step. Default on."),
     schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default logsnr for dpmpp, else polynomial."),
     rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7)."),
     sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
@@ -164,8 +164,10 @@ def train_amed(
 ) -> None:
     """Distil an AMED predictor (arXiv 2312.00094) for one model, solver, NFE and schedule."""
     from diffsampler.amed.config import AmedTrainConfig
-    from diffsampler.amed.progress import train_with_progress
+    from diffsampler.amed.train import train_and_save
     from diffsampler.config import load_config
+    from diffsampler.progress import ProgressEvent
+    from diffsampler.terminal import progress_bar
 
     overrides = dict(
         model=model, student=student, nfe=nfe, afs=afs, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
@@ -173,7 +175,8 @@ def train_amed(
         num_latents=num_latents, batch_size=batch_size, lr=lr, epochs=epochs, seed=seed, device=device, dtype=dtype, out=out, name=name,
     )
     cfg = load_config(AmedTrainConfig, config, overrides)
-    path, result = train_with_progress(cfg, console)
+    with progress_bar("AMED", console, enabled=_launch_rank() == 0) as bar:
+        path, result = train_and_save(cfg, lambda rep: bar(ProgressEvent(rep.step, rep.total, rep.describe())))
     if _launch_rank() != 0:
         return
     meta = result.meta
@@ -189,15 +192,17 @@ def train_amed(
 @user_errors
 def train_model(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML training config (configs/train/*.yaml)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run <out>/<name> from its train-state.pt."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value (e.g. steps=2000 patch_size=2)."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run <out>/<name> from its train-state.pt."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Config overrides key=value (e.g. steps=2000 patch_size=2)."),
 ) -> None:
     """Train an EDM U-Net denoiser (optionally PDM-patched); write checkpoints, sample grids and a loss log."""
     from diffsampler.config import load_config, parse_assignments
+    from diffsampler.terminal import progress_bar
     from diffsampler.train import TrainConfig, train
 
     cfg = load_config(TrainConfig, config, parse_assignments(overrides))
-    result = train(cfg, resume=resume)
+    with progress_bar("train", console) as bar:
+        result = train(cfg, resume=resume, progress=bar)
     loss = "-" if result.last_loss is None else f"{result.last_loss:.4f}"
     stop = " (time limit reached)" if result.stopped_early else ""
     console.print(
@@ -219,15 +224,15 @@ def benchmark(
     batch_size: Optional[int] = typer.Option(None, help="Samples per network call. Default 256."),
     seed: Optional[int] = typer.Option(None, help="Seed of the latents (sample i uses (seed, i)). Default 0."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. Default auto."),
-    auto_afs: Optional[bool] = typer.Option(None, "--auto-afs/--no-auto-afs", help="Let 2-NFE-per-step solvers meet odd budgets with AFS. Default on."),
+    auto_afs: Optional[bool] = typer.Option(None, "--auto-afs/--no-auto-afs", metavar="", help="Let 2-NFE-per-step solvers meet odd budgets with AFS. Default on."),
     name: Optional[str] = typer.Option(None, help="Run name: results go to OUT/NAME (a rerun resumes). Default: the model name."),
     out: Optional[str] = typer.Option(None, help="Parent folder of runs. Default results."),
-    fresh: bool = typer.Option(False, "--fresh", help="Delete the run's earlier records and start over."),
+    fresh: bool = typer.Option(False, "--fresh", metavar="", help="Delete the run's earlier records and start over."),
 ) -> None:
     """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
     from diffsampler.bench.config import benchmark_config, parse_nfe
-    from diffsampler.bench.report import rich_tables
     from diffsampler.bench.runner import run_benchmark
+    from diffsampler.terminal import progress_bar, rich_tables
 
     def names(text: Optional[str]) -> Optional[list[str]]:
         return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
@@ -237,7 +242,8 @@ def benchmark(
         batch_size=batch_size, seed=seed, device=device, auto_afs=auto_afs, name=name, out=out,
     )
     cfg = benchmark_config(config, overrides, names(solvers))
-    outcome = run_benchmark(cfg, fresh, err_console)
+    with progress_bar("benchmark", err_console, enabled=_launch_rank() == 0) as bar:
+        outcome = run_benchmark(cfg, fresh, bar)
     if not outcome.reporter:
         return
     for table in rich_tables(outcome.report):
@@ -258,19 +264,21 @@ def benchmark(
 @app.command("compute-ems")
 @user_errors
 def compute_ems(
-    model: str = typer.Option("gmm-fmnist", help="Model name (see `diffsampler list`)."),
+    model: str = typer.Option("gmm-fmnist", show_default=False, help="Model name (see `diffsampler list`). Default gmm-fmnist."),
     data: Optional[str] = typer.Option(None, help="Data source (fashion-mnist[:test], image folder, .zip, .npz); default: samples of the model."),
-    grid: int = typer.Option(120, help="Grid intervals N: statistics at N + 1 points uniform in lambda = -log(sigma)."),
-    num_data: int = typer.Option(1024, help="Data points K (the same K at every grid point)."),
-    batch: int = typer.Option(256, help="Data points per JVP batch (bounds the memory)."),
-    seed: int = typer.Option(0, help="Seed of the data subset, the noise and the probes."),
+    grid: int = typer.Option(120, show_default=False, help="Grid intervals N: statistics at N + 1 points uniform in lambda = -log(sigma). Default 120."),
+    num_data: int = typer.Option(1024, show_default=False, help="Data points K (the same K at every grid point). Default 1024."),
+    batch: int = typer.Option(256, show_default=False, help="Data points per JVP batch (bounds the memory). Default 256."),
+    seed: int = typer.Option(0, show_default=False, help="Seed of the data subset, the noise and the probes. Default 0."),
     out: Optional[str] = typer.Option(None, help="Output folder. Default results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
 ) -> None:
     """Estimate DPM-Solver-v3's statistics l, s, b; write l.npz, sb.npz and meta.json (resumable)."""
     from diffsampler.ems.run import compute_ems as run
+    from diffsampler.terminal import progress_bar
 
-    result = run(model, data, grid, num_data, batch, seed, out, device)
+    with progress_bar("compute-ems", err_console, enabled=_launch_rank() == 0, transient=True) as bar:
+        result = run(model, data, grid, num_data, batch, seed, out, device, bar)
     if _launch_rank() != 0:
         return
     console.print(
@@ -320,14 +328,14 @@ def ref_stats(
     out: Optional[Path] = typer.Option(None, help="Also write the statistics (mu/sigma .npz) to this file."),
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
     batch_size: Optional[int] = typer.Option(None, help="Images per Inception call. Default 256 on a GPU, 32 on the CPU."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID reference statistics (mu, sigma) of a dataset, cached by content; clean-fid's protocol."""
+    from diffsampler.device import resolve_device
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.ref_stats import reference_statistics
     from diffsampler.metrics.scoring import resolve_batch_size
-    from diffsampler.sampling import resolve_device
 
     dev = resolve_device(device)
     size = resolve_batch_size(batch_size, dev)
@@ -353,21 +361,20 @@ def ref_stats(
 @app.command()
 @user_errors
 def fid(
-    samples: str = typer.Argument(..., help="Samples: a folder or .zip of images, or an .npz (as `diffsampler sample` writes)."),
+    samples: str = typer.Argument(..., metavar="SAMPLES", help="Samples: a folder or .zip of images, or an .npz (as `diffsampler sample` writes)."),
     ref: str = typer.Option(..., "--ref", help="Reference: a dataset source (as for ref-stats) or a mu/sigma statistics .npz."),
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
-    kid: bool = typer.Option(False, "--kid", help="Also report KID (keeps the features of both sets in memory)."),
-    backend: str = typer.Option("clean", help="clean (streamed statistics, clean-fid's formula) or torchmetrics."),
+    kid: bool = typer.Option(False, "--kid", metavar="", help="Also report KID (keeps the features of both sets in memory)."),
+    backend: str = typer.Option("clean", show_default=False, help="clean (streamed statistics, clean-fid's formula) or torchmetrics. Default clean."),
     batch_size: Optional[int] = typer.Option(None, help="Images per Inception call. Default 256 on a GPU, 32 on the CPU."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID (clean-fid's "clean" protocol) of samples against a dataset or a statistics file."""
+    from diffsampler.device import resolve_device
+    from diffsampler.distributed import setup
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.scoring import score_samples
-    from diffsampler.sampling import resolve_device
-
-    from diffsampler.distributed import setup
 
     world, dev = setup(resolve_device(device))
     weights = locate_inception(inception)

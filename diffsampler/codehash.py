@@ -3,9 +3,10 @@
 A cell's result depends on its solver's module and every diffsampler module that module imports,
 directly or inside a function (found statically with ``ast``, so nothing is imported), plus the code
 every cell shares (grid planning, latents, schedules, generation) and the model code. Package
-``__init__`` files are registries (solvers, models): they are hashed, but their imports are not
-followed, or every solver would depend on every other one. What a cell takes from a registry is
-hashed as a root of its own (the solver's module; the whole models package).
+``__init__`` files and ``diffsampler.artefacts`` are registries (solvers, models, prepare hooks): they
+are hashed, but their imports are not followed, or every solver would depend on every other one. What
+a cell takes from a registry is hashed as a root of its own (the solver's module and its prepare hook;
+the whole models package).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SHARED = (
     "diffsampler.sampling", "diffsampler.latents", "diffsampler.schedules", "diffsampler.bench.plan", "diffsampler.solvers",
 )
 """Modules every cell's samples go through."""
+REGISTRIES = frozenset({"diffsampler.artefacts"})
+"""Modules besides package ``__init__`` files whose imports are not followed (each entry is hashed as a root)."""
 
 
 def module_file(name: str, root: Path | None = None) -> Path | None:
@@ -68,7 +71,7 @@ def _imports_of(tree: ast.AST, package: str, root: Path) -> set[str]:
 
 
 def closure(roots: Iterable[str], root: Path | None = None) -> list[Path]:
-    """The files of ``roots`` and of every module they reach by imports (not followed out of ``__init__`` files)."""
+    """The files of ``roots`` and of every module they reach by imports (not followed out of registries)."""
     root = root or PACKAGE_ROOT
     todo, seen, files = list(roots), set(), set()
     while todo:
@@ -78,7 +81,7 @@ def closure(roots: Iterable[str], root: Path | None = None) -> list[Path]:
             continue
         seen.add(name)
         files.add(path)
-        if path.name != "__init__.py":
+        if path.name != "__init__.py" and name not in REGISTRIES:
             todo.extend(_imported(path, name, root))
     return sorted(files)
 
@@ -116,7 +119,7 @@ def function_imports(fn: object, root: Path | None = None) -> set[str]:
 
 
 def solver_code(sample_fn: object, prepare: object | None = None, root: Path | None = None) -> str:
-    """The hash of what a solver cell's samples depend on: its solver (and artefact loader), shared code, model code."""
+    """The hash of what a solver cell's samples depend on: its solver (and prepare hook), shared code, model code."""
     root = root or PACKAGE_ROOT
     roots = [module_of(sample_fn), *SHARED, *package_modules("diffsampler.models", root)]
     if prepare is not None:

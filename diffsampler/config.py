@@ -131,14 +131,21 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+MAX_SEED = 2**63 - 1
+"""Seeds are 0 .. 2^63 - 1 in every command: a signed 64-bit integer (torch generators, NumPy int64 records)."""
+
+
+def check_seed(seed: int) -> None:
+    """A UserError for a seed outside 0 .. MAX_SEED."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed must be an integer from 0 to 2^63 - 1 = {MAX_SEED}, got {seed}")
 
 
 def check_run_settings(batch_size: int, seed: int, device: str, dtype: str) -> None:
-    """The settings every generating command shares: a positive batch, a non-negative seed, a known device and dtype."""
+    """The settings every generating command shares: a positive batch, a seed in range, a known device and dtype."""
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
-    if seed < 0:
-        raise UserError(f"seed must be non-negative, got {seed}")
+    check_seed(seed)
     if device not in DEVICES:
         raise unknown_choice("device", device, DEVICES)
     if dtype not in DTYPES:

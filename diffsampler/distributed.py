@@ -124,7 +124,8 @@ def any_rank(flag: bool, world: World) -> bool:
 
 
 def my_rows(count: int, world: World) -> range:
-    """This rank's contiguous block of ``count`` rows (blocks of ceil(count / size); the last ones may be short or empty)."""
+    """This rank's contiguous block of ``count`` rows (blocks of ceil(count / size); the last ones may be short
+    or empty)."""
     per = -(-count // world.size)
     return range(min(world.rank * per, count), min((world.rank + 1) * per, count))
 

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 from diffsampler import distributed
+from diffsampler.artefacts import prepare_options
 from diffsampler.atomic import atomic_dir, check_name, check_replaceable
 from diffsampler.config import SampleConfig
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
@@ -22,15 +24,6 @@ from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
 
 DEFAULT_NFE = 10
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when available, else the CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -74,42 +67,42 @@ def plan_grid(
 
 
 def prepared_options(spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan) -> dict[str, Any]:
-    """Options with required artefacts checked and loaded by the solver's ``prepare`` hook."""
-    opts = dict(options)
-    missing = [key for key in spec.requires if opts.get(key) is None]
-    if missing:
-        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} (e.g. -o {missing[0]}=PATH)")
-    if spec.prepare is None:
-        return opts
+    """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``)."""
     context = {"model": denoiser.describe(), "nfe": plan.nfe, "schedule": plan.schedule, "sigmas": plan.sigmas.tolist()}
-    return spec.prepare(opts, context)
+    return prepare_options(spec, options, context)
 
 
-def generate(
-    denoiser: Denoiser,
-    spec: SolverSpec,
-    options: Mapping[str, Any],
-    plan: GridPlan,
-    indices: range,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class Generation:
+    """What fixes the samples of any set of indices (model, solver with prepared options, grid, seed) and how they
+    are computed (samples per network call, device, dtype of the state x)."""
+
+    denoiser: Denoiser
+    spec: SolverSpec
+    options: Mapping[str, Any]
+    plan: GridPlan
+    seed: int
+    batch_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+
+def generate(job: Generation, indices: range) -> torch.Tensor:
     """Samples for the given indices (latents seeded per index), on the CPU in float32.
 
     Checks that the model was called exactly ``plan.nfe`` times per batch and returned finite values.
     """
+    denoiser, spec, plan = job.denoiser, job.spec, job.plan
     out = []
-    for batch in distributed.batches(indices, batch_size):
-        x = (standard_normal(batch, denoiser.sample_shape, seed) * float(plan.sigmas[0])).to(device, dtype)
+    for batch in distributed.batches(indices, job.batch_size):
+        x = (standard_normal(batch, denoiser.sample_shape, job.seed) * float(plan.sigmas[0])).to(job.device, job.dtype)
         denoiser.reset_calls()
         with torch.no_grad():
-            y = spec.sample(denoiser, x, plan.sigmas, options)
+            y = spec.sample(denoiser, x, plan.sigmas, job.options)
         if denoiser.calls != plan.nfe:
             raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
         if not torch.isfinite(y).all():
-            raise UserError(f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: the model returned non-finite values or the solver diverged")
+            raise UserError(f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: " "the model returned non-finite values or the solver diverged")
         out.append(y.float().cpu())
     return torch.cat(out)
 
@@ -120,29 +113,18 @@ def decode(denoiser: Denoiser, samples: torch.Tensor, batch_size: int, device: t
         return torch.cat([denoiser.decode(samples[i : i + batch_size].to(device)).float().cpu() for i in range(0, samples.shape[0], batch_size)])
 
 
-def generate_sharded(
-    denoiser: Denoiser,
-    spec: SolverSpec,
-    options: Mapping[str, Any],
-    plan: GridPlan,
-    indices: range,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    world: distributed.World,
-) -> torch.Tensor:
+def generate_sharded(job: Generation, indices: range, world: distributed.World) -> torch.Tensor:
     """``generate`` with the batches dealt across ranks (see ``diffsampler.distributed``); all samples on every rank."""
-    mine = distributed.my_batches(indices, batch_size, world)
+    mine = distributed.my_batches(indices, job.batch_size, world)
     failure: UserError | None = None
     try:
-        parts = [generate(denoiser, spec, options, plan, b, seed, batch_size, device, dtype) for b in mine]
+        parts = [generate(job, b) for b in mine]
     except UserError as exc:
         failure, parts = exc, []
     if distributed.any_rank(failure is not None, world):
-        raise failure or UserError(f"{spec.name} at NFE {plan.nfe} failed on another rank (see its error)")
-    local = torch.cat(parts) if parts else torch.empty((0, *denoiser.sample_shape))
-    return distributed.gather_batches(local, indices, batch_size, world)
+        raise failure or UserError(f"{job.spec.name} at NFE {job.plan.nfe} failed on another rank (see its error)")
+    local = torch.cat(parts) if parts else torch.empty((0, *job.denoiser.sample_shape))
+    return distributed.gather_batches(local, indices, job.batch_size, world)
 
 
 @dataclass(frozen=True)
@@ -183,9 +165,8 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     check_replaceable(folder, "sample")
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
-    samples = generate_sharded(
-        denoiser, spec, run_options, plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype), world
-    )
+    job = Generation(denoiser, spec, run_options, plan, cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
+    samples = generate_sharded(job, range(cfg.num_samples), world)
     seconds = time.perf_counter() - tic
     outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds, world.is_main)
     if not world.is_main:

@@ -1,8 +1,8 @@
 """Sigma grids: descending float64 tensors sigma_max = s_0 > ... > s_N = sigma_min.
 
 Each schedule maps (num_steps, sigma_min, sigma_max, rho) to N + 1 = num_steps + 1 sigmas,
-with the formulas of the anchor toolbox (diff-sampler; EDM arXiv 2206.00364 eq. 5 for
-``polynomial``, DPM-Solver arXiv 2206.00927 section 3.3 for ``logsnr`` and ``time_uniform``).
+with the formulas of zju-pi/diff-sampler (diff-solvers-main/solver_utils.py::get_schedule; EDM arXiv
+2206.00364 eq. 5 for ``polynomial``, DPM-Solver arXiv 2206.00927 section 3.3 for ``logsnr`` and ``time_uniform``).
 ``discrete`` also needs the model's table of training sigmas (``Denoiser.discrete_sigmas``).
 """
 
@@ -83,7 +83,7 @@ def discrete(num_steps: int, sigma_min: float, sigma_max: float, rho: float, tab
     """The model's own training timesteps: k_i = round((k_max^(1/rho) + i/N (k_min^(1/rho) - k_max^(1/rho)))^rho).
 
     k_max, k_min are the (fractional) timesteps of sigma_max and sigma_min; rho = 1 is uniform in the
-    timestep (999, 899, ..., 0 on a 1000-step model). Unlike the anchor toolbox, k_max is raised to
+    timestep (999, 899, ..., 0 on a 1000-step model). Unlike zju-pi/diff-sampler's get_schedule, k_max is raised to
     1/rho too, so rho != 1 keeps both end points. The grid is sigma_i = table[k_i].
     """
     ends = timestep_of_sigma(table, torch.tensor([sigma_max, sigma_min], dtype=torch.float64))
@@ -166,6 +166,6 @@ def get_sigmas(
     if not spec.needs_table:
         return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent))
     if discrete_sigmas is None:
-        raise UserError(f"the '{schedule}' schedule needs a model with discrete training timesteps (e.g. diffusers:PATH); choose another schedule")
+        raise UserError(f"the '{schedule}' schedule needs a model with discrete training " "timesteps (e.g. diffusers:PATH); choose another schedule")
     table = torch.as_tensor(discrete_sigmas).detach().to("cpu", torch.float64).flatten()
     return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent, table))

@@ -12,9 +12,10 @@ import time
 
 import torch
 
-from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig, pooled_state_features
+from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
+from diffsampler.device import resolve_device
 from diffsampler.models import load_model
-from diffsampler.sampling import resolve_device
+from diffsampler.solvers.amed import pooled_state_features
 
 
 def median_seconds(fn, device: torch.device, repeats: int = 30) -> float:

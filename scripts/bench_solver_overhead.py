@@ -78,7 +78,7 @@ def main() -> None:
     with torch.no_grad():
         net = SmallUNet().to(device).eval()
         unet = time_call(lambda: net(x), device, args.repeats)
-        table = Table(title=f"solver overhead per NFE (zero-cost denoiser), batch {SHAPE}, {device}; U-Net forward {unet * 1e3:.2f} ms")
+        table = Table(title="solver overhead per NFE (zero-cost denoiser), batch " f"{SHAPE}, {device}; U-Net forward {unet * 1e3:.2f} ms")
         for column in ("solver", "ms / NFE", "% of one U-Net forward"):
             table.add_column(column)
         denoiser = ZeroCostDenoiser(x)
@@ -86,7 +86,7 @@ def main() -> None:
             if not spec.training_free:
                 continue
             sigmas = get_sigmas(spec.default_schedule, args.steps, 0.002, 80.0)
-            total = time_call(lambda: spec.sample(denoiser, x, sigmas), device, args.repeats)
+            total = time_call(lambda spec=spec, sigmas=sigmas: spec.sample(denoiser, x, sigmas), device, args.repeats)
             per_eval = total / spec.nfe(args.steps)
             table.add_row(name, f"{per_eval * 1e3:.3f}", f"{100 * per_eval / unet:.2f}")
     Console().print(table)

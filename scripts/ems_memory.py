@@ -119,7 +119,7 @@ def main() -> None:
         with torch.no_grad():
             model(data + torch.randn_like(data), 1.0)
     seconds = time.perf_counter() - tic
-    Console().print(f"{args.mode}: {params / 1e6:.1f}M parameters, batch {args.batch}, K {data.shape[0]}: peak RSS {peak_mib():.0f} MiB "
+    Console().print(f"{args.mode}: {params / 1e6:.1f}M parameters, batch " f"{args.batch}, K {data.shape[0]}: peak RSS {peak_mib():.0f} MiB "
           f"(before {before:.0f} MiB), {seconds:.1f} s")
 
 

@@ -38,7 +38,7 @@ def measured_order(
     sigma_min: float = SIGMA_MIN,
     rho: float | None = None,
 ) -> float:
-    """Least-squares slope of -log(max error) against log(steps) on the closed-form Gaussian, from sigma_max to sigma_min."""
+    """Least-squares slope of -log(max error) against log(steps) on the closed-form Gaussian, sigma_max to sigma_min."""
     model = single_gaussian(dim)
     x0 = latents(16, dim) * (sigma_max / SIGMA_MAX)
     logs_n, logs_e = [], []

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from diffsampler.amed.predictor import AmedParams
 from diffsampler.errors import UserError
 from diffsampler.models import GaussianMixture
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import get_solver
-from diffsampler.solvers.amed import amed_plugin, amed_solver
+from diffsampler.solvers.amed import AmedParams, amed_plugin, amed_solver
 
 # Identities hold up to float64 round-off of differently ordered sums (|x| ~ 80).
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -53,7 +52,11 @@ def test_amed_solver_with_half_is_dpm_solver_2(afs):
 def test_amed_solver_with_zero_is_euler_and_repeats_the_evaluation():
     model, x, sigmas = _model(), _latents(), get_sigmas("polynomial", 5, 0.002, 80.0)
     seen = []
-    counting = lambda y, s, cond=None: (seen.append((y.clone(), float(torch.as_tensor(s, dtype=torch.float64).flatten()[0]))), model(y, s))[1]  # noqa: E731
+
+    def counting(y, s, cond=None):
+        seen.append((y.clone(), float(torch.as_tensor(s, dtype=torch.float64).flatten()[0])))
+        return model(y, s)
+
     got = amed_solver(counting, x, sigmas.tolist(), predictor=FixedPredictor(0.0))
     torch.testing.assert_close(got, get_solver("euler").sample(model, x, sigmas), **TOL)
     for (x1, s1), (x2, s2) in zip(seen[::2], seen[1::2]):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from diffsampler.amed.checkpoint import load_checkpoint, save_checkpoint
+from diffsampler.amed.checkpoint import load_predictor, save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor
 from diffsampler.amed.train import train_amed
@@ -15,7 +15,7 @@ from diffsampler.models import load_model
 from diffsampler.sampling import plan_grid, prepared_options
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import get_solver
-from diffsampler.solvers.amed import run_amed
+from diffsampler.solvers.amed import Student, run_amed
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -72,7 +72,7 @@ def test_training_beats_untrained_predictor_and_baselines(evaluation, student, n
     def amed_error(predictor):
         model.reset_calls()
         with torch.no_grad():
-            out = run_amed(model, z, grid.tolist(), predictor, student, None, True, False, None, True)
+            out = run_amed(model, z, grid.tolist(), predictor, Student(student, afs=True))
         assert model.calls == nfe
         return _error(out, ref)
 
@@ -104,8 +104,8 @@ def test_training_is_deterministic_with_a_fixed_seed(small_run):
 
 def test_checkpoint_round_trip(tmp_path, small_run):
     path = tmp_path / "p.pt"
-    save_checkpoint(path, small_run.predictor, small_run.meta)
-    ckpt = load_checkpoint(path)
+    save_predictor(path, small_run.predictor, small_run.meta)
+    ckpt = load_predictor(path)
     assert ckpt.meta == small_run.meta
     assert ckpt.predictor.config == small_run.predictor.config
     for (k, a), (_, b) in zip(small_run.predictor.state_dict().items(), ckpt.predictor.state_dict().items()):
@@ -117,8 +117,8 @@ def test_checkpoint_round_trip(tmp_path, small_run):
     x = torch.randn(4, 2) * SIGMA_MAX
     grid = meta["sigmas"]
     with torch.no_grad():
-        a = run_amed(load_model("gmm-2d"), x, grid, small_run.predictor, "ipndm", None, True, False, 4, True)
-        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid, dtype=torch.float64), {"predictor": str(path), "base": "ipndm", "afs": True})
+        a = run_amed(load_model("gmm-2d"), x, grid, small_run.predictor, Student("ipndm", afs=True, max_order=4))
+        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid, dtype=torch.float64), {"predictor": load_predictor(path).predictor, "base": "ipndm", "afs": True})
     assert torch.equal(a, b)
 
 
@@ -145,7 +145,7 @@ def _prepare(path, solver="amed-plugin", model="gmm-2d", nfe=3, schedule=None, s
 )
 def test_mismatched_predictors_are_refused_in_one_line(tmp_path, small_run, kwargs, message):
     path = tmp_path / "p.pt"
-    save_checkpoint(path, small_run.predictor, small_run.meta)
+    save_predictor(path, small_run.predictor, small_run.meta)
     with pytest.raises(UserError, match=message) as info:
         _prepare(path, **kwargs)
     assert "\n" not in str(info.value)
@@ -153,7 +153,7 @@ def test_mismatched_predictors_are_refused_in_one_line(tmp_path, small_run, kwar
 
 def test_matching_predictor_is_loaded_with_its_settings(tmp_path, small_run):
     path = tmp_path / "p.pt"
-    save_checkpoint(path, small_run.predictor, small_run.meta)
+    save_predictor(path, small_run.predictor, small_run.meta)
     opts = _prepare(path)
     assert isinstance(opts["predictor"], AMEDPredictor)
     assert (opts["base"], opts["max_order"], opts["lower_order_final"]) == ("ipndm", 4, True)
@@ -162,14 +162,14 @@ def test_matching_predictor_is_loaded_with_its_settings(tmp_path, small_run):
 def test_afs_mismatch_and_unreadable_files(tmp_path, small_run):
     meta = {**small_run.meta, "afs": False, "nfe": 4}
     path = tmp_path / "p.pt"
-    save_checkpoint(path, small_run.predictor, meta)
+    save_predictor(path, small_run.predictor, meta)
     with pytest.raises(UserError, match="trained with afs=false"):
         _prepare(path, nfe=3)
     (tmp_path / "bad.pt").write_text("not a checkpoint")
     with pytest.raises(UserError, match="not a readable AMED predictor"):
-        load_checkpoint(tmp_path / "bad.pt")
+        load_predictor(tmp_path / "bad.pt")
     with pytest.raises(UserError, match="not found"):
-        load_checkpoint(tmp_path / "missing.pt")
+        load_predictor(tmp_path / "missing.pt")
 
 
 def test_cached_predictor_is_trained_once_and_keyed_by_its_config(tmp_path):
@@ -182,7 +182,7 @@ def test_cached_predictor_is_trained_once_and_keyed_by_its_config(tmp_path):
     assert cached_predictor(cfg) == (path, False) and path.stat().st_mtime_ns == stamp
     other, trained = cached_predictor(_config(student="euler", nfe=3, num_latents=64, teacher_m=1, out=str(tmp_path), seed=1))
     assert trained and other != path
-    assert load_checkpoint(other).meta["config"]["seed"] == 1
+    assert load_predictor(other).meta["config"]["seed"] == 1
 
 
 def test_train_amed_and_sample_from_the_command_line(tmp_path):

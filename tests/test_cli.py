@@ -130,3 +130,54 @@ def test_installed_console_script_runs_and_fails_cleanly(tmp_path):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "diffsampler", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "sample" in out.stdout
+
+
+def _help_defaults(command: str) -> dict[str, str]:
+    """option name -> the X of 'Default X.' in its help text (the one way defaults are shown)."""
+    import re
+
+    import typer.main
+
+    params = typer.main.get_command(app).commands[command].params
+    return {p.name: m.group(1) for p in params if p.help and (m := re.search(r"Default ([^:<][^ ]*?)\.(?: |$)", p.help))}
+
+
+@pytest.mark.parametrize(
+    "command, config",
+    [("sample", "diffsampler.config:SampleConfig"), ("benchmark", "diffsampler.bench.config:BenchmarkConfig"),
+     ("train-amed", "diffsampler.amed.config:AmedTrainConfig")],
+)
+def test_help_defaults_are_the_config_defaults(command, config):
+    """The CLI's options default to None (a config file's value wins); the defaults their help states must be the
+    dataclass's, which is where they are declared."""
+    import dataclasses
+    import importlib
+
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(cls)}
+    stated = _help_defaults(command)
+    assert len(stated) >= 6, stated  # the parse finds them
+    for option, text in stated.items():
+        value = defaults[option]
+        if value is None and (command, option) == ("sample", "nfe"):
+            from diffsampler.sampling import DEFAULT_NFE
+
+            value = DEFAULT_NFE  # None in the config means the sampler's default budget
+        if isinstance(value, bool):
+            assert text == ("on" if value else "off"), option
+        elif isinstance(value, float):
+            assert float(text) == value, option
+        elif isinstance(value, list):
+            assert text == ",".join(map(str, value)), option
+        else:
+            assert text == str(value), option
+
+
+@pytest.mark.parametrize("command", ["sample", "train-amed", "train-model", "benchmark", "compute-ems", "ref-stats", "fid"])
+def test_help_shows_defaults_one_way_and_no_bool_metavar_on_flags(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    assert "[default:" not in result.output
+    flags = [line for line in result.output.splitlines() if "<bool>" in line]
+    assert all("--help" in line for line in flags), flags  # typer's own --help row keeps its type column

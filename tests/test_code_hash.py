@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffsampler import codehash
+from diffsampler.artefacts import PREPARE_HOOKS
 from diffsampler.bench.metrics import METRICS
 from diffsampler.cli import app
 from diffsampler.solvers import SOLVERS
@@ -25,7 +26,7 @@ def package_copy(tmp_path):
 
 
 def hashes(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    solvers = {name: codehash.solver_code(s.sample_fn, s.prepare, root) for name, s in SOLVERS.items()}
+    solvers = {name: codehash.solver_code(s.sample_fn, PREPARE_HOOKS.get(name), root) for name, s in SOLVERS.items()}
     metrics = {name: codehash.metric_code(m.compute, m.prepare, m.unavailable, root=root) for name, m in METRICS.items()}
     return solvers, metrics
 
@@ -42,6 +43,8 @@ def edit(path: Path) -> None:
         ("solvers/dpm_solver_pp.py", {"dpmpp", "dpmpp_published", "amed", "amed-plugin"}, False),
         ("solvers/runge_kutta.py", {"euler", "heun", "dpm2"}, False),
         ("ems/format.py", {"dpm-solver-v3"}, False),
+        ("amed/checkpoint.py", {"amed", "amed-plugin"}, False),
+        ("artefacts.py", ALL, False),
         ("solvers/base.py", ALL, False),
         ("schedules.py", ALL, True),
         ("sampling.py", ALL, False),

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from diffsampler.cli import app
 from diffsampler.ems import run as ems_run
 from diffsampler.metrics.ref_stats import reference_statistics
+
 from fid_helpers import StandInNetwork, random_images
 
 runner = CliRunner()
@@ -51,7 +52,7 @@ def test_a_damaged_reference_cache_is_solved_again(tmp_path, caplog):
 
 
 def test_a_damaged_compute_ems_point_is_computed_again(tmp_path, monkeypatch, caplog):
-    args = dict(model="gmm-2d", data=None, grid=4, num_data=8, batch=8, seed=1, device="cpu", progress=False)
+    args = dict(model="gmm-2d", data=None, grid=4, num_data=8, batch=8, seed=1, device="cpu", progress=None)
     ems_run.compute_ems(out=str(tmp_path / "whole"), **args)
     real, done = ems_run.point_record, []
 
@@ -77,7 +78,7 @@ def test_a_damaged_partial_run_file_starts_the_partial_run_over(tmp_path, caplog
     partial.mkdir()
     (partial / "run.json").write_bytes(GARBAGE)
     np.save(partial / "point_00000.npy", np.zeros(3))
-    ems_run.compute_ems("gmm-2d", None, 2, 8, 8, 0, str(tmp_path / "s"), "cpu", progress=False)
+    ems_run.compute_ems("gmm-2d", None, 2, 8, 8, 0, str(tmp_path / "s"), "cpu")
     assert warned(caplog, "starts over") and not partial.exists()
     assert np.load(tmp_path / "s" / "l.npz")["l"].shape == (3, 2)
 

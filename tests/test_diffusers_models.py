@@ -277,7 +277,7 @@ def test_hub_id_is_fetched_safetensors_only(tmp_path, monkeypatch):
         raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub\nsecond line")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(UserError, match="someone/tiny-ddpm' is no local folder.*LocalEntryNotFoundError: cannot reach the hub\); check") as info:
+    with pytest.raises(UserError, match=r"someone/tiny-ddpm' is no local folder.*LocalEntryNotFoundError: cannot reach the hub\); check") as info:
         load_model("diffusers:someone/tiny-ddpm")
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="folder not found"):

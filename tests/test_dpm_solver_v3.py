@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import SIGMA_MAX, SIGMA_MIN, gaussian_exact, latents, single_gaussian
 from diffsampler.ems.estimate import lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.errors import UserError
 from diffsampler.models import GaussianMixture
 from diffsampler.schedules import get_sigmas, vp_linear_fit
 from diffsampler.solvers import SOLVERS, get_solver
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics, corrector_sigma_limit, snap_to_grid
+
+from helpers import SIGMA_MAX, SIGMA_MIN, gaussian_exact, latents, single_gaussian
 
 V3 = get_solver("dpm-solver-v3")
 PREDICTOR_ONLY = {"corrector": False, "lower_order_final": False}

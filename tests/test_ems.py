@@ -10,15 +10,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import SIGMA_MAX, SIGMA_MIN, single_gaussian
 from diffsampler.cli import app
 from diffsampler.ems import run as ems_run
-from diffsampler.ems.estimate import lambda_grid, point_generator, point_record, smoothed_derivative, statistics_from_records
+from diffsampler.ems.estimate import (
+    lambda_grid,
+    point_generator,
+    point_record,
+    smoothed_derivative,
+    statistics_from_records,
+)
 from diffsampler.ems.format import load_statistics, prepare_statistics, write_statistics
 from diffsampler.ems.moments import StreamingMoments
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
+
+from helpers import SIGMA_MAX, SIGMA_MIN, single_gaussian
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -244,7 +251,7 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
 
 
 def test_compute_ems_resumes_per_grid_point_and_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = dict(model="gmm-2d", data=None, grid=5, num_data=12, batch=5, seed=3, device="cpu", progress=False)
+    args = dict(model="gmm-2d", data=None, grid=5, num_data=12, batch=5, seed=3, device="cpu")
     ems_run.compute_ems(out=str(tmp_path / "whole"), **args)
     real = ems_run.point_record
     done = []
@@ -284,9 +291,9 @@ def test_compute_ems_from_image_data_checks_size(tmp_path):
     images = (np.random.default_rng(0).random((6, 8, 8, 1)) * 255).astype(np.uint8)
     np.savez(tmp_path / "d.npz", images=images)
     with pytest.raises(UserError, match="exceeds the 6 images"):
-        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu", progress=False)
+        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu")
     with pytest.raises(UserError, match=r"have shape \(1, 8, 8\) but the model takes \(1, 32, 32\)"):
-        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu", progress=False)
+        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu")
 
 
 def test_statistics_whose_integrals_overflow_are_refused_in_one_line(tmp_path):

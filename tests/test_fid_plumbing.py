@@ -12,9 +12,9 @@ from scipy import linalg
 from typer.testing import CliRunner
 
 from diffsampler.cli import app
+from diffsampler.data.datasets import from_model_range
 from diffsampler.errors import UserError
 from diffsampler.metrics import inception
-from diffsampler.data.datasets import from_model_range
 from diffsampler.metrics.fid import (
     FeatureMoments,
     batch_statistics,
@@ -27,6 +27,7 @@ from diffsampler.metrics.fid import (
 )
 from diffsampler.metrics.ref_stats import load_statistics, reference_statistics, save_statistics
 from diffsampler.metrics.resize import resize_bicubic
+
 from fid_helpers import StandInNetwork, random_images
 
 runner = CliRunner()

@@ -22,6 +22,7 @@ from diffsampler.ems import run as ems_run
 from diffsampler.errors import UserError
 from diffsampler.metrics import ref_stats
 from diffsampler.metrics.scoring import score_samples
+
 from fid_helpers import StandInNetwork
 
 runner = CliRunner()

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from diffsampler.errors import UserError
 from diffsampler.models.patching import patchify, unpatchify
 from diffsampler.models.unet import UNet, UNetConfig
+
 from unet_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 

@@ -56,7 +56,8 @@ K_CASES = [
     ("heun", {}, "sample_heun", {}),
     ("dpm2", {}, "sample_dpm_2", {}),
     ("dpmpp", {"order": 2, "variant": "midpoint", "lower_order_final": False}, "sample_dpmpp_2m", {}),
-    # k-diffusion's 3M (eta = 0 makes it the ODE solver) uses the Taylor second-order warm-up step and the published 3M step
+    # k-diffusion's 3M (eta = 0 makes it the ODE solver) uses the Taylor second-order warm-up step and the
+    # published 3M step
     ("dpmpp_published", {"order": 3, "variant": "taylor", "lower_order_final": False}, "sample_dpmpp_3m_sde", {"eta": 0.0}),
 ]
 

@@ -5,14 +5,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import gaussian_exact, latents, single_gaussian
 
 from diffsampler.errors import UserError
+from diffsampler.latents import standard_normal
 from diffsampler.metrics.frechet import frechet_distance, mean_and_covariance
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
-from diffsampler.metrics.reference import ReferenceCache, converged_rk4, max_error, reference_solution, rk4_log_sigma, rmse
+from diffsampler.metrics.reference import (
+    ReferenceCache,
+    converged_rk4,
+    max_error,
+    reference_solution,
+    rk4_log_sigma,
+    rmse,
+)
 from diffsampler.models import load_model
-from diffsampler.latents import standard_normal
+
+from helpers import gaussian_exact, latents, single_gaussian
 
 
 def test_rk4_reference_is_fourth_order_on_the_closed_form_gaussian():

@@ -1,4 +1,5 @@
-"""Sigma grids: endpoints, monotonicity, and the anchor toolbox's published values."""
+"""Sigma grids: endpoints, monotonicity, and the published values of zju-pi/diff-sampler
+(diff-solvers-main/solver_utils.py)."""
 
 import pytest
 import torch

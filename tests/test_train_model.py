@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from diffsampler.cli import app
 from diffsampler.errors import UserError
 from diffsampler.models import load_model
-from diffsampler.sampling import generate, plan_grid
+from diffsampler.sampling import Generation, generate, plan_grid
 from diffsampler.solvers import SOLVERS
 from diffsampler.train import TrainConfig, train
+
 from unet_helpers import one_thread, write_blob_images  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_checkpoint_samples_through_every_solver(trained, name):
     spec = SOLVERS[name]
     options = spec.resolve_options({})
     plan = plan_grid(spec, options, model.sigma_min, model.sigma_max, spec.nfe(3, options))
-    samples = generate(model, spec, options, plan, range(3), 0, 3, torch.device("cpu"), torch.float32)
+    samples = generate(Generation(model, spec, options, plan, 0, 3, torch.device("cpu"), torch.float32), range(3))
     assert samples.shape == (3, 1, 8, 8)
 
 
@@ -133,3 +134,20 @@ def test_checkpoint_feeds_the_benchmark(trained, tmp_path):
     records = sorted((folder / "records").rglob("rmse.json"))
     assert len(records) == 4
     assert all(json.loads(p.read_text())["value"] is not None for p in records)
+
+
+def test_warm_start_copies_weights_and_carries_totals(trained, data, tmp_path):
+    """init_from starts from the trained EMA weights (so the first loss is the trained model's, far below a fresh
+    start's) and adds the source's images and CPU time to the new run's totals; another shape is refused."""
+    source = str(trained.folder / "model.pt")
+    cfg = TrainConfig(name="warm", out=str(tmp_path), data=data, steps=2, log_every=1, checkpoint_every=2,
+                      init_from=source, **{**TINY, "lr_warmup_steps": 1000, "grid_samples": 0})
+    warm = train(cfg)
+    fresh = train(dataclasses.replace(cfg, name="fresh", init_from=None))
+    first = [float(next(csv.DictReader((r.folder / "loss.csv").open()))["loss"]) for r in (warm, fresh)]
+    assert first[0] < 0.8 * first[1]
+    meta = load_model(str(warm.folder / "model.pt")).checkpoint_meta
+    assert meta["prior"]["images_seen"] == 120 * 16 and meta["prior"]["source"] == source
+    assert meta["prior"]["cpu_seconds"] > 0
+    with pytest.raises(UserError, match="not a U-Net of this run's shape"):
+        train(dataclasses.replace(cfg, name="other", init_from=source, channels=16))

@@ -8,6 +8,7 @@ from diffsampler.models import load_model
 from diffsampler.models.base import Denoiser
 from diffsampler.models.checkpoint import save_checkpoint
 from diffsampler.models.two_network import TwoNetworkDenoiser
+
 from unet_helpers import one_thread, tiny_denoiser  # noqa: F401  (autouse fixture)
 
 

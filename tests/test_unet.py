@@ -13,6 +13,7 @@ from diffsampler.models import load_model
 from diffsampler.models.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
 from diffsampler.models.unet import UNetDenoiser, count_parameters
 from diffsampler.train import TrainConfig
+
 from unet_helpers import one_thread, tiny_config, tiny_denoiser  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from diffsampler.amed.checkpoint import load_checkpoint
+from diffsampler.amed.checkpoint import load_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.train import StepReport, train_and_save
 from diffsampler.models import load_model
@@ -41,7 +41,7 @@ def cached_predictor(cfg: AmedTrainConfig, report: Callable[[StepReport], None] 
     sha = load_model(cfg.model).content_hash()
     path = cache_path(cfg, sha)
     if path.is_file():
-        meta = load_checkpoint(path).meta
+        meta = load_predictor(path).meta
         if training_identity(AmedTrainConfig(**meta["config"]), meta["model"]["sha256"]) == training_identity(cfg, sha):
             return path, False
     train_and_save(replace(cfg, name=path.stem), report)

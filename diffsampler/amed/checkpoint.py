@@ -33,7 +33,7 @@ class PredictorCheckpoint:
     path: str = ""
 
 
-def save_checkpoint(path: str | Path, predictor: AMEDPredictor, meta: Mapping[str, Any]) -> None:
+def save_predictor(path: str | Path, predictor: AMEDPredictor, meta: Mapping[str, Any]) -> None:
     """Write the predictor (on the CPU) and its metadata atomically."""
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().clone() for k, v in predictor.state_dict().items()}
@@ -41,8 +41,8 @@ def save_checkpoint(path: str | Path, predictor: AMEDPredictor, meta: Mapping[st
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> PredictorCheckpoint:
-    """Read a checkpoint written by ``save_checkpoint``; a missing or foreign file is a UserError."""
+def load_predictor(path: str | Path) -> PredictorCheckpoint:
+    """Read a checkpoint written by ``save_predictor``; a missing or foreign file is a UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"AMED predictor file not found: {p}; train one with `diffsampler train-amed`")
@@ -66,25 +66,47 @@ def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, 
         raise UserError(f"{name} was trained for solver {wanted}, not {solver}; use --solver {wanted}")
     base = options.get("base")
     if base is not None and base != meta.get("base"):
-        raise UserError(f"{name} was trained for base solver {meta.get('base')}, not {base}; use -o base={meta.get('base')} or train a predictor for {base}")
+        raise UserError(f"{name} was trained for base solver {meta.get('base')}, not {base}; " f"use -o base={meta.get('base')} or train a predictor for {base}")
     for key in ("max_order", "lower_order_final"):
         if options.get(key) is not None and options[key] != meta.get(key):
-            raise UserError(f"{name} was trained with {key}={meta.get(key)}, not {options[key]}; leave -o {key} out to use the trained setting")
+            raise UserError(f"{name} was trained with {key}={meta.get(key)}, not " f"{options[key]}; leave -o {key} out to use the trained setting")
     model = context["model"]
     if model.get("sha256") != meta["model"].get("sha256"):
         raise UserError(
             f"{name} was trained for model {meta.get('model_name', meta['model'].get('class'))} "
-            f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} (sha256 {model.get('sha256', '')[:12]}); train one for this model"
+            f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} " f"(sha256 {model.get('sha256', '')[:12]}); train one for this model"
         )
     if bool(options.get("afs")) != bool(meta["afs"]):
         raise UserError(f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}")
     if context["nfe"] != meta["nfe"]:
-        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
+        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; " f"use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
     if context["schedule"] != meta["schedule"]:
-        raise UserError(f"{name} was trained on schedule {meta['schedule']}, not {context['schedule']}; use --schedule {meta['schedule']}")
+        raise UserError(f"{name} was trained on schedule {meta['schedule']}, not " f"{context['schedule']}; use --schedule {meta['schedule']}")
     sigmas, trained = list(context["sigmas"]), list(meta["sigmas"])
     if len(sigmas) != len(trained) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(sigmas, trained)):
         raise UserError(
-            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, not {[round(s, 4) for s in sigmas]}; "
+            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, " f"not {[round(s, 4) for s in sigmas]}; "
             f"use sigma range [{meta['sigma_min']}, {meta['sigma_max']}] and rho {meta['rho']}"
         )
+
+
+def prepare_amed(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """The `amed` prepare hook: load the predictor named in the options, refused unless trained for this setup."""
+    ckpt = load_predictor(options["predictor"])
+    check_context(ckpt, "amed", options, context)
+    return {**options, "predictor": ckpt.predictor}
+
+
+def prepare_amed_plugin(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """The `amed-plugin` prepare hook: as ``prepare_amed``, with the base solver and its multistep settings
+    taken from the checkpoint."""
+    ckpt = load_predictor(options["predictor"])
+    check_context(ckpt, "amed-plugin", options, context)
+    meta = ckpt.meta
+    return {
+        **options,
+        "predictor": ckpt.predictor,
+        "base": meta["base"],
+        "max_order": meta.get("max_order"),
+        "lower_order_final": meta.get("lower_order_final"),
+    }

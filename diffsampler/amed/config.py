@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffsampler.config import DEVICES, DTYPES
+from diffsampler.config import DEVICES, DTYPES, check_seed
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
@@ -49,7 +49,8 @@ class AmedTrainConfig:
 
     @property
     def resolved_schedule(self) -> str:
-        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (the anchor's)."""
+        """The given schedule, else logsnr for DPM-Solver++ and polynomial for the others (as in zju-pi/diff-sampler,
+        amed-solver-main/launch.sh)."""
         return self.schedule or ("logsnr" if self.student == "dpmpp" else "polynomial")
 
     @property
@@ -76,15 +77,14 @@ class AmedTrainConfig:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
-        if self.seed < 0:
-            raise UserError(f"seed must be non-negative, got {self.seed}")
+        check_seed(self.seed)
         for key in ("scale_dir", "scale_time"):
             if not 0 <= getattr(self, key) < 1:
                 raise UserError(f"{key} must be in [0, 1) (the scale lies in [1 - k, 1 + k]), got {getattr(self, key)}")
         if self.max_order is not None:
             top = DEFAULT_MAX_ORDER.get(self.student)
             if top is None or not 1 <= self.max_order <= top:
-                raise UserError(f"max_order applies to students ipndm (1-4) and dpmpp (1-3), got {self.max_order} for {self.student}")
+                raise UserError("max_order applies to students ipndm (1-4) and dpmpp " f"(1-3), got {self.max_order} for {self.student}")
         if self.device not in DEVICES:
             raise unknown_choice("device", self.device, DEVICES)
         if self.dtype not in DTYPES:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FALLBACK_FEATURE_DIM = 64
-"""Width of the fallback feature (an 8 x 8 pooled map) for models without a bottleneck feature."""
+from diffsampler.solvers.amed import FALLBACK_FEATURE_DIM, AmedParams
 
 
 @dataclass(frozen=True)
@@ -38,37 +37,12 @@ class PredictorConfig:
         return asdict(self)
 
 
-class AmedParams(NamedTuple):
-    """Per-sample step parameters, each of shape (B,): r in (0, 1), direction scale c, time scale a."""
-
-    r: torch.Tensor
-    c: torch.Tensor
-    a: torch.Tensor
-
-
 def sinusoidal_embedding(u: torch.Tensor, channels: int, max_period: float) -> torch.Tensor:
     """[sin(f_k u), cos(f_k u)] with f_k = max_period^(-k / (channels/2 - 1)), k = 0 .. channels/2 - 1."""
     half = channels // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=u.dtype, device=u.device) / max(half - 1, 1))
     angles = u[..., None] * freqs
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
-
-
-def pooled_state_features(x: torch.Tensor, sigma: float, width: int = FALLBACK_FEATURE_DIM) -> torch.Tensor:
-    """The fallback feature of a model without a bottleneck: x / sqrt(1 + sigma^2) pooled to ``width`` values.
-
-    Images (B, C, H, W) are averaged over channels and pooled to a sqrt(width)^2 map (8 x 8 by
-    default, like the U-Net feature of the anchor); other samples are flattened, then zero-padded or
-    average-pooled to ``width``.
-    """
-    y = (x / math.sqrt(1.0 + sigma**2)).float()
-    side = math.isqrt(width)
-    if y.ndim == 4 and side * side == width:
-        return F.adaptive_avg_pool2d(y.mean(dim=1, keepdim=True), side).flatten(1)
-    flat = y.flatten(1)
-    if flat.shape[1] <= width:
-        return F.pad(flat, (0, width - flat.shape[1]))
-    return F.adaptive_avg_pool1d(flat[:, None], width)[:, 0]
 
 
 def _scaled_sigmoid(z: torch.Tensor, k: float) -> torch.Tensor:

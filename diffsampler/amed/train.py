@@ -13,21 +13,22 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from diffsampler import distributed
-from diffsampler.atomic import check_name, check_writable_file
-from diffsampler.amed.checkpoint import save_checkpoint
+from diffsampler.amed.checkpoint import save_predictor
 from diffsampler.amed.config import AmedTrainConfig
-from diffsampler.amed.predictor import FALLBACK_FEATURE_DIM, AMEDPredictor, PredictorConfig
+from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
+from diffsampler.atomic import check_name, check_writable_file
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
-from diffsampler.sampling import plan_grid, resolve_device
+from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.schedules import SCHEDULES, get_sigmas
-from diffsampler.solvers import get_solver
-from diffsampler.solvers.amed import amed_interval, detach_history
+from diffsampler.solvers import SolverSpec, get_solver
+from diffsampler.solvers.amed import FALLBACK_FEATURE_DIM, AmedParams, Student, amed_interval, detach_history
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class StepReport:
     c_std: float
     a_mean: float
     a_std: float
+
+    def describe(self) -> str:
+        """One line: interval, loss, and mean +- std of r, c and a over the batch."""
+        return (
+            f"interval {self.interval} loss {self.loss:.4g}  r {self.r_mean:.3f}+-{self.r_std:.3f}  "
+            f"c {self.c_mean:.3f}+-{self.c_std:.3f}  a {self.a_mean:.3f}+-{self.a_std:.3f}"
+        )
 
 
 @dataclass
@@ -82,74 +90,78 @@ def _stats(v: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std(unbiased=False))
 
 
-def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> TrainResult:
-    """Distil a predictor for ``cfg``; ``report`` is called after every optimizer step.
+@dataclass(frozen=True)
+class _Setup:
+    """What one distillation trains against: the frozen model, the student grid and the teacher's finer one."""
 
-    Under torchrun each rank takes a contiguous block of every batch; the loss (the batch mean) and its
-    gradient are summed over ranks before each Adam step, so every rank holds the same predictor.
-    """
-    tic = time.perf_counter()
+    denoiser: Denoiser
+    world: distributed.World
+    device: torch.device
+    dtype: torch.dtype
+    sigma_min: float
+    sigma_max: float
+    plan: GridPlan
+    fine: torch.Tensor
+    teacher: SolverSpec
+
+
+def _setup(cfg: AmedTrainConfig) -> _Setup:
     world, device = distributed.setup(resolve_device(cfg.device))
     last_batch = cfg.num_latents % cfg.batch_size or cfg.batch_size
     if min(cfg.batch_size, last_batch) < world.size:
-        raise UserError(f"every batch needs at least one latent per rank: batch_size {cfg.batch_size} and num_latents {cfg.num_latents} leave a batch of {min(cfg.batch_size, last_batch)} for {world.size} ranks")
-    dtype = getattr(torch, cfg.dtype)
+        raise UserError(
+            f"every batch needs at least one latent per rank: batch_size {cfg.batch_size} and num_latents "
+            f"{cfg.num_latents} leave a batch of {min(cfg.batch_size, last_batch)} for {world.size} ranks"
+        )
     denoiser = load_model(cfg.model).to(device).eval().requires_grad_(False)
     sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
     sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
-    spec = get_solver(cfg.solver)
-    plan = plan_grid(spec, {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho)
-    student_grid = plan.sigmas.tolist()
+    plan = plan_grid(get_solver(cfg.solver), {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho)
     fine = teacher_grid(cfg, plan.sigmas, sigma_min, sigma_max)
-    teacher = get_solver(cfg.teacher)
-    width, source = feature_width(denoiser, device, dtype)
+    return _Setup(denoiser, world, device, getattr(torch, cfg.dtype), sigma_min, sigma_max, plan, fine, get_solver(cfg.teacher))
 
-    pcfg = PredictorConfig(
-        feature_dim=width, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim, scale_dir=cfg.scale_dir, scale_time=cfg.scale_time
-    )
-    predictor = AMEDPredictor(pcfg, seed=cfg.seed).to(device).train()
-    optimizer = torch.optim.Adam(predictor.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    latents = torch.randn((cfg.num_latents, *denoiser.sample_shape), generator=gen) * sigma_max
-    batches_per_epoch = -(-cfg.num_latents // cfg.batch_size)
-    total = cfg.epochs * batches_per_epoch * plan.steps
-    losses: list[float] = []
+
+def _teacher_targets(cfg: AmedTrainConfig, setup: _Setup, z: torch.Tensor) -> list[torch.Tensor]:
+    """z and the teacher's solution at every student grid point after it (no gradients)."""
     m1 = cfg.teacher_m + 1
-    for _ in range(cfg.epochs):
-        order = torch.randperm(cfg.num_latents, generator=gen)
-        for start in range(0, cfg.num_latents, cfg.batch_size):
-            picked = order[start : start + cfg.batch_size]
-            rows = distributed.my_rows(len(picked), world)
-            z = latents[picked[rows.start : rows.stop]].to(device, dtype)
-            with torch.no_grad():
-                targets, x = [z], z
-                for k in range(plan.steps):
-                    x = teacher.sample(denoiser, x, fine[k * m1 : (k + 1) * m1 + 1])
-                    targets.append(x)
-            x, history = z, []
-            for n in range(plan.steps):
-                x_next, params = amed_interval(
-                    denoiser, predictor, x, student_grid[n], student_grid[n + 1], n, history, student=cfg.student,
-                    num_steps=plan.steps, afs=cfg.afs, max_order=cfg.resolved_max_order, lower_order_final=cfg.lower_order_final,
-                )
-                loss = (x_next - targets[n + 1]).pow(2).flatten(1).sum(1).sum() / len(picked)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                distributed.sum_gradients(predictor, world)
-                loss = distributed.all_reduce_sum(loss.detach(), world)
-                for p in predictor.parameters():
-                    if p.grad is not None:
-                        torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-                optimizer.step()
-                x, history = x_next.detach(), detach_history(history)
-                losses.append(float(loss.detach()))
-                if report is not None and params is not None:
-                    report(StepReport(len(losses), total, n, losses[-1], *_stats(params.r), *_stats(params.c), *_stats(params.a)))
-    predictor.eval().requires_grad_(False)
-    seconds = time.perf_counter() - tic
-    meta = {
+    with torch.no_grad():
+        targets, x = [z], z
+        for k in range(setup.plan.steps):
+            x = setup.teacher.sample(setup.denoiser, x, setup.fine[k * m1 : (k + 1) * m1 + 1])
+            targets.append(x)
+    return targets
+
+
+def _train_batch(
+    cfg: AmedTrainConfig, setup: _Setup, predictor: AMEDPredictor, optimizer: torch.optim.Optimizer, z: torch.Tensor, batch: int
+) -> Iterator[tuple[int, float, AmedParams | None]]:
+    """One Adam step per student interval on this rank's latents ``z`` of a batch of ``batch``:
+    yields (interval, loss summed over ranks, the predicted parameters)."""
+    targets = _teacher_targets(cfg, setup, z)
+    grid, world = setup.plan.sigmas.tolist(), setup.world
+    student = Student(cfg.student, cfg.afs, cfg.resolved_max_order, cfg.lower_order_final)
+    x, history = z, []
+    for n in range(setup.plan.steps):
+        x_next, params = amed_interval(setup.denoiser, predictor, x, grid, n, history, student)
+        loss = (x_next - targets[n + 1]).pow(2).flatten(1).sum(1).sum() / batch
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.sum_gradients(predictor, world)
+        loss = distributed.all_reduce_sum(loss.detach(), world)
+        for p in predictor.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        optimizer.step()
+        x, history = x_next.detach(), detach_history(history)
+        yield n, float(loss.detach()), params
+
+
+def _meta(cfg: AmedTrainConfig, setup: _Setup, predictor: AMEDPredictor, source: str, losses: list[float]) -> dict[str, Any]:
+    """The checkpoint's metadata: what the predictor was trained for and how (see ``amed.checkpoint``)."""
+    plan = setup.plan
+    return {
         "model_name": cfg.model,
-        "model": denoiser.describe(),
+        "model": setup.denoiser.describe(),
         "solver": cfg.solver,
         "base": None if cfg.student == "amed" else cfg.student,
         "nfe": plan.nfe,
@@ -157,23 +169,54 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
         "afs": cfg.afs,
         "schedule": plan.schedule,
         "rho": SCHEDULES[plan.schedule].default_rho if cfg.rho is None else cfg.rho,
-        "sigma_min": sigma_min,
-        "sigma_max": sigma_max,
-        "sigmas": student_grid,
+        "sigma_min": setup.sigma_min,
+        "sigma_max": setup.sigma_max,
+        "sigmas": plan.sigmas.tolist(),
         "max_order": cfg.resolved_max_order,
         "lower_order_final": cfg.lower_order_final,
         "teacher": cfg.teacher,
         "teacher_m": cfg.teacher_m,
-        "teacher_nfe": teacher.nfe((plan.steps) * m1),
+        "teacher_nfe": setup.teacher.nfe(plan.steps * (cfg.teacher_m + 1)),
         "feature_source": source,
         "num_parameters": predictor.num_parameters,
         "config": asdict(cfg),
-        "training_seconds": seconds,
         "final_loss": sum(losses[-plan.steps :]) / plan.steps,
-        "device": str(device),
-        "world_size": world.size,
+        "device": str(setup.device),
+        "world_size": setup.world.size,
         "torch": str(torch.__version__),
     }
+
+
+def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> TrainResult:
+    """Distil a predictor for ``cfg``; ``report`` is called after every optimizer step.
+
+    Under torchrun each rank takes a contiguous block of every batch; the loss (the batch mean) and its
+    gradient are summed over ranks before each Adam step, so every rank holds the same predictor.
+    """
+    tic = time.perf_counter()
+    setup = _setup(cfg)
+    width, source = feature_width(setup.denoiser, setup.device, setup.dtype)
+    pcfg = PredictorConfig(
+        feature_dim=width, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim, scale_dir=cfg.scale_dir, scale_time=cfg.scale_time
+    )
+    predictor = AMEDPredictor(pcfg, seed=cfg.seed).to(setup.device).train()
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    latents = torch.randn((cfg.num_latents, *setup.denoiser.sample_shape), generator=gen) * setup.sigma_max
+    total = cfg.epochs * -(-cfg.num_latents // cfg.batch_size) * setup.plan.steps
+    losses: list[float] = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(cfg.num_latents, generator=gen)
+        for start in range(0, cfg.num_latents, cfg.batch_size):
+            picked = order[start : start + cfg.batch_size]
+            rows = distributed.my_rows(len(picked), setup.world)
+            z = latents[picked[rows.start : rows.stop]].to(setup.device, setup.dtype)
+            for n, loss, params in _train_batch(cfg, setup, predictor, optimizer, z, len(picked)):
+                losses.append(loss)
+                if report is not None and params is not None:
+                    report(StepReport(len(losses), total, n, loss, *_stats(params.r), *_stats(params.c), *_stats(params.a)))
+    predictor.eval().requires_grad_(False)
+    meta = {**_meta(cfg, setup, predictor, source, losses), "training_seconds": time.perf_counter() - tic}
     return TrainResult(predictor, meta, losses)
 
 
@@ -191,5 +234,5 @@ def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | 
     path = output_path(cfg)
     result = train_amed(cfg, report)
     if distributed.current().is_main:
-        save_checkpoint(path, result.predictor, result.meta)
+        save_predictor(path, result.predictor, result.meta)
     return path, result

@@ -1,1 +1,5 @@
-"""The benchmark: solvers x NFE budgets on the same latents, a resumable result store, tables and plots."""
+"""The benchmark engine: solvers x NFE budgets on the same latents, a resumable result store, tables and plots.
+
+Owns its config (``config``), the cell plan (``plan``), the metric registry (``metrics``), the records
+(``store``), the run (``runner``, progress by callback) and the report files (``report``, ``table``, ``plots``).
+"""

@@ -117,7 +117,7 @@ def _entry(item: Any) -> SolverEntry:
     resolved = spec.resolve_options(options)
     missing = [key for key in spec.requires if resolved.get(key) is None]
     if missing:
-        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} in its solvers item (options: {{{missing[0]}: PATH}})")
+        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} " f"in its solvers item (options: {{{missing[0]}: PATH}})")
     schedule = item.get("schedule")
     if schedule is not None and schedule not in SCHEDULES:
         raise unknown_choice("schedule", str(schedule), SCHEDULES)

@@ -12,7 +12,7 @@ from diffsampler.solvers import get_solver
 
 AUTO_AFS_NOTE = (
     "afs=true was set automatically: a 2-NFE-per-step solver meets an odd budget with the analytical first step "
-    "(as the AMED paper, arXiv 2312.00094, does for its odd NFE); set afs in the solver's options or auto_afs: false to turn this off"
+    "(as the AMED paper, arXiv 2312.00094, does for its odd NFE); set " "afs in the solver's options or auto_afs: false to turn this off"
 )
 
 

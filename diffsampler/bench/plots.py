@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffsampler.atomic import atomic_file
-from diffsampler.bench.report import MetricTable
+from diffsampler.bench.table import MetricTable
 
 
 def plot_metric(table: MetricTable, budgets: list[int], path: Path) -> None:
@@ -16,9 +16,9 @@ def plot_metric(table: MetricTable, budgets: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    values = []
+    values: list[float] = []
     for label, row in table.rows:
-        points = [(nfe, e.value) for nfe, e in zip(budgets, row) if e.status == "ok" and e.value is not None]
+        points = [(nfe, e.value) for nfe, e in zip(budgets, row) if e.has_value]
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", label=label)

@@ -1,4 +1,5 @@
-"""Reports made from the records: table.md, table.csv, results.json, sigmas.csv, plots, and terminal tables."""
+"""Reports made from the records: table.md, table.csv, results.json, sigmas.csv and plots (the terminal tables
+are drawn by ``diffsampler.terminal``)."""
 
 from __future__ import annotations
 
@@ -9,45 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
 from diffsampler.bench.metrics import Metric
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
+from diffsampler.bench.plots import plot_metric
 from diffsampler.bench.store import ResultStore
-
-AFS_MARK = "†"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One displayed value: ok (with value), n/a or failed (with a footnote number), or missing."""
-
-    status: str
-    value: float | None = None
-    footnote: int | None = None
-    auto_afs: bool = False
-    best: bool = False
-
-    def text(self, markdown: bool = False) -> str:
-        if self.status == "ok" and self.value is not None:
-            core = f"{self.value:.4g}" + (AFS_MARK if self.auto_afs else "")
-            return f"**{core}**" if self.best and markdown else core
-        if self.status in ("n/a", "failed"):
-            return f"{self.status}[^{self.footnote}]" if markdown else f"{self.status} [{self.footnote}]"
-        return "-"
-
-
-@dataclass(frozen=True)
-class MetricTable:
-    """Rows (solver labels) by columns (NFE budgets) of one metric."""
-
-    name: str
-    summary: str
-    higher_is_better: bool
-    rows: list[tuple[str, list[Entry]]]
+from diffsampler.bench.table import AFS_MARK, Entry, MetricTable, Status
 
 
 @dataclass
@@ -73,10 +42,10 @@ def _mark_best(rows: list[tuple[str, list[Entry]]], higher_is_better: bool) -> l
     columns = len(rows[0][1]) if rows else 0
     best: list[float | None] = []
     for col in range(columns):
-        values = [row[col].value for _, row in rows if row[col].status == "ok" and row[col].value is not None]
+        values = [v for _, row in rows if row[col].has_value and (v := row[col].value) is not None]
         best.append((max(values) if higher_is_better else min(values)) if values else None)
     return [
-        (label, [Entry(e.status, e.value, e.footnote, e.auto_afs, e.status == "ok" and e.value is not None and e.value == best[i]) for i, e in enumerate(row)])
+        (label, [Entry(e.status, e.value, e.footnote, e.auto_afs, e.has_value and e.value == best[i]) for i, e in enumerate(row)])
         for label, row in rows
     ]
 
@@ -104,37 +73,37 @@ def build_report(
                                 "nfe": cell.nfe, "values": {}}
         reason = cell.reason or unavailable.get(key)
         if reason is not None:
-            entry = Entry("n/a", footnote=footnote(reason))
+            entry = Entry(Status.NA, footnote=footnote(reason))
             for m in metrics:
                 grid[m.name][key] = entry
             speed[key] = entry
-            cell_rows.append({**info, "status": "n/a", "reason": reason})
+            cell_rows.append({**info, "status": Status.NA.value, "reason": reason})
             continue
         assert cell.plan is not None
-        info.update(schedule=cell.plan.schedule, steps=cell.plan.steps, sigmas=cell.plan.sigmas.tolist(), status="missing")
+        info.update(schedule=cell.plan.schedule, steps=cell.plan.steps, sigmas=cell.plan.sigmas.tolist(), status=Status.MISSING.value)
         for m in metrics:
             record = store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name)
             if record is None:
-                grid[m.name][key] = Entry("missing")
+                grid[m.name][key] = Entry(Status.MISSING)
                 continue
             if record.get("note") and record["note"] not in notes:
                 notes.append(record["note"])
             timing = {k: record.get(k) for k in ("nfe_used", "sampling_seconds", "samples_per_second", "device")}
             info.update(timing)
             if record.get("error"):
-                grid[m.name][key] = Entry("failed", footnote=footnote(record["error"]))
-                info.update(status="failed", reason=record["error"])
+                grid[m.name][key] = Entry(Status.FAILED, footnote=footnote(record["error"]))
+                info.update(status=Status.FAILED.value, reason=record["error"])
             else:
-                grid[m.name][key] = Entry("ok", record["value"], auto_afs=cell.auto_afs)
+                grid[m.name][key] = Entry(Status.OK, record["value"], auto_afs=cell.auto_afs)
                 info["values"][m.name] = record["value"]
-                info["status"] = "ok"
+                info["status"] = Status.OK.value
             sps = record.get("samples_per_second")
-            speed[key] = Entry("ok", sps, auto_afs=cell.auto_afs) if sps is not None and not record.get("error") else grid[m.name][key]
-        speed.setdefault(key, Entry("missing"))
+            speed[key] = Entry(Status.OK, sps, auto_afs=cell.auto_afs) if sps is not None and not record.get("error") else grid[m.name][key]
+        speed.setdefault(key, Entry(Status.MISSING))
         cell_rows.append(info)
 
     def rows(values: dict[tuple[str, int], Entry]) -> list[tuple[str, list[Entry]]]:
-        return [(label, [values.get((label, nfe), Entry("missing")) for nfe in budgets]) for label in labels]
+        return [(label, [values.get((label, nfe), Entry(Status.MISSING)) for nfe in budgets]) for label in labels]
 
     tables = [MetricTable(m.name, m.summary, not m.lower_is_better, _mark_best(rows(grid[m.name]), not m.lower_is_better)) for m in metrics]
     throughput = MetricTable("samples_per_second", "samples per second, sampling alone", True, _mark_best(rows(speed), True))
@@ -157,7 +126,7 @@ def markdown(report: Report) -> str:
     out = [
         f"# Benchmark: {report.model}",
         "",
-        f"{report.num_samples} samples per cell, the same latents for every solver (sample i seeded by ({report.seed}, i)). "
+        f"{report.num_samples} samples per cell, the same latents " f"for every solver (sample i seeded by ({report.seed}, i)). "
         "**Bold**: the best in its NFE column. The exact sigma grid of every cell is in sigmas.csv.",
     ]
     for table in (*report.tables, report.throughput):
@@ -179,7 +148,7 @@ def csv_text(report: Report) -> str:
     writer.writerow(["metric", "solver", *(f"nfe_{n}" for n in report.budgets)])
     for table in (*report.tables, report.throughput):
         for label, row in table.rows:
-            writer.writerow([table.name, label, *(repr(e.value) if e.status == "ok" else ("" if e.status == "missing" else e.status) for e in row)])
+            writer.writerow([table.name, label, *(repr(e.value) if e.status is Status.OK else ("" if e.status is Status.MISSING else e.status.value) for e in row)])
     return buf.getvalue()
 
 
@@ -211,27 +180,9 @@ def results_json(report: Report) -> dict[str, Any]:
 
 def write_reports(folder: Path, report: Report) -> None:
     """Write every report file atomically (plots last: they are the slowest)."""
-    from diffsampler.bench.plots import plot_metric
-
     atomic_write_bytes(folder / "table.md", markdown(report).encode())
     atomic_write_bytes(folder / "table.csv", csv_text(report).encode())
     atomic_write_bytes(folder / "sigmas.csv", sigmas_csv(report).encode())
     atomic_write_bytes(folder / "results.json", (json.dumps(results_json(report), indent=2) + "\n").encode())
     for table in report.tables:
         plot_metric(table, report.budgets, folder / f"{table.name}_vs_nfe.png")
-
-
-def rich_tables(report: Report) -> list[Table]:
-    """The metric tables for the terminal (best per column in bold green)."""
-    out = []
-    for table in report.tables:
-        better = "higher" if table.higher_is_better else "lower"
-        title = f"{table.name} ({better} is better), {report.num_samples} samples"
-        rich_table = Table(title=title, title_justify="left", min_width=len(title))
-        rich_table.add_column("solver", style="bold cyan")
-        for nfe in report.budgets:
-            rich_table.add_column(f"NFE {nfe}", justify="right")
-        for label, row in table.rows:
-            rich_table.add_row(escape(label), *(f"[bold green]{escape(e.text())}[/]" if e.best else escape(e.text()) for e in row))
-        out.append(rich_table)
-    return out

@@ -9,21 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler import __version__, distributed
+from diffsampler.artefacts import PREPARE_HOOKS
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
-from diffsampler.codehash import metric_code, solver_code
 from diffsampler.bench.store import Manifest, ResultStore
+from diffsampler.codehash import metric_code, solver_code
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.sampling import generate_sharded, prepared_options, resolve_device
+from diffsampler.progress import ProgressFn, report
+from diffsampler.sampling import Generation, generate_sharded, prepared_options
 from diffsampler.solvers import get_solver
 
 
@@ -44,14 +45,19 @@ def default_run_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", model_label(model)).strip("-") or "run"
 
 
+def _unavailable(metric: Metric, denoiser: Denoiser) -> str | None:
+    """Why ``metric`` cannot score this model, or None."""
+    return metric.unavailable(denoiser) if metric.unavailable is not None else None
+
+
 def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> list[Metric]:
     """The named metrics (each must be able to score the model), or the defaults that can."""
     if names is None:
-        return [METRICS[n] for n in DEFAULT_METRICS if n in METRICS and not (METRICS[n].unavailable and METRICS[n].unavailable(denoiser))]
+        return [METRICS[n] for n in DEFAULT_METRICS if n in METRICS and not _unavailable(METRICS[n], denoiser)]
     metrics = []
     for name in dict.fromkeys(names):
         metric = get_metric(name)
-        reason = metric.unavailable(denoiser) if metric.unavailable else None
+        reason = _unavailable(metric, denoiser)
         if reason:
             raise UserError(f"metric '{name}' cannot score model '{model}': it {reason}; leave it out of --metrics")
         metrics.append(metric)
@@ -71,7 +77,7 @@ def _manifest(cfg: BenchmarkConfig, denoiser: Denoiser, cells: list[Cell], metri
         "auto_afs": cfg.auto_afs,
     }
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
-    codes = {name: solver_code(spec.sample_fn, spec.prepare) for name, spec in specs.items()}
+    codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
     solvers = {cell.entry.label: {**cell.entry.definition(), "code": codes[cell.entry.solver]} for cell in cells}
     metric_defs = {
         m.name: {
@@ -120,34 +126,135 @@ def _record(
     }
 
 
-def _stopped_at(progress: Progress, folder: Path) -> str:
-    """Where an interrupted benchmark stopped, for the one-line message."""
-    task = progress.tasks[0]
-    where = task.fields.get("cell") or "its first cell"
-    done = f"{int(task.completed)} of {int(task.total or 0)} cells done"
-    return f"benchmark stopped at {where} with {done}, their records kept in {folder}"
+@dataclass(frozen=True)
+class _Run:
+    """What every cell of one benchmark run shares."""
+
+    cfg: BenchmarkConfig
+    denoiser: Denoiser
+    ctx: MetricContext
+    store: ResultStore
+    world: distributed.World
+    notes: dict[str, str | None]
 
 
-def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | None = None) -> BenchmarkOutcome:
-    """Sample every missing cell, score it with every metric, write records, then the reports.
-
-    Under torchrun the batches of every cell are dealt across ranks (``diffsampler.distributed``) and
-    gathered in index order, so samples and metrics equal a single process's; rank 0 alone writes.
-    """
-    console = console or Console(stderr=True)
-    tic_all = time.perf_counter()
-    entries = solver_entries(cfg.solvers)
-    denoiser = load_model(cfg.model)
+def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
+    """The run's metrics; ``metric_options`` may only name those."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
     unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
-    world, device = distributed.setup(resolve_device(cfg.device))
-    denoiser.to(device)
+    return metrics
+
+
+def _sigma_range(cfg: BenchmarkConfig, denoiser: Denoiser) -> tuple[float, float]:
     sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
     sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
     if not 0 < sigma_min < sigma_max:
         raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    return sigma_min, sigma_max
+
+
+def _pending(cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int, fresh: bool) -> list[tuple[Cell, list[Metric]]]:
+    """The runnable cells with the metrics they still lack (all of them with ``fresh``)."""
+    return [
+        (cell, missing)
+        for cell in cells
+        if cell.runnable
+        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, num_samples, m.name) is None]]
+        if missing
+    ]
+
+
+def _prepare_metrics(pending: list[tuple[Cell, list[Metric]]], ctx: MetricContext, progress: ProgressFn | None) -> dict[str, str | None]:
+    """Run each needed metric's ``prepare`` once, rank after rank; its notes by metric name."""
+    notes: dict[str, str | None] = {}
+    for rank in range(ctx.world.size):
+        if rank == ctx.world.rank:
+            for metric in {m.name: m for _, missing in pending for m in missing}.values():
+                if metric.prepare is not None:
+                    report(progress, 0, len(pending), f"preparing {metric.name} for {ctx.num_samples} samples")
+                    notes[metric.name] = metric.prepare(ctx)
+        distributed.barrier(ctx.world)
+    return notes
+
+
+def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | None, float]:
+    """Sample one cell and write one record per missing metric: (why it cannot run, or None; sampling seconds)."""
+    assert cell.plan is not None
+    cfg, denoiser, world = run.cfg, run.denoiser, run.world
+    spec = get_solver(cell.entry.solver)
+    try:
+        options = prepared_options(spec, cell.options, denoiser, cell.plan)
+    except UserError as exc:
+        return str(exc), 0.0
+    error, samples = None, None
+    tic = time.perf_counter()
+    try:
+        job = Generation(denoiser, spec, options, cell.plan, cfg.seed, cfg.batch_size, run.ctx.device, getattr(torch, cfg.dtype))
+        samples = generate_sharded(job, range(cfg.num_samples), world)
+    except UserError as exc:
+        error = str(exc)
+    seconds = time.perf_counter() - tic
+    timing = {
+        "nfe_used": denoiser.calls,
+        "sampling_seconds": seconds,
+        "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
+        "device": str(run.ctx.device),
+        "batch_size": cfg.batch_size,
+        "world_size": world.size,
+    }
+    if samples is not None and world.is_main:
+        _save_preview(samples, denoiser.sample_shape, run.store.grid_path(cell.entry.label, cell.nfe))
+    for metric in missing:
+        value = None if samples is None else metric.compute(samples, run.ctx)
+        if world.is_main:
+            run.store.write(_record(cfg, cell, metric, value, timing, error, run.notes.get(metric.name)))
+    return None, seconds
+
+
+def _sample_cells(
+    run: _Run, pending: list[tuple[Cell, list[Metric]]], progress: ProgressFn | None
+) -> dict[tuple[str, int], str]:
+    """Sample the pending cells in order; why each cell that cannot run was skipped, by (label, NFE).
+
+    Ctrl-C stops with a message saying where, and that the same command resumes (the records written are kept).
+    """
+    unavailable: dict[tuple[str, int], str] = {}
+    rate, where, done = "", "its first cell", 0
+
+    def stopped() -> str:
+        kept = f"their records kept in {run.store.folder}"
+        return f"benchmark stopped at {where} with {done} of {len(pending)} cells done, {kept}"
+
+    with resumable(stopped):
+        for cell, missing in pending:
+            where = f"{cell.entry.label} @ NFE {cell.nfe}"
+            report(progress, done, len(pending), f"{where}{rate}")
+            reason, seconds = _sample_cell(run, cell, missing)
+            if reason is not None:
+                unavailable[(cell.entry.label, cell.nfe)] = reason
+            elif seconds > 0:
+                rate = f" (last: {run.cfg.num_samples / seconds:.0f} samples/s)"
+            done += 1
+    report(progress, len(pending), len(pending), "reports")
+    return unavailable
+
+
+def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressFn | None = None) -> BenchmarkOutcome:
+    """Sample every missing cell, score it with every metric, write records, then the reports.
+
+    Under torchrun the batches of every cell are dealt across ranks (``diffsampler.distributed``) and
+    gathered in index order, so samples and metrics equal a single process's; rank 0 alone writes.
+    ``progress`` hears of each metric's preparation and each cell (done of the pending cells).
+    """
+    tic_all = time.perf_counter()
+    entries = solver_entries(cfg.solvers)
+    denoiser = load_model(cfg.model)
+    metrics = _checked_metrics(cfg, denoiser)
+    world, device = distributed.setup(resolve_device(cfg.device))
+    denoiser.to(device)
+    sigma_min, sigma_max = _sigma_range(cfg, denoiser)
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs)
     out = Path(cfg.out)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
@@ -155,76 +262,18 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, console: Console | 
     store.check(manifest, fresh)
     if world.is_main:
         ensure_writable_dir(out)
-
     ctx = MetricContext(denoiser, cfg.model, cfg.seed, cfg.num_samples, sigma_max, sigma_min, device, cfg.batch_size,
                         out / ".cache", {k: dict(v) for k, v in cfg.metric_options.items()}, world=world)
-    pending = [
-        (cell, missing)
-        for cell in cells
-        if cell.runnable
-        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name) is None]]
-        if missing
-    ]
+    pending = _pending(cells, metrics, store, cfg.num_samples, fresh)
     distributed.barrier(world)
-    notes: dict[str, str | None] = {}
-    for rank in range(world.size):
-        if rank == world.rank:
-            for metric in {m.name: m for _, missing in pending for m in missing}.values():
-                if metric.prepare is not None:
-                    with console.status(f"preparing {metric.name} for {cfg.num_samples} samples"):
-                        notes[metric.name] = metric.prepare(ctx)
-        distributed.barrier(world)
+    notes = _prepare_metrics(pending, ctx, progress)
     if world.is_main:
         store.open(manifest, fresh)
-    unavailable: dict[tuple[str, int], str] = {}
-    dtype = getattr(torch, cfg.dtype)
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        TextColumn("{task.fields[cell]}"),
-    )
-    def stopped() -> str:
-        return _stopped_at(progress, store.folder)
-
-    with Progress(*columns, console=console, disable=not world.is_main) as progress, resumable(stopped):
-        task = progress.add_task("benchmark", total=len(pending), rate="", cell="")
-        for cell, missing in pending:
-            assert cell.plan is not None
-            progress.update(task, cell=f"{cell.entry.label} @ NFE {cell.nfe}")
-            spec = get_solver(cell.entry.solver)
-            try:
-                options = prepared_options(spec, cell.options, denoiser, cell.plan)
-            except UserError as exc:
-                unavailable[(cell.entry.label, cell.nfe)] = str(exc)
-                progress.advance(task)
-                continue
-            error, samples = None, None
-            tic = time.perf_counter()
-            try:
-                samples = generate_sharded(
-                    denoiser, spec, options, cell.plan, range(cfg.num_samples), cfg.seed, cfg.batch_size, device, dtype, world
-                )
-            except UserError as exc:
-                error = str(exc)
-            seconds = time.perf_counter() - tic
-            timing = {
-                "nfe_used": denoiser.calls,
-                "sampling_seconds": seconds,
-                "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
-                "device": str(device),
-                "batch_size": cfg.batch_size,
-                "world_size": world.size,
-            }
-            if samples is not None and world.is_main:
-                _save_preview(samples, denoiser.sample_shape, store.grid_path(cell.entry.label, cell.nfe))
-            for metric in missing:
-                value = None if samples is None else metric.compute(samples, ctx)
-                if world.is_main:
-                    store.write(_record(cfg, cell, metric, value, timing, error, notes.get(metric.name)))
-            progress.update(task, advance=1, rate=f"{cfg.num_samples / seconds:.0f} samples/s" if seconds > 0 else "")
+    run = _Run(cfg, denoiser, ctx, store, world, notes)
+    unavailable = _sample_cells(run, pending, progress)
     distributed.barrier(world)
-    report = build_report(cfg, cells, metrics, store, unavailable)
+    result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:
-        write_reports(store.folder, report)
-    outcome = BenchmarkOutcome(store.folder, report, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
+        write_reports(store.folder, result)
+    outcome = BenchmarkOutcome(store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
     return replace(outcome, reporter=world.is_main)

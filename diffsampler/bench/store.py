@@ -116,7 +116,8 @@ class ResultStore:
             return None if merged == old else merged
         if self.folder.is_dir() and any(self.folder.iterdir()):
             raise UserError(
-                f"{self.folder} is not empty and holds no run.json (not a benchmark run); choose another --name or --out"
+                f"{self.folder} is not empty and holds no run.json (not a benchmark run); "
+                "choose another --name or --out"
             )
         return merged
 
@@ -145,7 +146,9 @@ class ResultStore:
     def _remove_stale(self) -> None:
         """Delete the records made by other code than the current one (before the manifest says the new code)."""
         for label in sorted(self.stale_labels):
-            log.warning("the code of solver label '%s' changed since its records were made: recomputing its cells", label)
+            log.warning(
+                "the code of solver label '%s' changed since its records were made: recomputing its cells", label
+            )
             shutil.rmtree(self.folder / "records" / slug(label), ignore_errors=True)
         for metric in sorted(self.stale_metrics):
             log.warning("the code of metric '%s' changed since its records were made: it is recomputed", metric)

@@ -82,7 +82,7 @@ def point_record(
         v = v.to(device)
         sig = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=device)
         with torch.no_grad():
-            denoised, jv = torch.func.jvp(lambda y: denoise(y, sig), (x,), (v,))
+            denoised, jv = torch.func.jvp(lambda y, s=sig: denoise(y, s), (x,), (v,))
             _, g = torch.func.jvp(denoise, (x, sig), (denoised - x, -sig))
         p = (x - denoised).to(torch.float64)
         n_b, mean_b, co_b = moments.batch(torch.stack([x.to(torch.float64), p, p + g.to(torch.float64)]))

@@ -20,16 +20,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable, ensure_writable_dir
+from diffsampler.config import DEVICES, check_seed
+from diffsampler.device import resolve_device
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
-from diffsampler.config import DEVICES
 from diffsampler.errors import UNREADABLE_FILE, UserError, resumable, unknown_choice
 from diffsampler.models import Denoiser, load_model
-from diffsampler.sampling import generate_sharded, plan_grid, resolve_device
+from diffsampler.progress import ProgressFn, report
+from diffsampler.sampling import Generation, generate_sharded, plan_grid
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def data_points(denoiser: Denoiser, source: str | None, num_data: int, seed: int
         spec = get_solver(MODEL_SAMPLE_SOLVER)
         options = spec.resolve_options()
         plan = plan_grid(spec, options, denoiser.sigma_min, denoiser.sigma_max, MODEL_SAMPLE_NFE)
-        samples = generate_sharded(denoiser, spec, options, plan, range(num_data), seed, batch, device, torch.float32, distributed.current())
+        job = Generation(denoiser, spec, options, plan, seed, batch, device, torch.float32)
+        samples = generate_sharded(job, range(num_data), distributed.current())
         return samples, f"model samples ({MODEL_SAMPLE_SOLVER}, NFE {MODEL_SAMPLE_NFE}, seed {seed})"
     from diffsampler.data.datasets import load_images, to_model_range
 
@@ -111,7 +113,9 @@ def _open_partial(partial: Path, identity: dict[str, Any]) -> None:
                 point.unlink()
         else:
             if not same:
-                raise UserError(f"{partial} holds an unfinished run with other settings; delete it or choose another --out")
+                raise UserError(
+                    f"{partial} holds an unfinished run with other settings; delete it or choose another --out"
+                )
             return
     ensure_writable_dir(partial)
     atomic_write_bytes(run_file, json.dumps(identity, indent=2).encode())
@@ -151,15 +155,14 @@ def compute_ems(
     seed: int = 0,
     out: str | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: ProgressFn | None = None,
 ) -> EmsOutcome:
     """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
     if grid < 2:
         raise UserError(f"--grid must be at least 2 intervals, got {grid}")
     if num_data < 2 or batch < 1:
         raise UserError(f"--num-data must be at least 2 and --batch at least 1, got {num_data} and {batch}")
-    if seed < 0:
-        raise UserError(f"--seed must be non-negative, got {seed}")
+    check_seed(seed)
     if device not in DEVICES:
         raise unknown_choice("device", device, DEVICES)
     denoiser = load_model(model)
@@ -172,7 +175,7 @@ def compute_ems(
     tic = time.perf_counter()
     points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
     meta = {"model_name": model, "data": data_note, "data_seconds": time.perf_counter() - tic}
-    return estimate_to_folder(denoiser, points, grid, batch, seed, folder, dev, meta, identity, progress)
+    return estimate_to_folder(denoiser, points, EmsJob(grid, batch, seed, folder, dev), meta, identity, progress)
 
 
 def unusable_reason(stats: dict[str, Any], sigma_min: float, sigma_max: float) -> str:
@@ -189,82 +192,103 @@ def partial_folder(folder: Path) -> Path:
     return folder.with_name(folder.name + ".partial")
 
 
-def estimate_to_folder(
-    denoiser: Denoiser,
-    points: torch.Tensor,
-    grid: int,
-    batch: int,
-    seed: int,
-    folder: Path,
-    device: torch.device,
-    extra_meta: dict[str, Any] | None = None,
-    identity: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> EmsOutcome:
-    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) and write them to ``folder``.
+@dataclass(frozen=True)
+class EmsJob:
+    """One estimation: N grid intervals, data points per JVP batch, the seed, the output folder and the device."""
 
-    Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
-    """
-    world = distributed.current()
-    check_replaceable(folder, COMMAND)
-    partial = partial_folder(folder)
-    if world.is_main:
-        _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", grid, points.shape[0], batch, seed))
-    distributed.barrier(world)
-    tic = time.perf_counter()
-    lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, grid)
-    mine = [j for j in range(grid + 1) if not _finished_point(_point_file(partial, j))] if world.is_main else []
+    grid: int
+    batch: int
+    seed: int
+    folder: Path
+    device: torch.device
+
+
+def _estimate_points(
+    denoiser: Denoiser, points: torch.Tensor, job: EmsJob, lambdas: np.ndarray, progress: ProgressFn | None
+) -> int:
+    """Estimate every grid point not yet in the partial folder, saving each as it is done; the number resumed."""
+    world, partial = distributed.current(), partial_folder(job.folder)
+    mine = [j for j in range(job.grid + 1) if not _finished_point(_point_file(partial, j))] if world.is_main else []
     todo: list[int] = distributed.gather_objects(mine, world)[0]  # type: ignore[assignment]
     distributed.barrier(world)
-    resumed = grid + 1 - len(todo)
-    calls = denoiser.calls
-    def stopped() -> str:
-        return f"compute-ems stopped with {int(bar.tasks[0].completed)} of {grid + 1} grid points done, kept in {partial}"
+    resumed = finished = job.grid + 1 - len(todo)
 
-    with Progress(
-        TextColumn("compute-ems"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        disable=not (progress and world.is_main), transient=True,
-    ) as bar, resumable(stopped):
-        task = bar.add_task("grid", total=grid + 1, completed=resumed)
+    def stopped() -> str:
+        return f"compute-ems stopped with {finished} of {job.grid + 1} grid points done, kept in {partial}"
+
+    with resumable(stopped):
         for j in todo:
             sigma = math.exp(-lambdas[j])
-            record = point_record(denoiser, points, sigma, point_generator(seed, j), batch, device, world)
+            report(progress, finished, job.grid + 1, f"sigma {sigma:.4g}")
+            record = point_record(denoiser, points, sigma, point_generator(job.seed, j), job.batch, job.device, world)
             if not torch.isfinite(record).all():
                 raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
             if world.is_main:
                 _save_point(_point_file(partial, j), record)
-            bar.advance(task)
+            finished += 1
+    report(progress, job.grid + 1, job.grid + 1, "writing the statistics")
     distributed.barrier(world)
-    records = np.stack([np.load(_point_file(partial, j)) for j in range(grid + 1)])
+    return resumed
+
+
+def _statistics_meta(denoiser: Denoiser, num_data: int, job: EmsJob, lambdas: np.ndarray, stats: dict[str, Any]) -> dict[str, Any]:
+    """What meta.json records about the model, the grid and the estimate (timing and provenance are added)."""
+    return {
+        "model": denoiser.describe(),
+        "sigma_min": denoiser.sigma_min,
+        "sigma_max": denoiser.sigma_max,
+        "grid": job.grid,
+        "num_data": num_data,
+        "batch": job.batch,
+        "seed": job.seed,
+        "lambda_first": float(lambdas[0]),
+        "lambda_last": float(lambdas[-1]),
+        "ridge": RIDGE,
+        "shrunk_elements": stats["shrunk"],
+    }
+
+
+def estimate_to_folder(
+    denoiser: Denoiser,
+    points: torch.Tensor,
+    job: EmsJob,
+    extra_meta: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> EmsOutcome:
+    """Estimate the statistics of ``denoiser`` from the data ``points`` (K, *sample_shape) into ``job.folder``.
+
+    Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
+    """
+    world, partial, num_data = distributed.current(), partial_folder(job.folder), int(points.shape[0])
+    check_replaceable(job.folder, COMMAND)
+    if world.is_main:
+        _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", job.grid, num_data, job.batch, job.seed))
+    distributed.barrier(world)
+    tic = time.perf_counter()
+    lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, job.grid)
+    calls = denoiser.calls
+    resumed = _estimate_points(denoiser, points, job, lambdas, progress)
+    records = np.stack([np.load(_point_file(partial, j)) for j in range(job.grid + 1)])
     stats = statistics_from_records(records, lambdas)
     problem = unusable_reason(stats, denoiser.sigma_min, denoiser.sigma_max)
     if problem:
         log.warning("compute-ems: %s", problem)
     seconds = time.perf_counter() - tic
     meta = {
-        "model": denoiser.describe(),
-        "sigma_min": denoiser.sigma_min,
-        "sigma_max": denoiser.sigma_max,
-        "grid": grid,
-        "num_data": int(points.shape[0]),
-        "batch": batch,
-        "seed": seed,
-        "lambda_first": float(lambdas[0]),
-        "lambda_last": float(lambdas[-1]),
-        "ridge": RIDGE,
-        "shrunk_elements": stats["shrunk"],
+        **_statistics_meta(denoiser, num_data, job, lambdas, stats),
         "usable": not problem,
         "jvp_calls": int(distributed.all_reduce_sum(torch.tensor([denoiser.calls - calls]), world).item()),
         "seconds": seconds,
         "resumed_points": resumed,
-        "device": str(device),
+        "device": str(job.device),
         "world_size": world.size,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_meta or {}),
     }
     if world.is_main:
-        with atomic_dir(folder, COMMAND) as tmp:
+        with atomic_dir(job.folder, COMMAND) as tmp:
             write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
         shutil.rmtree(partial, ignore_errors=True)
     log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])
-    return EmsOutcome(folder, grid, int(points.shape[0]), seconds, resumed, stats["shrunk"])
+    return EmsOutcome(job.folder, job.grid, num_data, seconds, resumed, stats["shrunk"])

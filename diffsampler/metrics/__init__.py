@@ -1,1 +1,2 @@
-"""Metrics: Frechet distances (FID and pixel space), error against reference ODE solutions."""
+"""Metric computations: Frechet distances (FID with its Inception network and reference statistics, and in pixel
+space), errors against reference ODE solutions. The benchmark's metric registry is ``diffsampler.bench.metrics``."""

@@ -40,7 +40,8 @@ CACHE_ENV = "DIFFSAMPLER_CACHE"
 class FeatureNetwork(Protocol):
     """What statistics are computed with: a loadable feature network with a stable identity."""
 
-    identity: str
+    @property
+    def identity(self) -> str: ...
 
     def load(self, device: torch.device | str = "cpu") -> nn.Module: ...
 

@@ -11,6 +11,7 @@ from diffsampler.models.base import Denoiser
 from diffsampler.models.builtin import fashion_mnist_mixture, toy_2d
 from diffsampler.models.external import LOADERS, external_kind, external_label, load_external
 from diffsampler.models.gaussian_mixture import GaussianMixture
+from diffsampler.models.shipped import read_manifest, shipped_builder, summary
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ def register_checkpoint(name: str, path: str | Path, summary: str) -> None:
 
 register_model("gmm-fmnist", fashion_mnist_mixture, "analytic mixture on 500 Fashion-MNIST images, 1x32x32, std 0.1")
 register_model("gmm-2d", toy_2d, "analytic 2-D mixture of 8 Gaussians on a circle")
+for _name, _entry in read_manifest().items():
+    register_model(_name, shipped_builder(_name, _entry), summary(_entry))
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

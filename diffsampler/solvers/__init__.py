@@ -1,15 +1,21 @@
-"""Solvers of the probability-flow ODE in the EDM form, and the registry name -> solver."""
+"""Solvers of the probability-flow ODE in the EDM form, and the registry name -> solver.
+
+This package owns the step math only: a solver takes any callable D(x, sigma, cond), a tensor, a sigma grid and
+plain options. It imports no model, AMED, EMS, benchmark or sampling code (tests/test_architecture.py checks);
+artefacts named by options (predictor files, statistics folders) are loaded by ``diffsampler.artefacts``.
+Adding a solver is one module with the function and one ``register_solver`` line here.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from diffsampler.errors import unknown_choice
-from diffsampler.solvers.amed import amed_plugin, amed_solver, prepare_amed, prepare_amed_plugin
-from diffsampler.solvers.base import PrepareFn, SolverSpec
+from diffsampler.solvers.amed import amed_plugin, amed_solver
+from diffsampler.solvers.base import SolverSpec
 from diffsampler.solvers.deis import deis
 from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
-from diffsampler.solvers.dpm_solver_v3 import V3_OPTIONS, dpm_solver_v3
+from diffsampler.solvers.dpm_solver_v3 import dpm_solver_v3
 from diffsampler.solvers.ipndm import ipndm, ipndm_v
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 from diffsampler.solvers.unipc import unipc
@@ -18,77 +24,44 @@ SOLVERS: dict[str, SolverSpec] = {}
 
 
 def register_solver(
-    name: str,
-    sample_fn: Callable[..., Any],
-    evals_per_step: int,
-    default_schedule: str,
-    summary: str,
-    options: Mapping[str, Any] | None = None,
-    requires: tuple[str, ...] = (),
-    prepare: PrepareFn | None = None,
+    name: str, sample_fn: Callable[..., Any], evals_per_step: int, default_schedule: str, summary: str, requires: tuple[str, ...] = ()
 ) -> SolverSpec:
-    """Add a solver; ``requires`` names options that must be given (artefact paths), ``prepare`` loads them."""
-    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, dict(options or {}), requires, prepare)
+    """Add a solver. Its options and their defaults are ``sample_fn``'s keyword-only parameters (see
+    ``diffsampler.solvers.options``); ``requires`` names options that must be given (artefact paths, loaded by
+    the hooks of ``diffsampler.artefacts``)."""
+    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, requires)
     SOLVERS[name] = spec
     return spec
 
 
 register_solver("euler", euler, 1, "polynomial", "Euler (= DDIM), first order, 1 NFE per step")
 register_solver("heun", heun, 2, "polynomial", "Heun (EDM), second order, 2 NFE per step")
-register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step", {"r": 0.5})
+register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step")
+register_solver("dpmpp", dpmpp, 1, "logsnr", "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step")
 register_solver(
-    "dpmpp",
-    dpmpp,
-    1,
-    "logsnr",
-    "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step",
-    {"order": 3, "variant": "midpoint", "lower_order_final": True, "thresholding": False},
+    "dpmpp_published", dpmpp_published, 1, "logsnr",
+    "DPM-Solver++ with the published 3M step (second order; the form of " "zju-pi/diff-sampler solver_utils.py and k-diffusion), 1 NFE per step",
 )
 register_solver(
-    "dpmpp_published",
-    dpmpp_published,
-    1,
-    "logsnr",
-    "DPM-Solver++ with the published 3M step (second order; the anchor toolbox's and k-diffusion's form), 1 NFE per step",
-    {"order": 3, "variant": "midpoint", "lower_order_final": True, "thresholding": False},
+    "unipc", unipc, 1, "logsnr", "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step"
+)
+register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step")
+register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step")
+register_solver(
+    "ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step"
 )
 register_solver(
-    "unipc",
-    unipc,
-    1,
-    "logsnr",
-    "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step",
-    {"order": 3, "variant": "bh2", "lower_order_final": True, "thresholding": False},
-)
-register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step", {"order": 3})
-register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step", {"order": 4})
-register_solver("ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step", {"order": 4})
-register_solver(
-    "amed", amed_solver, 2, "polynomial", "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step",
-    {"predictor": None}, requires=("predictor",), prepare=prepare_amed,
+    "amed", amed_solver, 2, "polynomial",
+    "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step", requires=("predictor",),
 )
 register_solver(
     "amed-plugin", amed_plugin, 2, "polynomial",
-    "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step",
-    {"predictor": None, "base": None, "max_order": None, "lower_order_final": None}, requires=("predictor",), prepare=prepare_amed_plugin,
+    "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step", requires=("predictor",),
 )
-
-
-def _prepare_dpm_solver_v3(options: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    from diffsampler.ems.format import prepare_statistics
-
-    return prepare_statistics(options, context)
-
-
 register_solver(
-    "dpm-solver-v3",
-    dpm_solver_v3,
-    1,
-    "logsnr",
+    "dpm-solver-v3", dpm_solver_v3, 1, "logsnr",
     "DPM-Solver-v3, multistep predictor-corrector with empirical model statistics (-o stats=FOLDER), 1 NFE per step",
-    V3_OPTIONS,
     requires=("stats",),
-    prepare=_prepare_dpm_solver_v3,
 )
 
 

@@ -10,7 +10,7 @@ analytic well away from the interval for any sigma grid used here.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -48,4 +48,4 @@ def adams_bashforth_weights(
 
 def combine(weights: Sequence[float], history: Sequence[torch.Tensor]) -> torch.Tensor:
     """sum_j w_j d_{i-j}: ``weights`` newest first, ``history`` newest last."""
-    return sum(w * d for w, d in zip(weights, reversed(history)))
+    return cast(torch.Tensor, sum(w * d for w, d in zip(weights, reversed(history))))

@@ -14,34 +14,38 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from diffsampler.errors import UserError, unknown_choice
-
-COMMON_OPTIONS: dict[str, Any] = {"afs": False, "denoise_to_zero": False}
-"""Options every solver takes."""
+from diffsampler.errors import UserError
+from diffsampler.solvers.options import Option, check_options, signature_options
 
 THRESHOLD_QUANTILE = 0.995
-"""Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the anchor toolbox's value)."""
+"""Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the value of
+zju-pi/diff-sampler, diff-solvers-main/solver_utils.py::dynamic_thresholding_fn)."""
 
 SampleFn = Callable[..., torch.Tensor]
-PrepareFn = Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]
-"""(options, context) -> options: loads artefacts named in options (predictor or statistics files) and
-checks them against the context {"model": Denoiser.describe(), "nfe", "schedule", "sigmas"}."""
-Denoiser = Callable[..., torch.Tensor]
+DenoiserFn = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
 
 @dataclass(frozen=True)
 class SolverSpec:
-    """A registered solver: its sampling function, cost per step, default schedule and options."""
+    """A registered solver: its sampling function, cost per step, default schedule and the options that
+    must be given (``requires``); its options and their defaults are the function's keyword-only parameters."""
 
     name: str
     sample_fn: SampleFn
     evals_per_step: int
     default_schedule: str
     summary: str
-    options: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
-    prepare: PrepareFn | None = None
+    option_specs: Mapping[str, Option] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "option_specs", signature_options(self.sample_fn))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every option with its default."""
+        return {name: option.default for name, option in self.option_specs.items()}
 
     @property
     def training_free(self) -> bool:
@@ -49,12 +53,8 @@ class SolverSpec:
         return not self.requires
 
     def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults merged with ``options``; an unknown option name is an error."""
-        allowed = {**COMMON_OPTIONS, **self.options}
-        for key in options or {}:
-            if key not in allowed:
-                raise unknown_choice(f"option of solver '{self.name}'", key, allowed)
-        return {**allowed, **(options or {})}
+        """Defaults merged with ``options``; an unknown name or a value the signature does not accept is an error."""
+        return check_options(self.name, self.option_specs, options)
 
     def nfe(self, num_steps: int, options: Mapping[str, Any] | None = None, final_zero: bool = False) -> int:
         """Network evaluations used by ``num_steps`` steps with these options."""
@@ -85,7 +85,7 @@ class SolverSpec:
 
     def sample(
         self,
-        denoiser: Denoiser,
+        denoiser: DenoiserFn,
         x: torch.Tensor,
         sigmas: torch.Tensor,
         options: Mapping[str, Any] | None = None,
@@ -99,7 +99,7 @@ class SolverSpec:
         return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
 
 
-def derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
+def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
     """dx/dsigma = (x - D(x, sigma)) / sigma: the probability-flow ODE (EDM eq. 3)."""
     return (x - denoiser(x, sigma, cond)) / sigma
 
@@ -109,7 +109,7 @@ def afs_derivative(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x / math.sqrt(1.0 + sigma**2)
 
 
-def first_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any) -> torch.Tensor:
+def first_derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any) -> torch.Tensor:
     """dx/dsigma at the start of a step, by AFS on the first step when asked."""
     if afs and step == 0:
         return afs_derivative(x, sigma)
@@ -117,9 +117,10 @@ def first_derivative(denoiser: Denoiser, x: torch.Tensor, sigma: float, step: in
 
 
 def data_estimate(
-    denoiser: Denoiser, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
 ) -> torch.Tensor:
-    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when asked."""
+    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when
+    asked."""
     if afs and step == 0:
         denoised = x - sigma * afs_derivative(x, sigma)
     else:
@@ -128,7 +129,8 @@ def data_estimate(
 
 
 def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTILE) -> torch.Tensor:
-    """Imagen's dynamic thresholding (arXiv 2205.11487 sec. 2.3): s = max(q_0.995(|D|), 1) per sample, D = clamp(D, -s, s) / s."""
+    """Imagen's dynamic thresholding (arXiv 2205.11487 sec. 2.3): s = max(q_0.995(|D|), 1) per sample,
+    D = clamp(D, -s, s) / s."""
     flat = denoised.reshape(denoised.shape[0], -1).abs().float()
     s = torch.quantile(flat, quantile, dim=1).clamp_min(1.0).to(denoised.dtype)
     s = s.reshape(-1, *([1] * (denoised.ndim - 1)))
@@ -136,17 +138,11 @@ def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTI
 
 
 def multistep_order(step: int, num_steps: int, max_order: int, lower_order_final: bool) -> int:
-    """Order of multistep step ``step`` (0-based) of ``num_steps``: warm-up i + 1, and N - i at the end when lowering."""
+    """Order of multistep step ``step`` (0-based) of ``num_steps``: warm-up i + 1, N - i at the end when lowering."""
     order = min(max_order, step + 1)
     return min(order, num_steps - step) if lower_order_final else order
 
 
-def check_choice(solver: str, option: str, value: Any, choices: tuple[Any, ...]) -> None:
-    """A UserError naming the option when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise UserError(f"{solver} option {option} must be one of {', '.join(map(str, choices))}, got {value!r}")
-
-
-def finish(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:
+def finish(denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:
     """The optional final denoising x = D(x, sigma_min), one more NFE."""
     return denoiser(x, sigmas[-1], cond) if denoise_to_zero else x

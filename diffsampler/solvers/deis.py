@@ -4,24 +4,23 @@ sigma is mapped to the time tau of the VP-linear SDE fitted to the grid's sigma 
 (sigma(tau)^2 = exp(beta_d tau^2 / 2 + beta_min tau) - 1, as the ``time_uniform`` schedule), eps is
 interpolated by the Lagrange polynomial in tau through the last k evaluations, and the exponential integrator
 in the EDM form (dx/dsigma = eps) integrates it exactly: x_{i+1} = x_i + sum_j C_ij d_{i-j} with
-C_ij = int_{s_i}^{s_{i+1}} l_j(tau(s)) ds. Order k (1 to 3 here, as the anchor toolbox recommends), warm-up i + 1.
+C_ij = int_{s_i}^{s_{i+1}} l_j(tau(s)) ds. Order k (1 to 3 here; zju-pi/diff-sampler,
+diff-solvers-main/solvers.py::deis_sampler allows 4), warm-up i + 1.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from diffsampler.schedules import vp_linear_fit
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import Denoiser, check_choice, finish, first_derivative
-
-ORDERS = (1, 2, 3)
+from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
 
 
-def vp_time(sigma: np.ndarray | float, beta_d: float, beta_min: float) -> np.ndarray | float:
+def vp_time(sigma: np.ndarray, beta_d: float, beta_min: float) -> np.ndarray:
     """tau(sigma), the positive root of beta_d tau^2 / 2 + beta_min tau = log(1 + sigma^2)."""
     return (-beta_min + np.sqrt(beta_min**2 + 2 * beta_d * np.log1p(np.square(sigma)))) / beta_d
 
@@ -39,23 +38,22 @@ def deis_weights(sigmas: list[float], order: int) -> list[list[float]]:
         if s_next == 0:
             weights.append([s_next - s])
             continue
-        nodes = [float(warp(np.float64(t))) for t in sigmas[max(0, i + 1 - order) : i + 1][::-1]]
+        nodes = [float(warp(np.asarray(t, dtype=np.float64))) for t in sigmas[max(0, i + 1 - order) : i + 1][::-1]]
         weights.append(adams_bashforth_weights(nodes, s, s_next, warp))
     return weights
 
 
 def deis(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    order: int = 3,
+    order: Literal[1, 2, 3] = 3,
 ) -> torch.Tensor:
     """DEIS tAB of ``order`` (1 to 3), 1 NFE per step; a last step to sigma = 0 is an Euler step."""
-    check_choice("deis", "order", order, ORDERS)
     history: list[torch.Tensor] = []
     for i, (s, w) in enumerate(zip(sigmas[:-1], deis_weights(sigmas, order))):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]

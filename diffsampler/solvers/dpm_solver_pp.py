@@ -7,23 +7,20 @@ order 1 is DDIM; order 2 is the "midpoint" form of Algorithm 2 (- phi_1 D1 / 2) 
 
 Integrating the quadratic through the last three D exactly gives the D2 weight -2 phi_3 (phi_3 = phi_2 / h - 1/2):
 that form is the default and converges with order 3. The published 3M form (the DPM-Solver code, k-diffusion's
-``sample_dpmpp_3m_sde`` and the anchor toolbox) weighs D2 by -phi_3 and so converges with order 2 only; it is kept as
-the solver ``dpmpp_published`` to reproduce published numbers.
+``sample_dpmpp_3m_sde`` and zju-pi/diff-sampler's diff-solvers-main/solver_utils.py) weighs D2 by -phi_3 and so
+converges with order 2 only; it is kept as the solver ``dpmpp_published`` to reproduce published numbers.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, Union
+from typing import Any, Literal, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.base import Denoiser, check_choice, data_estimate, finish, multistep_order
+from diffsampler.solvers.base import DenoiserFn, data_estimate, finish, multistep_order
 
 Scalar = Union[float, torch.Tensor]
-
-ORDERS = (1, 2, 3)
-VARIANTS = ("midpoint", "taylor")
 
 
 def _log(v: Scalar) -> Scalar:
@@ -74,35 +71,37 @@ def dpmpp_step(
 
 
 def dpmpp(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    order: int = 3,
-    variant: str = "midpoint",
+    order: Literal[1, 2, 3] = 3,
+    variant: Literal["midpoint", "taylor"] = "midpoint",
     lower_order_final: bool = True,
     thresholding: bool = False,
-    published_3m: bool = False,
+    _published_3m: bool = False,
 ) -> torch.Tensor:
     """DPM-Solver++ of ``order`` (1 to 3): warm-up orders 1, 2, ..; with ``lower_order_final`` order N - i on step i.
 
     1 NFE per step; a last step to sigma = 0 returns D (the first-order step's limit, an Euler step).
     """
-    check_choice("dpmpp", "order", order, ORDERS)
-    check_choice("dpmpp", "variant", variant, VARIANTS)
     steps = len(sigmas) - 1
     history: list[torch.Tensor] = []
     lambdas: list[float] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, data_estimate(denoiser, x, s, i, afs, thresholding, cond)][-order:]
         lambdas = [*lambdas, -math.log(s)][-order:]
-        x = dpmpp_step(x, history, lambdas, s, s_next, multistep_order(i, steps, order, lower_order_final), variant, published_3m)
+        x = dpmpp_step(x, history, lambdas, s, s_next, multistep_order(i, steps, order, lower_order_final), variant, _published_3m)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
 
-def dpmpp_published(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], **options: Any) -> torch.Tensor:
+def dpmpp_published(denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], **options: Any) -> torch.Tensor:
     """DPM-Solver++ with the published 3M step (D2 weighed by -phi_3: second order, as the peer implementations)."""
-    return dpmpp(denoiser, x, sigmas, published_3m=True, **options)
+    return dpmpp(denoiser, x, sigmas, _published_3m=True, **options)
+
+
+dpmpp_published.__wrapped__ = dpmpp  # type: ignore[attr-defined]
+"""Its options are dpmpp's (``inspect.signature`` and ``signature_options`` follow ``__wrapped__``)."""

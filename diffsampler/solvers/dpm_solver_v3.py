@@ -19,33 +19,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from diffsampler.errors import UserError
 from diffsampler.schedules import vp_linear_fit
-from diffsampler.solvers.base import Denoiser, afs_derivative, finish
+from diffsampler.solvers.base import DenoiserFn, afs_derivative, finish
 
 log = logging.getLogger(__name__)
 
 HALF_CORRECTOR_VP_TIME = 0.5
 """The half-corrector corrects only points at VP time t <= 0.5 (paper section 3.4 / README of the authors)."""
-
-V3_OPTIONS: dict[str, Any] = {
-    "stats": None,
-    "stats_sigma_min": None,
-    "stats_sigma_max": None,
-    "order": 3,
-    "predictor_pseudo": False,
-    "corrector": True,
-    "corrector_pseudo": False,
-    "lower_order_final": True,
-    "half_corrector": False,
-}
-"""Options of `dpm-solver-v3`: ``stats`` is a statistics folder (loaded by the prepare hook) or an
-:class:`EmpiricalStatistics`; ``stats_sigma_min/max`` state the range of files without metadata."""
-
 
 def cumulative_trapezoid(y: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
     """out_n = sum_{i=1..n} (lambda_i - lambda_{i-1}) (y_i + y_{i-1}) / 2 along the first axis; out_0 = 0."""
@@ -70,7 +55,7 @@ class Tables:
         if not all(torch.isfinite(t).all() for t in (self.I, self.B, self.C)):
             worst = int(s.abs().flatten(1).amax(dim=1).argmax())
             raise UserError(
-                f"the statistics' integrals overflow (|s| up to {float(s[worst].abs().max()):.3g} at sigma {math.exp(-float(self.lambdas[worst])):.3g}); "
+                f"the statistics' integrals overflow (|s| up to {float(s[worst].abs().max()):.3g} " f"at sigma {math.exp(-float(self.lambdas[worst])):.3g}); "
                 "recompute them with more data points (--num-data)"
             )
         self.l = l
@@ -102,7 +87,7 @@ class EmpiricalStatistics:
     def __post_init__(self) -> None:
         self.l, self.s, self.b = (torch.as_tensor(t, dtype=torch.float64).cpu() for t in (self.l, self.s, self.b))
         if not self.l.shape == self.s.shape == self.b.shape or self.l.ndim < 2 or self.l.shape[0] < 2:
-            raise UserError(f"statistics l, s, b need one shape (N + 1, ...) with N >= 1, got {tuple(self.l.shape)}, {tuple(self.s.shape)}, {tuple(self.b.shape)}")
+            raise UserError("statistics l, s, b need one shape (N + 1, ...) with N >= 1, got " f"{tuple(self.l.shape)}, {tuple(self.s.shape)}, {tuple(self.b.shape)}")
         if not all(torch.isfinite(t).all() for t in (self.l, self.s, self.b)):
             raise UserError("the statistics contain NaN or infinite values; recompute them")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -136,11 +121,11 @@ def snap_to_grid(sigmas: list[float], stats: EmpiricalStatistics) -> list[int]:
     positions = [n * (-math.log(s) - lam_t) / (lam_0 - lam_t) for s in sigmas]
     if positions[0] < -1e-6 or positions[-1] > n + 1e-6:
         raise UserError(
-            f"the sigma grid [{sigmas[-1]:g}, {sigmas[0]:g}] leaves the statistics' range [{stats.sigma_min:g}, {stats.sigma_max:g}]; "
+            f"the sigma grid [{sigmas[-1]:g}, {sigmas[0]:g}] leaves the " f"statistics' range [{stats.sigma_min:g}, {stats.sigma_max:g}]; "
             "sample within the range the statistics were computed for"
         )
     if len(sigmas) - 1 > n:
-        raise UserError(f"{len(sigmas) - 1} steps do not fit on statistics with {n} grid intervals; use fewer steps or a finer statistics grid")
+        raise UserError(f"{len(sigmas) - 1} steps do not fit on statistics with {n} " "grid intervals; use fewer steps or a finer statistics grid")
     idx = [min(max(round(p), 0), n) for p in positions]
     snapped = list(idx)
     for k in range(1, len(snapped)):
@@ -149,7 +134,7 @@ def snap_to_grid(sigmas: list[float], stats: EmpiricalStatistics) -> list[int]:
     for k in range(len(snapped) - 2, -1, -1):
         snapped[k] = min(snapped[k], snapped[k + 1] - 1)
     if snapped[0] < 0:
-        raise UserError(f"{len(sigmas) - 1} steps do not fit between grid points {idx[0]} and {idx[-1]} of the statistics; use fewer steps")
+        raise UserError(f"{len(sigmas) - 1} steps do not fit between grid points " f"{idx[0]} and {idx[-1]} of the statistics; use fewer steps")
     if snapped != idx:
         log.debug("dpm-solver-v3: grid indices %s moved to %s so that no two steps share a point", idx, snapped)
     return snapped
@@ -210,17 +195,17 @@ def local_update(tab: Tables, points: list[Point], j_t: int, pseudo: bool) -> to
 
 
 def dpm_solver_v3(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    stats: EmpiricalStatistics | None = None,
+    stats: EmpiricalStatistics | str | None = None,
     stats_sigma_min: float | None = None,
     stats_sigma_max: float | None = None,
-    order: int = 3,
+    order: Literal[1, 2, 3] = 3,
     predictor_pseudo: bool = False,
     corrector: bool = True,
     corrector_pseudo: bool = False,
@@ -234,11 +219,11 @@ def dpm_solver_v3(
     (points t_{i-1}, t_i, t_{i-2}, ...; order = previous predictor order, +1 with ``corrector_pseudo``)
     and keeps f of that evaluation, so it costs no NFE. ``half_corrector`` corrects only points with
     sigma at or below the VP time t = 0.5 (the paper's convention; the authors' code does the opposite).
+    ``stats`` is a statistics folder (loaded by the prepare hook in ``diffsampler.ems.format``) or loaded
+    :class:`EmpiricalStatistics`; ``stats_sigma_min/max`` state the sigma range of folders without metadata.
     """
     if not isinstance(stats, EmpiricalStatistics):
         raise UserError("dpm-solver-v3 needs empirical model statistics: pass -o stats=FOLDER (made by `diffsampler compute-ems`)")
-    if order not in (1, 2, 3):
-        raise UserError(f"dpm-solver-v3 order must be 1, 2 or 3, got {order}")
     if tuple(x.shape[1:]) != stats.sample_shape:
         raise UserError(f"statistics of sample shape {stats.sample_shape} do not fit samples of shape {tuple(x.shape[1:])}")
     idx = snap_to_grid(sigmas, stats)

@@ -1,4 +1,5 @@
-"""iPNDM (arXiv 2204.13902 sec. 4, the anchor toolbox's form) and its variable-step version iPNDM_v.
+"""iPNDM (arXiv 2204.13902 sec. 4, in the form of zju-pi/diff-sampler, diff-solvers-main/solvers.py::ipndm_sampler)
+and its variable-step version iPNDM_v.
 
 Both are Adams-Bashforth methods on d = (x - D) / sigma = dx/dsigma. iPNDM uses the fixed coefficients of
 uniform steps, x_{i+1} = x_i + h_i sum_j c_j d_{i-j} with c = (1), (3, -1)/2, (23, -16, 5)/12,
@@ -9,16 +10,15 @@ polynomial through the past d's over the true steps, which keeps order k on any 
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Literal, Sequence, Union
 
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import Denoiser, check_choice, finish, first_derivative
+from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
 
 Scalar = Union[float, torch.Tensor]
 
-ORDERS = (1, 2, 3, 4)
 IPNDM_COEFFICIENTS: tuple[tuple[float, ...], ...] = (
     (1.0,),
     (3 / 2, -1 / 2),
@@ -38,17 +38,16 @@ def ipndm_step(x: torch.Tensor, history: Sequence[torch.Tensor], sigma: Scalar, 
 
 
 def ipndm(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    order: int = 4,
+    order: Literal[1, 2, 3, 4] = 4,
 ) -> torch.Tensor:
     """iPNDM of ``order`` (1 to 4) with the fixed equal-step coefficients; warm-up order i + 1 on step i."""
-    check_choice("ipndm", "order", order, ORDERS)
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
@@ -57,17 +56,16 @@ def ipndm(
 
 
 def ipndm_v(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    order: int = 4,
+    order: Literal[1, 2, 3, 4] = 4,
 ) -> torch.Tensor:
     """Variable-step Adams-Bashforth of ``order`` (1 to 4) in sigma: C_j = int l_j(s) ds over the step."""
-    check_choice("ipndm_v", "order", order, ORDERS)
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]

@@ -8,16 +8,16 @@ last step is an Euler step (k-diffusion's convention).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
-from diffsampler.errors import UserError
-from diffsampler.solvers.base import Denoiser, derivative, finish, first_derivative
+from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative
+from diffsampler.solvers.options import Range
 
 
 def euler(
-    denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
+    denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
 ) -> torch.Tensor:
     """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
@@ -26,7 +26,7 @@ def euler(
 
 
 def heun(
-    denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
+    denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], *, cond: Any = None, afs: bool = False, denoise_to_zero: bool = False
 ) -> torch.Tensor:
     """Trapezoid rule: x_{i+1} = x_i + h (d(x_i, s_i) + d(x_i + h d_i, s_{i+1})) / 2, 2 NFE per step."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
@@ -40,21 +40,19 @@ def heun(
 
 
 def dpm_solver_2(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    r: float = 0.5,
+    r: Annotated[float, Range(0, 1, low_open=True)] = 0.5,
 ) -> torch.Tensor:
     """Midpoint s = s_{i+1}^r s_i^(1-r); x_{i+1} = x_i + h [d_s / (2r) + (1 - 1/(2r)) d_i], 2 NFE per step.
 
     With r = 1/2 this is DPM-Solver-2 of arXiv 2206.00927 (Algorithm 1) in the EDM form.
     """
-    if not 0 < r <= 1:
-        raise UserError(f"dpm2 option r must be in (0, 1], got {r}")
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         d = first_derivative(denoiser, x, s, i, afs, cond)
         if s_next == 0:

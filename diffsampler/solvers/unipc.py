@@ -11,15 +11,12 @@ and raises the order by one: UniPC with order p converges with order p + 1.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from diffsampler.solvers.base import Denoiser, check_choice, data_estimate, dynamic_threshold, finish, multistep_order
-
-ORDERS = (1, 2, 3)
-VARIANTS = ("bh1", "bh2")
+from diffsampler.solvers.base import DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order
 
 
 def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float, np.ndarray, np.ndarray]:
@@ -43,7 +40,7 @@ def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float,
 
 
 def unipc_step(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     history: list[torch.Tensor],
     lambdas: list[float],
@@ -55,7 +52,8 @@ def unipc_step(
     thresholding: bool,
     cond: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """UniP-``order`` from sigma to sigma_next, then UniC with the fresh D(x_t) when ``correct``: (x_t, D(x_t) or None)."""
+    """UniP-``order`` from sigma to sigma_next, then UniC with the fresh D(x_t) when ``correct``:
+    (x_t, D(x_t) or None)."""
     d0 = history[-1]
     h = -math.log(sigma_next) - lambdas[-1]
     rks = [(lambdas[-1 - k] - lambdas[-1]) / h for k in range(1, order)] + [1.0]
@@ -72,15 +70,15 @@ def unipc_step(
 
 
 def unipc(
-    denoiser: Denoiser,
+    denoiser: DenoiserFn,
     x: torch.Tensor,
     sigmas: list[float],
     *,
     cond: Any = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
-    order: int = 3,
-    variant: str = "bh2",
+    order: Literal[1, 2, 3] = 3,
+    variant: Literal["bh1", "bh2"] = "bh2",
     lower_order_final: bool = True,
     thresholding: bool = False,
 ) -> torch.Tensor:
@@ -89,8 +87,6 @@ def unipc(
     NFE = steps: one evaluation at sigma_0 (none with AFS) and one per corrected step. A last step to
     sigma = 0 returns D (the Euler step's limit).
     """
-    check_choice("unipc", "order", order, ORDERS)
-    check_choice("unipc", "variant", variant, VARIANTS)
     steps = len(sigmas) - 1
     history = [data_estimate(denoiser, x, sigmas[0], 0, afs, thresholding, cond)]
     lambdas = [-math.log(sigmas[0])]

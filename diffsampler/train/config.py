@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from diffsampler.config import DEVICES
+from diffsampler.config import DEVICES, check_seed
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.checkpoint import STORAGE_DTYPES
 from diffsampler.models.unet import UNetConfig
@@ -58,6 +58,9 @@ class TrainConfig:
     ema_halflife_images: float = 500_000.0
     ema_rampup: float = 0.05
 
+    init_from: str | None = None
+    """Start a new run from the weights of a trained U-Net of the same shape (a built-in name such as fmnist-p1 or a
+    checkpoint path) with a fresh optimiser; its earlier training is carried into the new run's totals."""
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -89,6 +92,7 @@ class TrainConfig:
             raise UserError(f"image_size must be at least 1, got {self.image_size}")
         if self.grid_samples < 0 or self.lr_warmup_steps < 0 or self.seed < 0:
             raise UserError("grid_samples, lr_warmup_steps and seed must be non-negative")
+        check_seed(self.seed)
         if self.lr <= 0 or self.p_std <= 0 or self.ema_halflife_images < 0 or self.ema_rampup < 0:
             raise UserError("lr and p_std must be positive, ema_halflife_images and ema_rampup non-negative")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):

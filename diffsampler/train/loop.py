@@ -22,14 +22,15 @@ from typing import Any
 
 import torch
 import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
 from diffsampler.models.unet import UNetDenoiser
-from diffsampler.sampling import GridPlan, generate, plan_grid, resolve_device
+from diffsampler.progress import ProgressFn, report
+from diffsampler.sampling import Generation, GridPlan, generate, plan_grid
 from diffsampler.solvers import SolverSpec, get_solver
 from diffsampler.train.config import RESUMABLE_KEYS, TrainConfig
 from diffsampler.train.data import TrainingData, training_data
@@ -62,6 +63,8 @@ class TrainState:
     step: int = 0
     training_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    prior: dict[str, Any] | None = None
+    """What the weights of ``init_from`` had been trained with (images seen, seconds, source)."""
 
 
 def hardware(device: torch.device) -> str:
@@ -99,9 +102,25 @@ def _new_state(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Tr
     model = UNetDenoiser(cfg.unet_config(c, s)).to(device).train()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    prior = None if cfg.init_from is None else _warm_start(model, cfg.init_from)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]), eps=cfg.adam_eps)
-    return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed))
+    return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed), prior=prior)
+
+
+def _warm_start(model: UNetDenoiser, source: str) -> dict[str, Any]:
+    """Copy the weights of the trained U-Net ``source`` into ``model``; returns its training totals."""
+    from diffsampler.models import load_model
+
+    trained = load_model(source)
+    if not isinstance(trained, UNetDenoiser) or trained.config != model.config:
+        raise UserError(f"init_from '{source}' is not a U-Net of this run's shape; use a checkpoint of the same config")
+    model.load_state_dict(trained.state_dict())
+    meta = trained.checkpoint_meta or {}
+    earlier = meta.get("prior") or {}
+    keys = ("images_seen", "training_seconds", "cpu_seconds")
+    totals = {k: float(meta.get(k) or 0.0) + float(earlier.get(k) or 0.0) for k in keys}
+    return {**totals, "source": source}
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, data: TrainingData, path: Path) -> None:
@@ -135,6 +154,7 @@ def _load_state(path: Path, cfg: TrainConfig, data: TrainingData, device: torch.
     state.step = int(saved["step"])
     state.training_seconds = float(saved["training_seconds"])
     state.cpu_seconds = float(saved.get("cpu_seconds", 0.0))
+    state.prior = saved.get("prior")
     return state
 
 
@@ -146,6 +166,7 @@ def _save_state(path: Path, state: TrainState, cfg: TrainConfig, data: TrainingD
         "step": state.step,
         "training_seconds": state.training_seconds,
         "cpu_seconds": state.cpu_seconds,
+        "prior": state.prior,
         "model": {k: v.cpu() for k, v in state.model.state_dict().items()},
         "ema": {k: v.cpu() for k, v in state.ema.state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
@@ -175,6 +196,7 @@ def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: T
         "train_config": dataclasses.asdict(cfg),
         "training_seconds": state.training_seconds,
         "cpu_seconds": state.cpu_seconds,
+        "prior": state.prior,
         "precision": "bfloat16" if use_bf16(cfg.precision, device) else "float32",
         "hardware": hardware(device),
         "weights": "ema",
@@ -186,7 +208,8 @@ def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: T
         atomic_write_bytes(folder / "checkpoints" / f"model-{state.step:07d}.pt", blob)
     if cfg.grid_samples > 0:
         spec, options, plan = _grid_plan(cfg)
-        samples = generate(state.ema, spec, options, plan, range(cfg.grid_samples), cfg.seed, 256, device, torch.float32)
+        job = Generation(state.ema, spec, options, plan, cfg.seed, 256, device, torch.float32)
+        samples = generate(job, range(cfg.grid_samples))
         tmp = folder / f".grid-{state.step:07d}.tmp.png"
         save_grid(samples, tmp)
         os.replace(tmp, folder / f"grid-{state.step:07d}.png")
@@ -225,8 +248,9 @@ def _train_step(state: TrainState, cfg: TrainConfig, images: torch.Tensor, devic
     return loss.detach()
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
-    """Train (or, with ``resume``, continue training) the run ``cfg.out/cfg.name`` up to ``cfg.steps``."""
+def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = None) -> TrainOutcome:
+    """Train (or, with ``resume``, continue training) the run ``cfg.out/cfg.name`` up to ``cfg.steps``;
+    ``progress`` hears of every logged step (loss, images per second)."""
     folder = Path(cfg.out) / cfg.name
     state_path = folder / "train-state.pt"
     if resume and not state_path.exists():
@@ -241,44 +265,38 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
     ensure_writable_dir(folder)
     atomic_write_bytes(folder / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
     _truncate_log(folder / "loss.csv", state.step)
-    return _run(folder, state, cfg, data, device)
+    return _run(folder, state, cfg, data, device, progress)
 
 
-def _run(folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device) -> TrainOutcome:
+def _run(
+    folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device, progress: ProgressFn | None
+) -> TrainOutcome:
     images = data.images.to(device)
     limit = None if cfg.time_limit_minutes is None else 60.0 * cfg.time_limit_minutes
     started = time.perf_counter()
     window_start, window_losses, last_loss = time.perf_counter(), [], None
     stopped_early = False
-    columns = (
-        TextColumn("[bold]train[/] step {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as progress:
-        task = progress.add_task("train", total=cfg.steps, completed=state.step, loss="-", rate="-")
-        while state.step < cfg.steps:
-            tic, cpu_tic = time.perf_counter(), time.process_time()
-            window_losses.append(_train_step(state, cfg, images, device))
-            state.training_seconds += time.perf_counter() - tic
-            state.cpu_seconds += time.process_time() - cpu_tic
-            done = state.step >= cfg.steps
-            over_time = limit is not None and time.perf_counter() - started > limit
-            over_budget = cfg.cpu_budget_minutes is not None and state.cpu_seconds >= 60.0 * cfg.cpu_budget_minutes
-            stopped_early = (over_time or over_budget) and not done
-            if state.step % cfg.log_every == 0 or done or stopped_early:
-                last_loss = float(torch.stack(window_losses).mean())
-                elapsed = time.perf_counter() - window_start
-                rate = len(window_losses) * cfg.batch_size / max(elapsed, 1e-9)
-                with (folder / "loss.csv").open("a") as log:
-                    log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n")
-                progress.update(task, completed=state.step, loss=f"{last_loss:.4f}", rate=f"{rate:.0f}")
-                window_start, window_losses = time.perf_counter(), []
-            if state.step % cfg.checkpoint_every == 0 or done or stopped_early:
-                _write_checkpoint(folder, state, cfg, data, device)
-                window_start = time.perf_counter()
-            if stopped_early:
-                break
+    report(progress, state.step, cfg.steps, "starting")
+    while state.step < cfg.steps:
+        tic, cpu_tic = time.perf_counter(), time.process_time()
+        window_losses.append(_train_step(state, cfg, images, device))
+        state.training_seconds += time.perf_counter() - tic
+        state.cpu_seconds += time.process_time() - cpu_tic
+        done = state.step >= cfg.steps
+        over_time = limit is not None and time.perf_counter() - started > limit
+        over_budget = cfg.cpu_budget_minutes is not None and state.cpu_seconds >= 60.0 * cfg.cpu_budget_minutes
+        stopped_early = (over_time or over_budget) and not done
+        if state.step % cfg.log_every == 0 or done or stopped_early:
+            last_loss = float(torch.stack(window_losses).mean())
+            elapsed = time.perf_counter() - window_start
+            rate = len(window_losses) * cfg.batch_size / max(elapsed, 1e-9)
+            with (folder / "loss.csv").open("a") as log:
+                log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n")
+            report(progress, state.step, cfg.steps, f"loss {last_loss:.4f}  {rate:.0f} img/s")
+            window_start, window_losses = time.perf_counter(), []
+        if state.step % cfg.checkpoint_every == 0 or done or stopped_early:
+            _write_checkpoint(folder, state, cfg, data, device)
+            window_start = time.perf_counter()
+        if stopped_early:
+            break
     return TrainOutcome(folder, state.step, state.step * cfg.batch_size, last_loss, state.training_seconds, stopped_early)

@@ -1,0 +1,74 @@
+"""Copy trained runs into the package as built-in models and write their manifest.
+
+    python scripts/ship_models.py fmnist-p1=results/train/fmnist-cpu-p1 fmnist-p2=... fmnist-p4=...
+
+Each NAME=RUN_FOLDER takes RUN_FOLDER/model.pt (the EMA checkpoint `train-model` writes, float16) and
+RUN_FOLDER/loss.csv, copies the checkpoint to diffsampler/models/trained/NAME.pt and records in
+diffsampler/models/trained/manifest.json: the file's sha256, the U-Net config, parameters, training
+config, data hash, steps, images seen, wall and CPU training time (totals over warm starts, `init_from`),
+hardware, precision and final loss.
+Entries of models not named on the command line are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from diffsampler.atomic import atomic_write_bytes
+from diffsampler.models.checkpoint import read_checkpoint
+from diffsampler.models.shipped import MANIFEST_FORMAT, MANIFEST_NAME, file_sha256, read_manifest, trained_dir
+
+DESCRIPTION = "EDM U-Net trained on Fashion-MNIST (padded to 32x32) on a 2-core CPU"
+
+
+def final_loss(loss_csv: Path) -> float:
+    """The mean training loss of the last logged window."""
+    with loss_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["loss"])
+
+
+def entry(name: str, run: Path, target: Path) -> dict:
+    payload = read_checkpoint(run / "model.pt")
+    meta = payload["meta"]
+    params = sum(t.numel() for t in payload["state_dict"].values())
+    shutil.copyfile(run / "model.pt", target)
+    keys = ("step", "data_source", "data_sha256", "hardware", "precision", "created", "train_config", "prior")
+    prior = meta.get("prior") or {}
+    totals = {k: meta[k] + prior.get(k, 0) for k in ("images_seen", "training_seconds", "cpu_seconds")}
+    return {
+        "file": target.name,
+        "sha256": file_sha256(target),
+        "weights_sha256": payload["weights_sha256"],
+        "description": DESCRIPTION,
+        "unet": payload["unet"],
+        "parameters": params,
+        "storage_dtype": str(next(iter(payload["state_dict"].values())).dtype).removeprefix("torch."),
+        "final_loss": final_loss(run / "loss.csv"),
+        **totals,
+        **{k: meta.get(k) for k in keys},
+        "command": f"diffsampler train-model --config configs/train/{meta['train_config']['name']}.yaml",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER pairs")
+    args = parser.parse_args()
+    folder = trained_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    models = read_manifest(folder)
+    for pair in args.runs:
+        name, _, run = pair.partition("=")
+        models[name] = entry(name, Path(run), folder / f"{name}.pt")
+        print(f"{name}: step {models[name]['step']}, {models[name]['images_seen']} images, sha256 {models[name]['sha256'][:12]}")
+    manifest = {"format": MANIFEST_FORMAT, "models": dict(sorted(models.items()))}
+    atomic_write_bytes(folder / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The package's structure: imports flow one way (no cycles), solvers are pure math, only the CLI draws.
+
+The import graph is read from the source with ``ast`` (every ``import``, also those inside functions, so a
+cycle cannot hide behind a deferred import); nothing is imported to build it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "diffsampler"
+
+SOLVER_FORBIDDEN = (
+    "diffsampler.amed",
+    "diffsampler.ems",
+    "diffsampler.bench",
+    "diffsampler.models",
+    "diffsampler.sampling",
+)
+"""What ``diffsampler.solvers`` must not import: solvers take any callable D(x, sigma) and plain options."""
+RICH_ALLOWED = {"diffsampler.cli", "diffsampler.terminal"}
+"""The CLI layer: the only modules that may import rich (engines report progress through callbacks)."""
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every absolute module name an import statement in the file names (``from a import b`` gives a and a.b)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            if node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def package_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (a name that is not a module counts as its package)."""
+    modules = all_modules()
+    return {name: {n for n in imported_names(path) if n in modules and n != name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None; depth-first search with colours."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_walk_sees_known_edges():
+    """The graph is not empty by mistake: edges that must exist are found (also a deferred one in a function)."""
+    graph = package_graph()
+    assert "diffsampler.solvers.base" in graph["diffsampler.solvers.runge_kutta"]
+    assert "diffsampler.bench.runner" in graph["diffsampler.cli"]  # imported inside the `benchmark` command
+    assert "diffsampler.distributed" in graph["diffsampler.sampling"]  # `from diffsampler import distributed`
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(package_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("name", [n for n in all_modules() if n.startswith("diffsampler.solvers")])
+def test_solvers_import_no_higher_layer(name):
+    bad = sorted(n for n in imported_names(all_modules()[name]) if n.startswith(SOLVER_FORBIDDEN))
+    assert not bad, f"{name} imports {bad}"
+
+
+def test_only_the_cli_layer_imports_rich():
+    users = {
+        name for name, path in all_modules().items() if any(n.split(".")[0] == "rich" for n in imported_names(path))
+    }
+    assert "diffsampler.cli" in users  # the check sees rich imports at all
+    assert users <= RICH_ALLOWED, f"rich imported outside the CLI layer by {sorted(users - RICH_ALLOWED)}"

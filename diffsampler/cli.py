@@ -99,7 +99,7 @@ def sample(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", metavar="", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
     solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
     nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
-    schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default: the solver's own."),
+    schedule: Optional[str] = typer.Option(None, help="Sigma schedule name, or a schedule file PATH.json (search-schedule); default: the solver's own."),
     rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7, time_uniform: 1 or 2)."),
     sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
     sigma_max: Optional[float] = typer.Option(None, help="Largest sigma of the grid; default: the model's."),
@@ -259,6 +259,42 @@ def benchmark(
         f"{outcome.sampled} cells sampled, {outcome.reused} reused, in {outcome.seconds:.1f} s -> {outcome.folder}/table.md",
         highlight=False,
     )
+
+
+@app.command("search-schedule")
+@user_errors
+def search_schedule(
+    method: str = typer.Option("gits", help="gits (arXiv 2405.11326, dynamic programming) or ld3 (arXiv 2405.15506, learned by Adam)."),
+    model: str = typer.Option("gmm-fmnist", help="Model name or checkpoint path (see `diffsampler list`)."),
+    solver: str = typer.Option("ipndm", help="Solver the schedule is made for."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Solver option key=value, repeatable."),
+    nfe: int = typer.Option(5, help="NFE budget of the schedule."),
+    num_samples: Optional[int] = typer.Option(None, help="Teacher samples. Default 256 (gits), 100 (ld3)."),
+    seed: int = typer.Option(1, help="Seed of the teacher latents (the benchmark's default seed is 0, so they differ)."),
+    teacher_steps: Optional[int] = typer.Option(None, help="iPNDM teacher steps. Default 10 x steps (gits: the candidate grid), 60 (ld3)."),
+    metric: str = typer.Option("dev", help="GITS step cost: dev (the paper's trajectory deviation) or l2."),
+    coeff: float = typer.Option(1.15, help="GITS weight growth per step in the dynamic program (the paper's 1.15)."),
+    init: Optional[str] = typer.Option(None, help="LD3 starting grid: a schedule name or file PATH.json (e.g. a GITS grid); default: the solver's own."),
+    iterations: int = typer.Option(100, help="LD3 Adam iterations."),
+    lr: float = typer.Option(0.05, help="LD3 learning rate of the grid logits."),
+    slack: bool = typer.Option(True, "--slack/--no-slack", help="LD3's soft objective (student latents in a small ball)."),
+    batch_size: int = typer.Option(256, help="Samples per network call of the teacher."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("float64", help="float64 (analytic models) or float32 (networks)."),
+    out: Optional[str] = typer.Option(None, help="Schedule file to write. Default results/schedules/<model>-<solver>-<method>-nfe<N>.json."),
+) -> None:
+    """Search a sigma grid for one model, solver and NFE; write it as a schedule file for --schedule PATH.json."""
+    from diffsampler.config import build_config, parse_assignments
+    from diffsampler.search.run import SearchConfig, search_schedule as run
+
+    values = dict(method=method, model=model, solver=solver, options=parse_assignments(option), nfe=nfe, num_samples=num_samples,
+                  seed=seed, teacher_steps=teacher_steps, metric=metric, coeff=coeff, init=init, iterations=iterations, lr=lr,
+                  slack=slack, batch_size=batch_size, device=device, dtype=dtype, out=out)
+    cfg = build_config(SearchConfig, values)
+    with err_console.status("searching") as status:
+        artefact, path = run(cfg, lambda text: status.update(text))
+    grid = ", ".join(f"{s:.4g}" for s in artefact.sigmas)
+    console.print(f"{cfg.method} schedule for {cfg.solver} at NFE {cfg.nfe} in {artefact.seconds:.1f} s: [{grid}] -> {path}", highlight=False)
 
 
 @app.command("compute-ems")

@@ -20,6 +20,7 @@ from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser, load_model, model_label
+from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label, warn_other_model, warn_other_nfe
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
 
@@ -53,7 +54,14 @@ def plan_grid(
     """The grid for an NFE budget on the solver's default (or the given) schedule, or an explicit one.
 
     ``discrete_sigmas`` is the model's training sigma table (``Denoiser.discrete_sigmas``), for ``discrete``.
+    A ``schedule`` ending in .json is a schedule file: its grid is used as it is (a warning if it costs another NFE).
     """
+    if is_schedule_path(schedule):
+        artefact = read_schedule(str(schedule))
+        grid = validate_sigmas(artefact.sigmas)
+        used = spec.nfe(artefact.steps, options, final_zero=float(grid[-1]) == 0.0)
+        warn_other_nfe(artefact, str(schedule), used, nfe)
+        return GridPlan(grid, schedule_label(str(schedule)), used)
     if sigmas is not None:
         grid = validate_sigmas(sigmas)
         used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
@@ -149,6 +157,8 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     options = spec.resolve_options(cfg.options)
     world, device = distributed.setup(resolve_device(cfg.device))
     denoiser.to(device)
+    if is_schedule_path(cfg.schedule):
+        warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)
     plan = plan_grid(
         spec,
         options,

@@ -100,6 +100,37 @@ def discrete(num_steps: int, sigma_min: float, sigma_max: float, rho: float, tab
     return table[index]
 
 
+AYS_SIGMAS: dict[str, tuple[float, ...]] = {
+    "sd15": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+}
+"""Align Your Steps (arXiv 2404.14507) 10-step sigmas for Stable Diffusion 1.5 and SDXL, as published on the
+authors' page https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html (the page appends a final 0)."""
+
+
+def _ays(table: tuple[float, ...], num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """AYS's log-linear interpolation (log sigma piecewise linear in the position i / N along the published list),
+    then log sigma mapped affinely from the list's ends onto [sigma_min, sigma_max] (the identity for Stable
+    Diffusion's own range, sigma_min = 0.029 and sigma_max = 14.615)."""
+    known = torch.log(torch.tensor(table, dtype=torch.float64))
+    pos = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64) * (len(table) - 1)
+    low = pos.floor().long().clamp(max=len(table) - 2)
+    w = pos - low
+    logs = (1 - w) * known[low] + w * known[low + 1]
+    scale = (math.log(sigma_max) - math.log(sigma_min)) / float(known[0] - known[-1])
+    return torch.exp(math.log(sigma_min) + (logs - known[-1]) * scale)
+
+
+def ays_sd15(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """The published SD 1.5 AYS grid, interpolated to ``num_steps`` and mapped onto [sigma_min, sigma_max]."""
+    return _ays(AYS_SIGMAS["sd15"], num_steps, sigma_min, sigma_max)
+
+
+def ays_sdxl(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """The published SDXL AYS grid, interpolated to ``num_steps`` and mapped onto [sigma_min, sigma_max]."""
+    return _ays(AYS_SIGMAS["sdxl"], num_steps, sigma_min, sigma_max)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A named sigma grid family with its default exponent.
@@ -123,6 +154,8 @@ SCHEDULES: dict[str, Schedule] = {
         Schedule("time_uniform", time_uniform, 1.0, "uniform in VP-linear time t^(1/rho); rho = 1"),
         Schedule("time_quadratic", time_uniform, 2.0, "time_uniform with rho = 2 (DEIS)"),
         Schedule("discrete", discrete, 1.0, "the model's own training timesteps (DDPM/LDM models), rho = 1", True),
+        Schedule("ays_sd15", ays_sd15, 1.0, "Align Your Steps grid of Stable Diffusion 1.5, log-linear to N steps (exact for sigma 0.029-14.615)"),
+        Schedule("ays_sdxl", ays_sdxl, 1.0, "Align Your Steps grid of SDXL, log-linear to N steps (exact for sigma 0.029-14.615)"),
     )
 }
 

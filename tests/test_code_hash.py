@@ -39,7 +39,7 @@ def edit(path: Path) -> None:
 @pytest.mark.parametrize(
     "file, solvers, metrics_change",
     [
-        ("solvers/adams_bashforth.py", {"deis", "ipndm", "ipndm_v", "amed", "amed-plugin"}, False),
+        ("solvers/adams_bashforth.py", {"deis", "ipndm", "ipndm_v", "ipndm_v_published", "amed", "amed-plugin"}, False),
         ("solvers/dpm_solver_pp.py", {"dpmpp", "dpmpp_published", "amed", "amed-plugin"}, False),
         ("solvers/runge_kutta.py", {"euler", "heun", "dpm2"}, False),
         ("ems/format.py", {"dpm-solver-v3"}, False),
@@ -94,3 +94,26 @@ def test_resume_recomputes_only_the_cells_whose_code_changed(tmp_path, package_c
     assert final.keys() == after.keys() and all(final[k] != after[k] for k in final)
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert manifest["metrics"]["pixel_fd"]["code"] == codehash.metric_code(*(getattr(METRICS["pixel_fd"], a) for a in ("compute", "prepare", "unavailable")))
+
+
+def test_resume_recomputes_the_cells_of_a_schedule_file_edited_in_place(tmp_path):
+    from diffsampler.schedule_file import ScheduleArtefact, write_schedule
+
+    grid = tmp_path / "grid.json"
+    write_schedule(grid, ScheduleArtefact([80.0, 10.0, 1.0, 0.1, 0.002]))
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        "model: gmm-2d\nnum_samples: 8\nnfe: [4]\nmetrics: [rmse]\nsolvers:\n"
+        f"  - {{solver: euler, schedule: {grid}, label: file}}\n  - {{solver: euler}}\n"
+    )
+    args = ["benchmark", "-c", str(config), "--out", str(tmp_path), "--name", "run"]
+    assert runner.invoke(app, args).exit_code == 0
+    records = {p.parent.parent.parent.name: p for p in (tmp_path / "run" / "records").rglob("rmse.json")}
+    before = {label: path.read_bytes() for label, path in records.items()}
+    write_schedule(grid, ScheduleArtefact([80.0, 20.0, 2.0, 0.2, 0.002]))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "1 cells sampled, 1 reused" in again.output
+    changed = {label for label, path in records.items() if path.read_bytes() != before[label]}
+    assert len(changed) == 1 and changed.pop().startswith("file")
+    assert json.loads(records[next(k for k in records if k.startswith("file"))].read_text())["sigmas"][1] == 20.0

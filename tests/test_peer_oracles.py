@@ -129,7 +129,7 @@ def test_equals_diffusers(scheduler_name, config, name, options, final):
     _close(ours, theirs)
 
 
-@pytest.mark.parametrize("name", ["dpmpp", "dpmpp_published", "unipc", "deis", "ipndm", "ipndm_v"])
+@pytest.mark.parametrize("name", ["dpmpp", "dpmpp_published", "unipc", "deis", "ipndm", "ipndm_v", "ipndm_v_published"])
 def test_same_latents_give_bit_identical_outputs(name):
     spec = get_solver(name)
     sigmas = get_sigmas(spec.default_schedule, 6, 0.002, 80.0)

@@ -84,10 +84,27 @@ def test_checkpoint_round_trip_loads_by_path(tmp_path):
     save_checkpoint(path, model, {"step": 7}, dtype="float32")
     loaded = load_model(str(path))
     x = torch.randn(2, 1, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(loaded(x, 0.7), model(x, 0.7))
+    with torch.no_grad():  # channels-last weights: float32 summation order only (see the test below)
+        torch.testing.assert_close(loaded(x, 0.7), model(x, 0.7), rtol=1e-5, atol=1e-6)
     assert loaded.checkpoint_meta["step"] == 7
     assert loaded.describe()["checkpoint"]["step"] == 7
+
+
+def test_loaded_checkpoint_runs_channels_last_with_equal_outputs(tmp_path):
+    """Loaded weights are channels-last; outputs equal the NCHW model's up to float32 summation order (rtol 1e-5,
+    atol 1e-6: oneDNN blocks the convolution sums differently; 3e-8 apart on outputs of size 1 here)."""
+    model = tiny_denoiser(patch_size=2)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {}, dtype="float32")
+    loaded = load_checkpoint(path)
+    assert loaded.net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        out = loaded(x, 0.7)
+        torch.testing.assert_close(out, model(x, 0.7), rtol=1e-5, atol=1e-6)
+    assert out.shape == x.shape
+    assert loaded.content_hash() == model.content_hash()
 
 
 def test_float16_checkpoint_is_close(tmp_path):

@@ -9,11 +9,14 @@ from typing import Any, Mapping
 
 from diffsampler.config import build_config, check_run_settings, read_yaml
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.schedule_file import is_schedule_path, read_schedule
 from diffsampler.schedules import SCHEDULES
 from diffsampler.solvers import SOLVERS, get_solver
 
 DEFAULT_NFE = [3, 5, 7, 9]
-ENTRY_KEYS = ("solver", "label", "options", "schedule", "rho")
+ENTRY_KEYS = ("solver", "label", "options", "schedule", "rho", "search")
+LEARNED_SCHEDULES = ("gits", "ld3")
+"""Schedules searched per NFE for the entry's solver (``diffsampler.search``), cached by model hash and settings."""
 
 
 @dataclass
@@ -69,10 +72,12 @@ class SolverEntry:
     schedule: str | None
     rho: float | None
     explicit_afs: bool
+    search: dict[str, Any] | None = None
 
     def definition(self) -> dict[str, Any]:
         """What the label stands for (compared with earlier records of the same run)."""
-        return {"solver": self.solver, "options": self.options, "schedule": self.schedule, "rho": self.rho}
+        extra = {"search": self.search} if self.search else {}
+        return {"solver": self.solver, "options": self.options, "schedule": self.schedule, "rho": self.rho, **extra}
 
 
 def parse_nfe(text: str) -> list[int]:
@@ -119,14 +124,19 @@ def _entry(item: Any) -> SolverEntry:
     if missing:
         raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} " f"in its solvers item (options: {{{missing[0]}: PATH}})")
     schedule = item.get("schedule")
-    if schedule is not None and schedule not in SCHEDULES:
-        raise unknown_choice("schedule", str(schedule), SCHEDULES)
+    if is_schedule_path(schedule):
+        read_schedule(schedule)
+    elif schedule is not None and schedule not in SCHEDULES and schedule not in LEARNED_SCHEDULES:
+        raise unknown_choice("schedule", str(schedule), [*SCHEDULES, *LEARNED_SCHEDULES, "PATH.json"])
+    search = item.get("search")
+    if search is not None and (schedule not in LEARNED_SCHEDULES or not isinstance(search, Mapping)):
+        raise UserError(f"'search' of solver '{spec.name}' must be a mapping of search settings and needs schedule gits or ld3")
     rho = item.get("rho")
     if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or rho <= 0):
         raise UserError(f"'rho' of solver '{spec.name}' must be a positive number, got {rho!r}")
     rho = None if rho is None else float(rho)
     label = str(item.get("label") or _default_label(spec.name, options, schedule, rho))
-    return SolverEntry(label, spec.name, dict(options), schedule, rho, "afs" in options)
+    return SolverEntry(label, spec.name, dict(options), schedule, rho, "afs" in options, dict(search) if search else None)
 
 
 def solver_entries(items: list[Any] | None) -> list[SolverEntry]:

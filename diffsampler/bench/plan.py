@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
-from diffsampler.bench.config import SolverEntry
+from diffsampler.bench.config import LEARNED_SCHEDULES, SolverEntry
 from diffsampler.errors import UserError
+from diffsampler.schedule_file import is_schedule_path
 from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.solvers import get_solver
 
@@ -32,25 +33,55 @@ class Cell:
         return self.plan is not None
 
 
-def plan_cell(entry: SolverEntry, nfe: int, sigma_min: float, sigma_max: float, auto_afs: bool) -> Cell:
+NFE_PLACEHOLDER = "{nfe}"
+"""In a string option (an artefact path) it stands for the cell's budget: one entry can name a predictor per NFE."""
+
+
+def options_at_budget(options: dict[str, Any], nfe: int) -> dict[str, Any]:
+    """``options`` with every NFE_PLACEHOLDER in a string value replaced by ``nfe``."""
+    return {k: v.replace(NFE_PLACEHOLDER, str(nfe)) if isinstance(v, str) else v for k, v in options.items()}
+
+
+LearnedSchedule = Callable[[SolverEntry, int, dict[str, Any]], str]
+"""(entry, nfe, options) -> the path of the schedule file searched (or cached) for a learned schedule."""
+
+
+def _plan(entry: SolverEntry, nfe: int, options: dict[str, Any], sigma_min: float, sigma_max: float, learned: LearnedSchedule | None) -> GridPlan:
+    """plan_grid for the entry; a learned schedule is searched first, a schedule file must cost exactly ``nfe``."""
+    spec = get_solver(entry.solver)
+    schedule = entry.schedule
+    if schedule in LEARNED_SCHEDULES:
+        if learned is None:
+            raise UserError(f"the '{schedule}' schedule is searched per NFE and needs the model (the benchmark runner does this)")
+        spec.steps_for_nfe(nfe, options)
+        schedule = learned(entry, nfe, options)
+    plan = plan_grid(spec, options, sigma_min, sigma_max, None if is_schedule_path(schedule) else nfe, schedule, entry.rho)
+    if plan.nfe != nfe:
+        raise UserError(f"the schedule file {schedule} costs {spec.name} NFE {plan.nfe}; it fills only that column")
+    return replace(plan, schedule=entry.schedule) if entry.schedule in LEARNED_SCHEDULES else plan
+
+
+def plan_cell(
+    entry: SolverEntry, nfe: int, sigma_min: float, sigma_max: float, auto_afs: bool, learned: LearnedSchedule | None = None
+) -> Cell:
     """The grid of ``entry`` at ``nfe``; with ``auto_afs`` an odd budget may switch on AFS (never rounds NFE)."""
     spec = get_solver(entry.solver)
-    options = spec.resolve_options(entry.options)
+    options = spec.resolve_options(options_at_budget(entry.options, nfe))
     try:
-        plan = plan_grid(spec, options, sigma_min, sigma_max, nfe, entry.schedule, entry.rho)
-        return Cell(entry, nfe, options, plan)
+        return Cell(entry, nfe, options, _plan(entry, nfe, options, sigma_min, sigma_max, learned))
     except UserError as exc:
         reason = str(exc)
     if auto_afs and not entry.explicit_afs and not options["afs"]:
         with_afs = {**options, "afs": True}
         try:
-            plan = plan_grid(spec, with_afs, sigma_min, sigma_max, nfe, entry.schedule, entry.rho)
-            return Cell(entry, nfe, with_afs, plan, auto_afs=True)
+            return Cell(entry, nfe, with_afs, _plan(entry, nfe, with_afs, sigma_min, sigma_max, learned), auto_afs=True)
         except UserError:
             pass
     return Cell(entry, nfe, options, None, reason=reason)
 
 
-def plan_cells(entries: list[SolverEntry], budgets: list[int], sigma_min: float, sigma_max: float, auto_afs: bool) -> list[Cell]:
+def plan_cells(
+    entries: list[SolverEntry], budgets: list[int], sigma_min: float, sigma_max: float, auto_afs: bool, learned: LearnedSchedule | None = None
+) -> list[Cell]:
     """Every (entry, budget) cell, row by row."""
-    return [plan_cell(entry, nfe, sigma_min, sigma_max, auto_afs) for entry in entries for nfe in budgets]
+    return [plan_cell(entry, nfe, sigma_min, sigma_max, auto_afs, learned) for entry in entries for nfe in budgets]

@@ -14,6 +14,7 @@ from diffsampler import __version__, distributed
 from diffsampler.artefacts import PREPARE_HOOKS
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
+from diffsampler.bench.learned import learned_schedules, warn_schedule_files
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
@@ -155,13 +156,28 @@ def _sigma_range(cfg: BenchmarkConfig, denoiser: Denoiser) -> tuple[float, float
     return sigma_min, sigma_max
 
 
+def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples: int) -> list[Metric]:
+    """The metrics without a current record of ``cell``: none yet, a damaged one, or one made on another sigma grid
+    (a schedule file edited in place, a learned schedule searched by other code)."""
+    assert cell.plan is not None
+    sigmas, missing = cell.plan.sigmas.tolist(), []
+    for metric in metrics:
+        record = store.read(cell.entry.label, cell.nfe, num_samples, metric.name)
+        if record is not None and record.get("sigmas") != sigmas:
+            store.outdated(cell.entry.label, cell.nfe, num_samples, metric.name, "on another sigma grid")
+            record = None
+        if record is None:
+            missing.append(metric)
+    return missing
+
+
 def _pending(cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int, fresh: bool) -> list[tuple[Cell, list[Metric]]]:
     """The runnable cells with the metrics they still lack (all of them with ``fresh``)."""
     return [
         (cell, missing)
         for cell in cells
         if cell.runnable
-        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, num_samples, m.name) is None]]
+        for missing in [list(metrics) if fresh else _missing(cell, metrics, store, num_samples)]
         if missing
     ]
 
@@ -255,8 +271,10 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     world, device = distributed.setup(resolve_device(cfg.device))
     denoiser.to(device)
     sigma_min, sigma_max = _sigma_range(cfg, denoiser)
-    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs)
     out = Path(cfg.out)
+    warn_schedule_files(entries, denoiser)
+    learned = learned_schedules(cfg.model, denoiser, device, cfg.dtype, out / ".cache" / "schedules", progress)
+    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
     store.check(manifest, fresh)

@@ -81,7 +81,7 @@ class ResultStore:
         self.manifest_path = folder / "run.json"
         self.stale_labels: set[str] = set()
         self.stale_metrics: set[str] = set()
-        self.corrupt: set[Path] = set()
+        self.rewrite: set[Path] = set()
 
     def check(self, manifest: Manifest, fresh: bool) -> dict[str, Any] | None:
         """The manifest to write (None when the one on disk already says it all); writes nothing.
@@ -165,7 +165,7 @@ class ResultStore:
 
     def read(self, label: str, nfe: int, num_samples: int, metric: str) -> dict[str, Any] | None:
         path = self.record_path(label, nfe, num_samples, metric)
-        if label in self.stale_labels or metric in self.stale_metrics or path in self.corrupt or not path.is_file():
+        if label in self.stale_labels or metric in self.stale_metrics or path in self.rewrite or not path.is_file():
             return None
         try:
             record = json.loads(path.read_text())
@@ -173,16 +173,22 @@ class ResultStore:
                 raise ValueError("not a record")
         except UNREADABLE_FILE as exc:
             log.warning("record %s is damaged (%s): its cell is computed again", path, exc)
-            self.corrupt.add(path)
+            self.rewrite.add(path)
             return None
         return record
 
+    def outdated(self, label: str, nfe: int, num_samples: int, metric: str, why: str) -> None:
+        """Mark a readable record as made for something else (``why``): it is computed again and replaced."""
+        path = self.record_path(label, nfe, num_samples, metric)
+        log.warning("record %s was made %s: its cell is computed again", path, why)
+        self.rewrite.add(path)
+
     def write(self, record: dict[str, Any]) -> None:
-        """Write a record once (atomically); an existing record is kept as it is, unless it was found damaged."""
+        """Write a record once (atomically); an existing record is kept, unless it was found damaged or outdated."""
         path = self.record_path(record["label"], record["nfe"], record["num_samples"], record["metric"])
-        if not path.exists() or path in self.corrupt:
+        if not path.exists() or path in self.rewrite:
             atomic_write_bytes(path, dumps(record))
-            self.corrupt.discard(path)
+            self.rewrite.discard(path)
 
     def grid_path(self, label: str, nfe: int) -> Path:
         return self.folder / "grids" / slug(label) / f"nfe{nfe:03d}.png"

@@ -64,7 +64,8 @@ class Denoiser(torch.nn.Module):
         h = hashlib.sha256()
         for name, t in sorted(self.state_dict().items()):
             h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            # reshape(-1) after contiguous(): a channels-last 1x1 kernel counts as contiguous with a last stride > 1
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:

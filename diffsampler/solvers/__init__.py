@@ -16,7 +16,7 @@ from diffsampler.solvers.base import SolverSpec
 from diffsampler.solvers.deis import deis
 from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
 from diffsampler.solvers.dpm_solver_v3 import dpm_solver_v3
-from diffsampler.solvers.ipndm import ipndm, ipndm_v
+from diffsampler.solvers.ipndm import ipndm, ipndm_v, ipndm_v_published
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 from diffsampler.solvers.unipc import unipc
 
@@ -49,6 +49,10 @@ register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in
 register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step")
 register_solver(
     "ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step"
+)
+register_solver(
+    "ipndm_v_published", ipndm_v_published, 1, "polynomial",
+    "iPNDM_v with the official code's order 3-4 weights (not Adams-Bashforth; first order at order 4), 1 NFE per step",
 )
 register_solver(
     "amed", amed_solver, 2, "polynomial",

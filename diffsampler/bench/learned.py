@@ -1,0 +1,50 @@
+"""Learned schedules in a benchmark: search (or reuse from the cache) a GITS / LD3 grid per entry and NFE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffsampler.bench.config import SolverEntry
+from diffsampler.bench.plan import LearnedSchedule
+from diffsampler.config import build_config
+from diffsampler.models import Denoiser
+from diffsampler.progress import ProgressFn, report
+from diffsampler.schedule_file import is_schedule_path, warn_other_model
+from diffsampler.search.run import SearchConfig, cached_schedule
+
+
+def learned_schedules(
+    model: str, denoiser: Denoiser, device: torch.device, dtype: str, folder: Path, progress: ProgressFn | None
+) -> LearnedSchedule:
+    """The resolver plan_cells calls for entries with ``schedule: gits`` or ``ld3``.
+
+    The search runs on the benchmark's device and dtype unless the entry's ``search`` settings say otherwise;
+    its file is cached in ``folder`` under a key of model hash, solver, options, NFE and settings.
+    """
+
+    def resolve(entry: SolverEntry, nfe: int, options: dict[str, Any]) -> str:
+        values = {
+            "model": model,
+            "method": entry.schedule,
+            "solver": entry.solver,
+            "options": options,
+            "nfe": nfe,
+            "device": device.type,
+            "dtype": dtype,
+            **(entry.search or {}),
+        }
+        cfg = build_config(SearchConfig, values, f"search settings of '{entry.label}'")
+        report(progress, 0, None, f"{entry.schedule} schedule for {entry.label} at NFE {nfe} (searched once, then cached)")
+        return str(cached_schedule(cfg, denoiser, folder))
+
+    return resolve
+
+
+def warn_schedule_files(entries: list[SolverEntry], denoiser: Denoiser) -> None:
+    """One warning line for each schedule file made for another model."""
+    for entry in entries:
+        if is_schedule_path(entry.schedule):
+            warn_other_model(str(entry.schedule), denoiser.content_hash(), entry.solver)

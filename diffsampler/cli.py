@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from diffsampler.errors import UserError
+from diffsampler.errors import Interrupted, UserError
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 """Idle OpenMP threads sleep instead of spinning (torch reads this when it loads, inside the commands): on a
@@ -48,6 +48,12 @@ def user_errors(fn: F) -> F:
                 raise
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            if _state["debug"]:
+                raise
+            where = str(exc) if isinstance(exc, Interrupted) else "nothing half-written was left"
+            err_console.print(f"[bold yellow]interrupted:[/] {where}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         finally:
             _leave_process_group(completed)
 
@@ -369,13 +375,17 @@ def ref_stats(
     from diffsampler.device import resolve_device
     from diffsampler.metrics.features import feature_network
     from diffsampler.metrics.ref_stats import reference_statistics
-    from diffsampler.metrics.scoring import default_batch_size
+    from diffsampler.metrics.scoring import resolve_batch_size
 
     dev = resolve_device(device)
+    if out is not None:
+        from diffsampler.atomic import check_writable_file
+
+        check_writable_file(out)
     weights = feature_network(features, inception if features == "inception" else None)
-    batch_size = batch_size or getattr(weights, "batch_size", None) or default_batch_size(dev)
+    size = resolve_batch_size(batch_size, dev) if batch_size is not None else getattr(weights, "batch_size", None) or resolve_batch_size(None, dev)
     with _image_progress("reference features") as progress:
-        result = reference_statistics(data, weights, cache_dir, batch_size, dev, progress=progress)
+        result = reference_statistics(data, weights, cache_dir, size, dev, progress=progress)
     if out is not None:
         from diffsampler.atomic import atomic_write_bytes
 
@@ -409,7 +419,7 @@ def fid(
 
     world, dev = setup(resolve_device(device))
     weights = feature_network(features, inception if features == "inception" else None)
-    batch_size = batch_size or getattr(weights, "batch_size", None)
+    batch_size = batch_size if batch_size is not None else getattr(weights, "batch_size", None)
     with _image_progress(f"{features} features") as progress:
         report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress, world)
     if not world.is_main:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import zipfile
 from difflib import get_close_matches
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 
 class UserError(Exception):
@@ -16,3 +18,22 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:
     close = get_close_matches(name, options, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return UserError(f"unknown {kind} '{name}'{hint}; choose one of: {', '.join(options)}")
+
+
+UNREADABLE_FILE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+"""What numpy (np.load), json and zipfile raise on a truncated or damaged file (JSONDecodeError is a ValueError)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a resumable run; the message says where it stopped and that the same command resumes."""
+
+
+@contextlib.contextmanager
+def resumable(where: Callable[[], str]) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into ``Interrupted("<where()>; run the same command to resume")``."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(f"{where()}; run the same command to resume") from None

@@ -13,7 +13,7 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.artefacts import prepare_options
-from diffsampler.atomic import atomic_dir
+from diffsampler.atomic import atomic_dir, check_name, check_replaceable
 from diffsampler.config import SampleConfig
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
@@ -150,6 +150,8 @@ class SampleOutcome:
 
 def run_sample(cfg: SampleConfig) -> SampleOutcome:
     """Generate ``cfg.num_samples`` samples and write samples.npz, meta.json and a PNG into one folder."""
+    if cfg.name is not None:
+        check_name(cfg.name)
     denoiser = load_model(cfg.model, cfg.trust_pickle, cfg.model_options)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
@@ -169,19 +171,20 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         denoiser.discrete_sigmas,
     )
     name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
+    folder = Path(cfg.out) / check_name(name)
+    check_replaceable(folder, "sample")
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
     job = Generation(denoiser, spec, run_options, plan, cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
     samples = generate_sharded(job, range(cfg.num_samples), world)
     seconds = time.perf_counter() - tic
-    folder = Path(cfg.out) / name
     outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds, world.is_main)
     if not world.is_main:
         return outcome
     latents = {"latents": samples.numpy()} if denoiser.latent else {}
     if denoiser.latent:
         samples = decode(denoiser, samples, cfg.batch_size, device)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, "sample") as tmp:
         np.savez(
             tmp / "samples.npz",
             samples=samples.numpy(),

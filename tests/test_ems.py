@@ -236,7 +236,7 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
     out = tmp_path / "ems"
     result = runner.invoke(app, ["compute-ems", "--model", "gmm-2d", "--grid", "30", "--num-data", "16", "--batch", "16", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["l.npz", "meta.json", "sb.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [".diffsampler", "l.npz", "meta.json", "sb.npz"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ems"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["model"]["sha256"] == load_model("gmm-2d").describe()["sha256"]

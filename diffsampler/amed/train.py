@@ -21,6 +21,7 @@ from diffsampler import distributed
 from diffsampler.amed.checkpoint import save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
+from diffsampler.atomic import check_name, check_writable_file
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
@@ -219,10 +220,19 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
     return TrainResult(predictor, meta, losses)
 
 
-def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
-    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name``."""
-    result = train_amed(cfg, report)
+def output_path(cfg: AmedTrainConfig) -> Path:
+    """Where the checkpoint goes, refused in one line (before any work) when it cannot be written there."""
+    if cfg.name is not None:
+        check_name(cfg.name)
     path = Path(cfg.out) / cfg.file_name
+    check_writable_file(path)
+    return path
+
+
+def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
+    """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name`` (checked writable first)."""
+    path = output_path(cfg)
+    result = train_amed(cfg, report)
     if distributed.current().is_main:
         save_predictor(path, result.predictor, result.meta)
     return path, result

@@ -11,15 +11,17 @@ from typing import Any
 import torch
 
 from diffsampler import __version__, distributed
+from diffsampler.artefacts import PREPARE_HOOKS
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.learned import learned_schedules, warn_schedule_files
 from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
-from diffsampler.bench.store import Manifest, ResultStore, source_hash
+from diffsampler.bench.store import Manifest, ResultStore
+from diffsampler.codehash import metric_code, solver_code
 from diffsampler.device import resolve_device
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, load_model, model_label
 from diffsampler.progress import ProgressFn, report
@@ -75,10 +77,17 @@ def _manifest(cfg: BenchmarkConfig, denoiser: Denoiser, cells: list[Cell], metri
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
     }
-    solvers = {
-        cell.entry.label: {**cell.entry.definition(), "code": source_hash(get_solver(cell.entry.solver).sample_fn)} for cell in cells
+    specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
+    codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
+    solvers = {cell.entry.label: {**cell.entry.definition(), "code": codes[cell.entry.solver]} for cell in cells}
+    metric_defs = {
+        m.name: {
+            "version": m.version,
+            "options": cfg.metric_options.get(m.name, {}),
+            "code": metric_code(m.compute, m.prepare, m.unavailable),
+        }
+        for m in metrics
     }
-    metric_defs = {m.name: {"version": m.version, "options": cfg.metric_options.get(m.name, {})} for m in metrics}
     return Manifest(fixed, solvers, metric_defs)
 
 
@@ -147,13 +156,28 @@ def _sigma_range(cfg: BenchmarkConfig, denoiser: Denoiser) -> tuple[float, float
     return sigma_min, sigma_max
 
 
+def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples: int) -> list[Metric]:
+    """The metrics without a current record of ``cell``: none yet, a damaged one, or one made on another sigma grid
+    (a schedule file edited in place, a learned schedule searched by other code)."""
+    assert cell.plan is not None
+    sigmas, missing = cell.plan.sigmas.tolist(), []
+    for metric in metrics:
+        record = store.read(cell.entry.label, cell.nfe, num_samples, metric.name)
+        if record is not None and record.get("sigmas") != sigmas:
+            store.outdated(cell.entry.label, cell.nfe, num_samples, metric.name, "on another sigma grid")
+            record = None
+        if record is None:
+            missing.append(metric)
+    return missing
+
+
 def _pending(cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int, fresh: bool) -> list[tuple[Cell, list[Metric]]]:
     """The runnable cells with the metrics they still lack (all of them with ``fresh``)."""
     return [
         (cell, missing)
         for cell in cells
         if cell.runnable
-        for missing in [[m for m in metrics if fresh or store.read(cell.entry.label, cell.nfe, num_samples, m.name) is None]]
+        for missing in [list(metrics) if fresh else _missing(cell, metrics, store, num_samples)]
         if missing
     ]
 
@@ -205,6 +229,34 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     return None, seconds
 
 
+def _sample_cells(
+    run: _Run, pending: list[tuple[Cell, list[Metric]]], progress: ProgressFn | None
+) -> dict[tuple[str, int], str]:
+    """Sample the pending cells in order; why each cell that cannot run was skipped, by (label, NFE).
+
+    Ctrl-C stops with a message saying where, and that the same command resumes (the records written are kept).
+    """
+    unavailable: dict[tuple[str, int], str] = {}
+    rate, where, done = "", "its first cell", 0
+
+    def stopped() -> str:
+        kept = f"their records kept in {run.store.folder}"
+        return f"benchmark stopped at {where} with {done} of {len(pending)} cells done, {kept}"
+
+    with resumable(stopped):
+        for cell, missing in pending:
+            where = f"{cell.entry.label} @ NFE {cell.nfe}"
+            report(progress, done, len(pending), f"{where}{rate}")
+            reason, seconds = _sample_cell(run, cell, missing)
+            if reason is not None:
+                unavailable[(cell.entry.label, cell.nfe)] = reason
+            elif seconds > 0:
+                rate = f" (last: {run.cfg.num_samples / seconds:.0f} samples/s)"
+            done += 1
+    report(progress, len(pending), len(pending), "reports")
+    return unavailable
+
+
 def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressFn | None = None) -> BenchmarkOutcome:
     """Sample every missing cell, score it with every metric, write records, then the reports.
 
@@ -236,16 +288,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     if world.is_main:
         store.open(manifest, fresh)
     run = _Run(cfg, denoiser, ctx, store, world, notes)
-    unavailable: dict[tuple[str, int], str] = {}
-    rate = ""
-    for done, (cell, missing) in enumerate(pending):
-        report(progress, done, len(pending), f"{cell.entry.label} @ NFE {cell.nfe}{rate}")
-        reason, seconds = _sample_cell(run, cell, missing)
-        if reason is not None:
-            unavailable[(cell.entry.label, cell.nfe)] = reason
-        elif seconds > 0:
-            rate = f" (last: {cfg.num_samples / seconds:.0f} samples/s)"
-    report(progress, len(pending), len(pending), "reports")
+    unavailable = _sample_cells(run, pending, progress)
     distributed.barrier(world)
     result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:

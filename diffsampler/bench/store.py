@@ -3,14 +3,16 @@
 Layout under results/<run>/: ``run.json`` (what makes records comparable: model hash, seed, dtype,
 sigma range, code versions, and what each label and metric stood for) and
 ``records/<label>/nfe<N>/n<samples>/<metric>.json``. Every file is written atomically, so a killed run
-loses at most the cell in progress; a record, once written, is never rewritten.
+loses at most the cell in progress; a record, once written, is never rewritten. When only the code
+hash of a label or a metric changed (``diffsampler/codehash.py``), its records are stale: they are deleted
+and recomputed, and the other records are kept.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -18,23 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from diffsampler import __version__
-from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir
-from diffsampler.errors import UserError
+from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir, remove_stale_temporaries
+from diffsampler.errors import UNREADABLE_FILE, UserError
 
 FORMAT = 1
+RECORD_KEYS = ("label", "nfe", "num_samples", "metric", "value")
+log = logging.getLogger(__name__)
 
 
 def slug(label: str) -> str:
     """A file-name-safe form of a label, with a short hash so distinct labels never collide."""
     text = re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_")[:60] or "solver"
     return f"{text}-{hashlib.sha256(label.encode()).hexdigest()[:6]}"
-
-
-def source_hash(fn: Any) -> str:
-    """sha256 (12 hex digits) of the source file of the module defining ``fn``."""
-    path = inspect.getsourcefile(fn)
-    data = Path(path).read_bytes() if path else repr(fn).encode()
-    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def dumps(obj: Any) -> bytes:
@@ -53,17 +50,27 @@ class Manifest:
         return {"format": FORMAT, "diffsampler": __version__, **self.fixed, "solvers": self.solvers, "metrics": self.metrics}
 
 
+def _without_code(definition: Any) -> Any:
+    return {k: v for k, v in definition.items() if k != "code"} if isinstance(definition, dict) else definition
+
+
 def _first_difference(old: dict[str, Any], new: Manifest) -> str | None:
-    """A short description of the first incomparable change, or None when the run can go on."""
+    """A short description of the first incomparable change (a code change is not one), or None."""
     for key, value in {"format": FORMAT, "diffsampler": __version__, **new.fixed}.items():
         if old.get(key) != value:
             return f"{key} was {json.dumps(old.get(key))}, now {json.dumps(value)}"
     for group, current in (("solver label", new.solvers), ("metric", new.metrics)):
         earlier = old.get("solvers" if group == "solver label" else "metrics", {})
         for name, definition in current.items():
-            if name in earlier and earlier[name] != definition:
-                return f"{group} '{name}' was {json.dumps(earlier[name], sort_keys=True)}, " f"now {json.dumps(definition, sort_keys=True)}"
+            if name in earlier and _without_code(earlier[name]) != _without_code(definition):
+                was, now = json.dumps(earlier[name], sort_keys=True), json.dumps(definition, sort_keys=True)
+                return f"{group} '{name}' was {was}, now {now}"
     return None
+
+
+def _changed_code(old: dict[str, Any], current: dict[str, dict[str, Any]]) -> set[str]:
+    """Names whose recorded code hash differs from the current one (their records are stale)."""
+    return {name for name, new in current.items() if name in old and old[name].get("code") != new.get("code")}
 
 
 class ResultStore:
@@ -72,14 +79,22 @@ class ResultStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.manifest_path = folder / "run.json"
+        self.stale_labels: set[str] = set()
+        self.stale_metrics: set[str] = set()
+        self.rewrite: set[Path] = set()
 
     def check(self, manifest: Manifest, fresh: bool) -> dict[str, Any] | None:
         """The manifest to write (None when the one on disk already says it all); writes nothing.
 
         Refuses (one line) a folder that is not a run, or records made under an incomparable setup unless ``fresh``.
         """
-        if self.folder.exists() and not self.folder.is_dir():
+        if self.folder.is_symlink() or (self.folder.exists() and not self.folder.is_dir()):
             raise UserError(f"{self.folder} exists and is not a folder; choose another --name or --out")
+        if fresh and not self.is_run() and self.folder.is_dir() and any(self.folder.iterdir()):
+            raise UserError(
+                f"{self.folder} holds no run.json, so it is not a benchmark run and --fresh leaves it alone; "
+                "choose another --name or --out"
+            )
         merged = manifest.to_json()
         if fresh:
             return merged
@@ -94,12 +109,28 @@ class ResultStore:
                     f"run folder {self.folder} holds records that are not comparable ({change}); "
                     "use --fresh to start over or --name for a new run"
                 )
+            self.stale_labels = _changed_code(old.get("solvers", {}), manifest.solvers)
+            self.stale_metrics = _changed_code(old.get("metrics", {}), manifest.metrics)
             merged["solvers"] = {**old.get("solvers", {}), **manifest.solvers}
             merged["metrics"] = {**old.get("metrics", {}), **manifest.metrics}
             return None if merged == old else merged
         if self.folder.is_dir() and any(self.folder.iterdir()):
-            raise UserError(f"{self.folder} is not empty and holds no run.json; choose another --name or use --fresh")
+            raise UserError(
+                f"{self.folder} is not empty and holds no run.json (not a benchmark run); "
+                "choose another --name or --out"
+            )
         return merged
+
+    def is_run(self) -> bool:
+        """True when the folder is a run of ours: it holds run.json and a records/ folder, or a readable manifest."""
+        if not self.manifest_path.is_file():
+            return False
+        if (self.folder / "records").is_dir():
+            return True
+        try:
+            return "diffsampler" in json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError, TypeError):
+            return False
 
     def open(self, manifest: Manifest, fresh: bool) -> None:
         """Start or resume the run (after ``check``); ``fresh`` first deletes the run's earlier records."""
@@ -107,30 +138,57 @@ class ResultStore:
         if fresh and self.folder.exists():
             shutil.rmtree(self.folder)
         ensure_writable_dir(self.folder)
+        self._remove_stale()
         if merged is not None:
             atomic_write_bytes(self.manifest_path, dumps(merged))
         self._clean_temporaries()
 
-    def _clean_temporaries(self) -> None:
-        """Remove temporary files a killed run left behind (atomic writes use hidden '.name.*' files)."""
-        for path in self.folder.rglob(".*"):
-            if path.is_file():
+    def _remove_stale(self) -> None:
+        """Delete the records made by other code than the current one (before the manifest says the new code)."""
+        for label in sorted(self.stale_labels):
+            log.warning(
+                "the code of solver label '%s' changed since its records were made: recomputing its cells", label
+            )
+            shutil.rmtree(self.folder / "records" / slug(label), ignore_errors=True)
+        for metric in sorted(self.stale_metrics):
+            log.warning("the code of metric '%s' changed since its records were made: it is recomputed", metric)
+            for path in (self.folder / "records").glob(f"*/*/*/{metric}.json"):
                 path.unlink()
+        self.stale_labels, self.stale_metrics = set(), set()
+
+    def _clean_temporaries(self) -> None:
+        """Remove temporaries a killed run left behind (atomic writes use hidden '.name.tmp-<pid>-*' files)."""
+        remove_stale_temporaries(self.folder, recursive=True)
 
     def record_path(self, label: str, nfe: int, num_samples: int, metric: str) -> Path:
         return self.folder / "records" / slug(label) / f"nfe{nfe:03d}" / f"n{num_samples}" / f"{metric}.json"
 
     def read(self, label: str, nfe: int, num_samples: int, metric: str) -> dict[str, Any] | None:
         path = self.record_path(label, nfe, num_samples, metric)
-        if not path.is_file():
+        if label in self.stale_labels or metric in self.stale_metrics or path in self.rewrite or not path.is_file():
             return None
-        return json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
+                raise ValueError("not a record")
+        except UNREADABLE_FILE as exc:
+            log.warning("record %s is damaged (%s): its cell is computed again", path, exc)
+            self.rewrite.add(path)
+            return None
+        return record
+
+    def outdated(self, label: str, nfe: int, num_samples: int, metric: str, why: str) -> None:
+        """Mark a readable record as made for something else (``why``): it is computed again and replaced."""
+        path = self.record_path(label, nfe, num_samples, metric)
+        log.warning("record %s was made %s: its cell is computed again", path, why)
+        self.rewrite.add(path)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write a record once (atomically); an existing record is kept as it is."""
+        """Write a record once (atomically); an existing record is kept, unless it was found damaged or outdated."""
         path = self.record_path(record["label"], record["nfe"], record["num_samples"], record["metric"])
-        if not path.exists():
+        if not path.exists() or path in self.rewrite:
             atomic_write_bytes(path, dumps(record))
+            self.rewrite.discard(path)
 
     def grid_path(self, label: str, nfe: int) -> Path:
         return self.folder / "grids" / slug(label) / f"nfe{nfe:03d}.png"

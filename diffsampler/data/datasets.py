@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from diffsampler.data.idx import fashion_mnist_file, read_idx
-from diffsampler.errors import UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 NPZ_KEYS = ("samples", "images", "arr_0", "x")
@@ -83,16 +83,23 @@ def npz_images(path: str | Path) -> np.ndarray:
             if key is None:
                 raise UserError(f"{path} holds no arrays")
             arr = data[key]
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except UNREADABLE_FILE as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
     if arr.ndim != 4:
         raise UserError(f"{path}['{key}'] must be a batch of images (4 dimensions), found shape {arr.shape}")
-    if arr.dtype != np.uint8:
+    if arr.dtype.kind not in "uif":
+        raise UserError(f"{path}['{key}'] has dtype {arr.dtype}; images are uint8 pixels or real floats in [-1, 1]")
+    if arr.dtype.kind in "ui" and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+        found = f"integers from {arr.min()} to {arr.max()}"
+        raise UserError(f"{path}['{key}'] holds {found}; integer pixels must lie in 0..255")
+    if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise UserError(f"{path}['{key}'] contains NaN or infinite values")
         arr = from_model_range(torch.from_numpy(np.ascontiguousarray(arr)))
-    elif arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(0, 2, 3, 1)
+    else:
+        arr = arr.astype(np.uint8, copy=False)
+        if arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = arr.transpose(0, 2, 3, 1)
     return np.ascontiguousarray(arr)
 
 

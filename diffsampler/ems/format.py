@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from diffsampler.errors import UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,9 @@ def _read(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
             if missing:
                 raise UserError(f"{path} lacks the array(s) {', '.join(missing)}; expected keys {', '.join(keys)}")
             return [np.asarray(data[k], dtype=np.float64) for k in keys]
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read statistics file {path}: {exc}") from exc
+    except UNREADABLE_FILE as exc:
+        reason = str(exc) or type(exc).__name__
+        raise UserError(f"cannot read statistics file {path} ({reason}): it is damaged; make it again with `diffsampler compute-ems`") from exc
 
 
 def same_range(a: tuple[float, float], b: tuple[float, float]) -> bool:

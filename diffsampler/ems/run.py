@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from diffsampler import distributed
-from diffsampler.atomic import atomic_dir, atomic_write_bytes, ensure_writable_dir
+from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable, ensure_writable_dir
 from diffsampler.config import DEVICES, check_seed
 from diffsampler.device import resolve_device
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UNREADABLE_FILE, UserError, resumable, unknown_choice
 from diffsampler.models import Denoiser, load_model
 from diffsampler.progress import ProgressFn, report
 from diffsampler.sampling import Generation, generate_sharded, plan_grid
@@ -39,6 +39,7 @@ MODEL_SAMPLE_SOLVER = "heun"
 MODEL_SAMPLE_NFE = 100
 """Without data, x0 are model samples from Heun with 50 steps (100 NFE) on the EDM grid."""
 RUN_FILE = "run.json"
+COMMAND = "compute-ems"
 
 
 @dataclass(frozen=True)
@@ -92,18 +93,51 @@ def _identity(denoiser: Denoiser, data: str | None, grid: int, num_data: int, ba
     }
 
 
+def check_partial(partial: Path) -> None:
+    """Refuse a ``<out>.partial`` that is not an unfinished run of ours (it is deleted when the run completes)."""
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        raise UserError(f"{partial} exists and is not a folder of compute-ems; move it away or choose another --out")
+    if partial.is_dir() and not (partial / RUN_FILE).is_file() and any(partial.iterdir()):
+        raise UserError(f"{partial} holds files that compute-ems did not write; move it away or choose another --out")
+
+
 def _open_partial(partial: Path, identity: dict[str, Any]) -> None:
+    check_partial(partial)
     run_file = partial / RUN_FILE
     if run_file.exists():
-        if json.loads(run_file.read_text()) != identity:
-            raise UserError(f"{partial} holds an unfinished run with other settings; delete it or choose another --out")
-        return
+        try:
+            same = json.loads(run_file.read_text()) == identity
+        except UNREADABLE_FILE as exc:
+            log.warning("compute-ems: %s is damaged (%s): the unfinished run starts over", run_file, exc)
+            for point in partial.glob("point_*.npy"):
+                point.unlink()
+        else:
+            if not same:
+                raise UserError(
+                    f"{partial} holds an unfinished run with other settings; delete it or choose another --out"
+                )
+            return
     ensure_writable_dir(partial)
     atomic_write_bytes(run_file, json.dumps(identity, indent=2).encode())
 
 
 def _point_file(partial: Path, index: int) -> Path:
     return partial / f"point_{index:05d}.npy"
+
+
+def _finished_point(path: Path) -> bool:
+    """True when a saved grid point can be read back; a damaged one (a crash, a full disk) is deleted to be redone."""
+    if not path.exists():
+        return False
+    try:
+        record = np.load(path)
+        if record.dtype.kind != "f" or not np.isfinite(record).all():
+            raise ValueError(f"{record.dtype} array with non-finite values")
+    except UNREADABLE_FILE as exc:
+        log.warning("compute-ems: grid point %s is damaged (%s): computing it again", path, exc)
+        path.unlink()
+        return False
+    return True
 
 
 def _save_point(path: Path, record: torch.Tensor) -> None:
@@ -135,6 +169,8 @@ def compute_ems(
     _, dev = distributed.setup(resolve_device(device))
     denoiser.to(dev).eval()
     folder = Path(out) if out else default_out(model, denoiser.sigma_min, denoiser.sigma_max, grid, num_data)
+    check_replaceable(folder, COMMAND)
+    check_partial(partial_folder(folder))
     identity = _identity(denoiser, data, grid, num_data, batch, seed)
     tic = time.perf_counter()
     points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
@@ -172,17 +208,24 @@ def _estimate_points(
 ) -> int:
     """Estimate every grid point not yet in the partial folder, saving each as it is done; the number resumed."""
     world, partial = distributed.current(), partial_folder(job.folder)
-    todo = [j for j in range(job.grid + 1) if not _point_file(partial, j).exists()]
+    mine = [j for j in range(job.grid + 1) if not _finished_point(_point_file(partial, j))] if world.is_main else []
+    todo: list[int] = distributed.gather_objects(mine, world)[0]  # type: ignore[assignment]
     distributed.barrier(world)
-    resumed = job.grid + 1 - len(todo)
-    for done, j in enumerate(todo, start=resumed):
-        sigma = math.exp(-lambdas[j])
-        report(progress, done, job.grid + 1, f"sigma {sigma:.4g}")
-        record = point_record(denoiser, points, sigma, point_generator(job.seed, j), job.batch, job.device, world)
-        if not torch.isfinite(record).all():
-            raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
-        if world.is_main:
-            _save_point(_point_file(partial, j), record)
+    resumed = finished = job.grid + 1 - len(todo)
+
+    def stopped() -> str:
+        return f"compute-ems stopped with {finished} of {job.grid + 1} grid points done, kept in {partial}"
+
+    with resumable(stopped):
+        for j in todo:
+            sigma = math.exp(-lambdas[j])
+            report(progress, finished, job.grid + 1, f"sigma {sigma:.4g}")
+            record = point_record(denoiser, points, sigma, point_generator(job.seed, j), job.batch, job.device, world)
+            if not torch.isfinite(record).all():
+                raise UserError(f"the model returned NaN or infinite values at sigma {sigma:g}; check the model")
+            if world.is_main:
+                _save_point(_point_file(partial, j), record)
+            finished += 1
     report(progress, job.grid + 1, job.grid + 1, "writing the statistics")
     distributed.barrier(world)
     return resumed
@@ -218,6 +261,7 @@ def estimate_to_folder(
     Under torchrun every grid point's batches are shared by the ranks (``point_record``); rank 0 alone writes.
     """
     world, partial, num_data = distributed.current(), partial_folder(job.folder), int(points.shape[0])
+    check_replaceable(job.folder, COMMAND)
     if world.is_main:
         _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", job.grid, num_data, job.batch, job.seed))
     distributed.barrier(world)
@@ -243,7 +287,7 @@ def estimate_to_folder(
         **(extra_meta or {}),
     }
     if world.is_main:
-        with atomic_dir(job.folder) as tmp:
+        with atomic_dir(job.folder, COMMAND) as tmp:
             write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
         shutil.rmtree(partial, ignore_errors=True)
     log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])

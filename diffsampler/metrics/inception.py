@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from diffsampler.atomic import atomic_file
 from diffsampler.errors import UserError
 from diffsampler.metrics.resize import resize_bicubic
 
@@ -97,14 +97,11 @@ def _online(url: str, timeout: float = 3.0) -> bool:
 def download_weights(dest: Path, url: str = INCEPTION_URL) -> Path:
     """Download the weights to ``dest`` through a temporary file (never a half-written file)."""
     log.warning("downloading the FID Inception weights from %s to %s", url, dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_file(dest) as tmp, tmp.open("wb") as f, urllib.request.urlopen(url, timeout=60) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 f.write(chunk)
-        os.replace(tmp, dest)
     except (OSError, urllib.error.URLError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(f"downloading the FID Inception weights failed ({exc}); {HOW_TO_GET}") from exc
     return dest
 

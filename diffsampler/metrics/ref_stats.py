@@ -11,7 +11,7 @@ import hashlib
 import io
 import logging
 import os
-import zipfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,13 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffsampler.atomic import atomic_write_bytes
+from diffsampler.atomic import atomic_write_bytes, check_writable_file
 from diffsampler.data.datasets import load_images
 from diffsampler.distributed import World
-from diffsampler.errors import UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.metrics.fid import Progress, Statistics, feature_statistics
 
 log = logging.getLogger(__name__)
+
+LONG_SECONDS = 300.0
+"""A reference pass estimated to take longer than this gets a warning with faster options."""
+ESTIMATE_AFTER = (3, 10.0)
+"""The estimate is made after this many batches or this many seconds, whichever comes first (at least one batch)."""
 
 PROTOCOL = "clean-fid clean: PIL bicubic float resize to 299x299, clip [0, 255], (x - 128) / 128, Inception-v3 pool 2048"
 CACHE_ENV = "DIFFSAMPLER_CACHE"
@@ -80,7 +85,7 @@ def is_statistics_file(path: str | Path) -> bool:
     try:
         with np.load(path) as data:
             return {"mu", "sigma"} <= set(data.files)
-    except (OSError, ValueError, zipfile.BadZipFile):
+    except UNREADABLE_FILE:
         return False
 
 
@@ -95,7 +100,7 @@ def load_statistics(path: str | Path) -> Statistics:
             num = int(data["num_images"]) if "num_images" in data.files else 0
             size = tuple(int(v) for v in data["image_size"]) if "image_size" in data.files else None
             feats = data["feats"] if "feats" in data.files else None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except UNREADABLE_FILE as exc:
         raise UserError(f"cannot read statistics file {path}: {exc}") from exc
     if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
         raise UserError(f"{path}: 'mu' must be (D,) and 'sigma' (D, D), got {mu.shape} and {sigma.shape}")
@@ -134,13 +139,14 @@ def reference_statistics(
     key = content_key(images, network.identity, protocol)[:32]
     path, feats_path = folder / f"{key}.npz", folder / f"{key}-feats.npz"
     if path.is_file() and (not keep_features or feats_path.is_file()):
-        log.info("reference statistics of %s from the cache %s", source, path)
-        stats = load_statistics(path)
-        if keep_features:
-            stats.features = load_features(feats_path)
-        return RefStats(stats, path, True)
+        cached = _cached(path, feats_path if keep_features else None)
+        if cached is not None:
+            log.info("reference statistics of %s from the cache %s", source, path)
+            return RefStats(cached, path, True)
+    check_writable_file(path)
     world = world or World()
-    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=progress, world=world)
+    estimate = _TimeEstimate(len(images) // world.size, device, progress)
+    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=estimate, world=world)
     if world.is_main:
         save_statistics(path, stats, network.identity, protocol)
     if keep_features:
@@ -150,12 +156,53 @@ def reference_statistics(
     return RefStats(stats, path, False)
 
 
+class _TimeEstimate:
+    """Forwards progress and, once, after the first batches, warns when the whole pass will take long."""
+
+    def __init__(self, total: int, device: torch.device | str, progress: Progress) -> None:
+        self.total, self.device, self.progress = total, str(device), progress
+        self.done, self.batches, self.start, self.estimated = 0, 0, time.perf_counter(), False
+
+    def __call__(self, count: int) -> None:
+        if self.progress is not None:
+            self.progress(count)
+        self.done, self.batches = self.done + count, self.batches + 1
+        elapsed = time.perf_counter() - self.start
+        if self.estimated or (self.batches < ESTIMATE_AFTER[0] and elapsed < ESTIMATE_AFTER[1]):
+            return
+        self.estimated = True
+        rate = self.done / max(elapsed, 1e-9)
+        total_seconds = self.total / rate
+        if total_seconds > LONG_SECONDS:
+            log.warning(
+                "reference statistics of %d images will take about %s at %.0f images/s on %s; a GPU (--device cuda) "
+                "takes minutes, and for Fashion-MNIST the domain metric fd_fmnist is far faster",
+                self.total, _duration(total_seconds), rate, self.device,
+            )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _cached(path: Path, feats_path: Path | None) -> Statistics | None:
+    """The statistics (and features) of a cache entry, or None (with a warning) when the entry is damaged."""
+    try:
+        stats = load_statistics(path)
+        if feats_path is not None:
+            stats.features = load_features(feats_path)
+    except UserError as exc:
+        log.warning("the cached reference statistics are damaged (%s): computing them again", exc)
+        return None
+    return stats
+
+
 def load_features(path: str | Path) -> np.ndarray:
     """The (N, D) ``feats`` array of a features .npz (diffsampler's cache or clean-fid's KID files)."""
     try:
         with np.load(path) as data:
             feats = data["feats"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except UNREADABLE_FILE as exc:
         raise UserError(f"cannot read features file {path}: {exc}") from exc
     if feats.ndim != 2:
         raise UserError(f"{path}: 'feats' must be (N, D), got {feats.shape}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,13 @@ import numpy as np
 import torch
 
 from diffsampler.atomic import atomic_write_bytes
-from diffsampler.errors import UserError
+from diffsampler.codehash import code_hash, package_modules
+from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser, GaussianMixture
 from diffsampler.schedules import polynomial
+
+log = logging.getLogger(__name__)
 
 REFERENCE_STEPS = 32
 """RK4 steps of the first candidate (checked against half as many)."""
@@ -118,6 +122,11 @@ def reference_solution(denoiser: Denoiser, x_start: torch.Tensor, sigma_start: f
     return converged_rk4(denoiser, x_start, sigma_start, sigma_end)
 
 
+def reference_code() -> str:
+    """The hash of the code a reference solution depends on: this module, what it imports, and the model code."""
+    return code_hash([__name__, *package_modules("diffsampler.models")])
+
+
 @dataclass
 class ReferenceCache:
     """Reference solutions for the latents (seed, index) of one model, extended on demand and kept on disk.
@@ -140,7 +149,7 @@ class ReferenceCache:
     def key(self) -> str:
         desc = self.denoiser.describe()
         spec = {"model": desc["sha256"], "shape": desc["sample_shape"], "seed": self.seed, "sigma_start": self.sigma_start,
-                "sigma_end": self.sigma_end, "method": METHOD, "steps": REFERENCE_STEPS, "tol": REFERENCE_TOL}
+                "sigma_end": self.sigma_end, "method": METHOD, "steps": REFERENCE_STEPS, "tol": REFERENCE_TOL, "code": reference_code()}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     @property
@@ -154,10 +163,15 @@ class ReferenceCache:
     def _load(self) -> None:
         if self._solution is not None or self.path is None or not self.path.is_file():
             return
-        with np.load(self.path) as data:
-            self._solution = torch.from_numpy(data["solution"])
-            self._difference = torch.from_numpy(data["halving_difference"])
-            self._steps = int(data["steps"])
+        try:
+            with np.load(self.path) as data:
+                solution, difference, steps = data["solution"], data["halving_difference"], int(data["steps"])
+            if solution.shape[1:] != tuple(self.denoiser.sample_shape) or difference.shape != solution.shape[:1]:
+                raise ValueError(f"arrays of shapes {solution.shape} and {difference.shape}")
+        except UNREADABLE_FILE as exc:
+            log.warning("reference-solution cache %s is damaged (%s): solving again", self.path, exc)
+            return
+        self._solution, self._difference, self._steps = torch.from_numpy(solution), torch.from_numpy(difference), steps
 
     def _save(self) -> None:
         if self.path is None or self._solution is None or self._difference is None:

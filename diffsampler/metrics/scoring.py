@@ -29,6 +29,15 @@ def default_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 32
 
 
+def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """``batch_size`` (at least 1), or the device's default when None."""
+    if batch_size is None:
+        return default_batch_size(device)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    return batch_size
+
+
 @dataclass(frozen=True)
 class FIDReport:
     """One FID evaluation: the scores, the set sizes and where the reference statistics came from."""
@@ -83,7 +92,7 @@ def score_samples(
         raise UserError("under torchrun use --backend clean (its moments are merged across ranks)")
     if kid and backend != "clean":
         raise UserError("--kid needs the features themselves: use it with --backend clean")
-    batch_size = batch_size or default_batch_size(device)
+    batch_size = resolve_batch_size(batch_size, device)
     images = load_images(samples)
     if len(images) < 2:
         raise UserError(f"{samples} holds {len(images)} image(s); FID needs at least 2")

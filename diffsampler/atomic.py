@@ -30,7 +30,8 @@ def check_name(name: str, option: str = "--name") -> str:
     """``name`` when it is a single path component (no '/', not '.' or '..'), else a one-line error."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise UserError(
-            f"{option} must be a single folder or file name (no '/', '.' or '..'), got '{name}'; set the parent with --out"
+            f"{option} must be a single folder or file name (no '/', '.' or '..'), "
+            f"got '{name}'; set the parent with --out"
         )
     return name
 

@@ -76,7 +76,9 @@ def _leave_process_group(completed: bool) -> None:
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", metavar="", help="Show full tracebacks and debug logs.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show full tracebacks and debug logs."),
+) -> None:
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -93,18 +95,34 @@ def _float_list(text: Optional[str]) -> Optional[list[float]]:
 @app.command()
 @user_errors
 def sample(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/sample/*.yaml); options below override it."),
-    model: Optional[str] = typer.Option(None, help="Model name or diffusers:PATH / edm-pkl:PATH (see `diffsampler list`). Default gmm-fmnist."),
-    model_option: Optional[List[str]] = typer.Option(None, "--model-option", help="External model option key=value, repeatable (e.g. guidance=7.5, prompt=..., class_label=3)."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", metavar="", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML config (configs/sample/*.yaml); options below override it."
+    ),
+    model: Optional[str] = typer.Option(
+        None, help="Model name or diffusers:PATH / edm-pkl:PATH (see `diffsampler list`). Default gmm-fmnist."
+    ),
+    model_option: Optional[List[str]] = typer.Option(
+        None,
+        "--model-option",
+        help="External model option key=value, repeatable (e.g. guidance=7.5, prompt=..., class_label=3).",
+    ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", metavar="", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."
+    ),
     solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
     nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
-    schedule: Optional[str] = typer.Option(None, help="Sigma schedule name, or a schedule file PATH.json (search-schedule); default: the solver's own."),
+    schedule: Optional[str] = typer.Option(
+        None, help="Sigma schedule name, or a schedule file PATH.json (search-schedule); default: the solver's own."
+    ),
     rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7, time_uniform: 1 or 2)."),
     sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
     sigma_max: Optional[float] = typer.Option(None, help="Largest sigma of the grid; default: the model's."),
-    sigmas: Optional[str] = typer.Option(None, help="Explicit grid, comma-separated and descending (replaces schedule)."),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Solver option key=value, repeatable (e.g. -o afs=true)."),
+    sigmas: Optional[str] = typer.Option(
+        None, help="Explicit grid, comma-separated and descending (replaces schedule)."
+    ),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", "-o", help="Solver option key=value, repeatable (e.g. -o afs=true)."
+    ),
     num_samples: Optional[int] = typer.Option(None, help="Number of samples. Default 64."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per network call. Default 256."),
     seed: Optional[int] = typer.Option(None, help="Seed; sample i uses a generator seeded by (seed, i). Default 0."),
@@ -118,9 +136,22 @@ def sample(
     from diffsampler.sampling import run_sample
 
     overrides = dict(
-        model=model, trust_pickle=trust_pickle or None, solver=solver, nfe=nfe, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
-        sigmas=_float_list(sigmas), num_samples=num_samples, batch_size=batch_size, seed=seed, device=device,
-        dtype=dtype, out=out, name=name,
+        model=model,
+        trust_pickle=trust_pickle or None,
+        solver=solver,
+        nfe=nfe,
+        schedule=schedule,
+        rho=rho,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        sigmas=_float_list(sigmas),
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        out=out,
+        name=name,
     )
     cfg = load_config(SampleConfig, config, overrides)
     cfg.options = {**cfg.options, **parse_assignments(option)}
@@ -138,16 +169,22 @@ def sample(
 @app.command("train-amed")
 @user_errors
 def train_amed(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/amed/*.yaml); options below override it."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML config (configs/amed/*.yaml); options below override it."
+    ),
     model: Optional[str] = typer.Option(None, help="Model name. Default gmm-fmnist."),
-    student: Optional[str] = typer.Option(None, help="amed (AMED-Solver) or a base for AMED-Plugin: euler, dpm2, ipndm, dpmpp. Default amed."),
+    student: Optional[str] = typer.Option(
+        None, help="amed (AMED-Solver) or a base for AMED-Plugin: euler, dpm2, ipndm, dpmpp. Default amed."
+    ),
     nfe: Optional[int] = typer.Option(None, help="NFE the predictor is trained for (odd budgets need AFS). Default 5."),
     afs: Optional[bool] = typer.Option(None, "--afs/--no-afs", metavar="", help="Analytical first step. Default on."),
     schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default logsnr for dpmpp, else polynomial."),
     rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7)."),
     sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
     sigma_max: Optional[float] = typer.Option(None, help="Largest sigma of the grid; default: the model's."),
-    scale_dir: Optional[float] = typer.Option(None, help="Direction scale c in [1 - k, 1 + k]; 0 fixes c = 1. Default 0."),
+    scale_dir: Optional[float] = typer.Option(
+        None, help="Direction scale c in [1 - k, 1 + k]; 0 fixes c = 1. Default 0."
+    ),
     scale_time: Optional[float] = typer.Option(None, help="Time scale a in [1 - k, 1 + k]; 0 fixes a = 1. Default 0."),
     max_order: Optional[int] = typer.Option(None, help="Multistep order of ipndm (default 4) or dpmpp (default 3)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher solver: heun, dpm2 or euler. Default heun."),
@@ -170,9 +207,28 @@ def train_amed(
     from diffsampler.terminal import progress_bar
 
     overrides = dict(
-        model=model, student=student, nfe=nfe, afs=afs, schedule=schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max,
-        scale_dir=scale_dir, scale_time=scale_time, max_order=max_order, teacher=teacher, teacher_m=teacher_m,
-        num_latents=num_latents, batch_size=batch_size, lr=lr, epochs=epochs, seed=seed, device=device, dtype=dtype, out=out, name=name,
+        model=model,
+        student=student,
+        nfe=nfe,
+        afs=afs,
+        schedule=schedule,
+        rho=rho,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        scale_dir=scale_dir,
+        scale_time=scale_time,
+        max_order=max_order,
+        teacher=teacher,
+        teacher_m=teacher_m,
+        num_latents=num_latents,
+        batch_size=batch_size,
+        lr=lr,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        out=out,
+        name=name,
     )
     cfg = load_config(AmedTrainConfig, config, overrides)
     with progress_bar("AMED", console, enabled=_launch_rank() == 0) as bar:
@@ -181,7 +237,8 @@ def train_amed(
         return
     meta = result.meta
     console.print(
-        f"{meta['num_parameters']:,}-parameter predictor for {meta['solver']}{' base=' + meta['base'] if meta['base'] else ''} "
+        f"{meta['num_parameters']:,}-parameter predictor for {meta['solver']}"
+        f"{' base=' + meta['base'] if meta['base'] else ''} "
         f"on {cfg.model}, NFE {meta['nfe']} ({meta['schedule']}), final loss {meta['final_loss']:.4g}, "
         f"trained in {meta['training_seconds']:.1f} s -> {path}",
         highlight=False,
@@ -192,8 +249,12 @@ def train_amed(
 @user_errors
 def train_model(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML training config (configs/train/*.yaml)."),
-    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run <out>/<name> from its train-state.pt."),
-    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Config overrides key=value (e.g. steps=2000 patch_size=2)."),
+    resume: bool = typer.Option(
+        False, "--resume", metavar="", help="Continue the run <out>/<name> from its train-state.pt."
+    ),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, metavar="KEY=VALUE", help="Config overrides key=value (e.g. steps=2000 patch_size=2)."
+    ),
 ) -> None:
     """Train an EDM U-Net denoiser (optionally PDM-patched); write checkpoints, sample grids and a loss log."""
     from diffsampler.config import load_config, parse_assignments
@@ -215,17 +276,34 @@ def train_model(
 @app.command()
 @user_errors
 def benchmark(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (configs/benchmark/*.yaml); options below override it."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML config (configs/benchmark/*.yaml); options below override it."
+    ),
     nfe: Optional[str] = typer.Option(None, help="NFE budgets: 3,5,7,9 or 3-10 (or a mix, 3-5,8). Default 3,5,7,9."),
-    solvers: Optional[str] = typer.Option(None, help="Comma-separated labels of the config's solvers or registered solver names. Default: every training-free solver."),
+    solvers: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated labels of the config's solvers or registered solver names. "
+        "Default: every training-free solver.",
+    ),
     model: Optional[str] = typer.Option(None, help="Model name (see `diffsampler list`). Default gmm-fmnist."),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (rmse, max_error, pixel_fd, ...). Default: those the model supports."),
-    num_samples: Optional[int] = typer.Option(None, help="Samples per cell (latents seeded per index: more samples extend, never change). Default 256."),
+    metrics: Optional[str] = typer.Option(
+        None, help="Comma-separated metrics (rmse, max_error, pixel_fd, ...). Default: those the model supports."
+    ),
+    num_samples: Optional[int] = typer.Option(
+        None, help="Samples per cell (latents seeded per index: more samples extend, never change). Default 256."
+    ),
     batch_size: Optional[int] = typer.Option(None, help="Samples per network call. Default 256."),
     seed: Optional[int] = typer.Option(None, help="Seed of the latents (sample i uses (seed, i)). Default 0."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. Default auto."),
-    auto_afs: Optional[bool] = typer.Option(None, "--auto-afs/--no-auto-afs", metavar="", help="Let 2-NFE-per-step solvers meet odd budgets with AFS. Default on."),
-    name: Optional[str] = typer.Option(None, help="Run name: results go to OUT/NAME (a rerun resumes). Default: the model name."),
+    auto_afs: Optional[bool] = typer.Option(
+        None,
+        "--auto-afs/--no-auto-afs",
+        metavar="",
+        help="Let 2-NFE-per-step solvers meet odd budgets with AFS. Default on.",
+    ),
+    name: Optional[str] = typer.Option(
+        None, help="Run name: results go to OUT/NAME (a rerun resumes). Default: the model name."
+    ),
     out: Optional[str] = typer.Option(None, help="Parent folder of runs. Default results."),
     fresh: bool = typer.Option(False, "--fresh", metavar="", help="Delete the run's earlier records and start over."),
 ) -> None:
@@ -238,8 +316,16 @@ def benchmark(
         return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
 
     overrides = dict(
-        nfe=None if nfe is None else parse_nfe(nfe), model=model, metrics=names(metrics), num_samples=num_samples,
-        batch_size=batch_size, seed=seed, device=device, auto_afs=auto_afs, name=name, out=out,
+        nfe=None if nfe is None else parse_nfe(nfe),
+        model=model,
+        metrics=names(metrics),
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        auto_afs=auto_afs,
+        name=name,
+        out=out,
     )
     cfg = benchmark_config(config, overrides, names(solvers))
     with progress_bar("benchmark", err_console, enabled=_launch_rank() == 0) as bar:
@@ -256,7 +342,8 @@ def benchmark(
     for i, reason in enumerate(report.footnotes, 1):
         console.print(f"[{i}] {reason}", highlight=False, markup=False)
     console.print(
-        f"{outcome.sampled} cells sampled, {outcome.reused} reused, in {outcome.seconds:.1f} s -> {outcome.folder}/table.md",
+        f"{outcome.sampled} cells sampled, {outcome.reused} reused, in {outcome.seconds:.1f} s "
+        f"-> {outcome.folder}/table.md",
         highlight=False,
     )
 
@@ -264,49 +351,98 @@ def benchmark(
 @app.command("search-schedule")
 @user_errors
 def search_schedule(
-    method: str = typer.Option("gits", help="gits (arXiv 2405.11326, dynamic programming) or ld3 (arXiv 2405.15506, learned by Adam)."),
+    method: str = typer.Option(
+        "gits", help="gits (arXiv 2405.11326, dynamic programming) or ld3 (arXiv 2405.15506, learned by Adam)."
+    ),
     model: str = typer.Option("gmm-fmnist", help="Model name or checkpoint path (see `diffsampler list`)."),
     solver: str = typer.Option("ipndm", help="Solver the schedule is made for."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Solver option key=value, repeatable."),
     nfe: int = typer.Option(5, help="NFE budget of the schedule."),
     num_samples: Optional[int] = typer.Option(None, help="Teacher samples. Default 256 (gits), 100 (ld3)."),
-    seed: int = typer.Option(1, help="Seed of the teacher latents (the benchmark's default seed is 0, so they differ)."),
-    teacher_steps: Optional[int] = typer.Option(None, help="iPNDM teacher steps. Default 10 x steps (gits: the candidate grid), 60 (ld3)."),
+    seed: int = typer.Option(
+        1, help="Seed of the teacher latents (the benchmark's default seed is 0, so they differ)."
+    ),
+    teacher_steps: Optional[int] = typer.Option(
+        None, help="iPNDM teacher steps. Default 10 x steps (gits: the candidate grid), 60 (ld3)."
+    ),
     metric: str = typer.Option("dev", help="GITS step cost: dev (the paper's trajectory deviation) or l2."),
     coeff: float = typer.Option(1.15, help="GITS weight growth per step in the dynamic program (the paper's 1.15)."),
-    init: Optional[str] = typer.Option(None, help="LD3 starting grid: a schedule name or file PATH.json (e.g. a GITS grid); default: the solver's own."),
+    init: Optional[str] = typer.Option(
+        None, help="LD3 starting grid: a schedule name or file PATH.json (e.g. a GITS grid); default: the solver's own."
+    ),
     iterations: int = typer.Option(100, help="LD3 Adam iterations."),
     lr: float = typer.Option(0.05, help="LD3 learning rate of the grid logits."),
-    slack: bool = typer.Option(True, "--slack/--no-slack", help="LD3's soft objective (student latents in a small ball)."),
+    slack: bool = typer.Option(
+        True, "--slack/--no-slack", help="LD3's soft objective (student latents in a small ball)."
+    ),
     batch_size: int = typer.Option(256, help="Samples per network call of the teacher."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     dtype: str = typer.Option("float64", help="float64 (analytic models) or float32 (networks)."),
-    out: Optional[str] = typer.Option(None, help="Schedule file to write. Default results/schedules/<model>-<solver>-<method>-nfe<N>.json."),
+    out: Optional[str] = typer.Option(
+        None, help="Schedule file to write. Default results/schedules/<model>-<solver>-<method>-nfe<N>.json."
+    ),
 ) -> None:
     """Search a sigma grid for one model, solver and NFE; write it as a schedule file for --schedule PATH.json."""
     from diffsampler.config import build_config, parse_assignments
-    from diffsampler.search.run import SearchConfig, search_schedule as run
+    from diffsampler.search.run import SearchConfig
+    from diffsampler.search.run import search_schedule as run
 
-    values = dict(method=method, model=model, solver=solver, options=parse_assignments(option), nfe=nfe, num_samples=num_samples,
-                  seed=seed, teacher_steps=teacher_steps, metric=metric, coeff=coeff, init=init, iterations=iterations, lr=lr,
-                  slack=slack, batch_size=batch_size, device=device, dtype=dtype, out=out)
+    values = dict(
+        method=method,
+        model=model,
+        solver=solver,
+        options=parse_assignments(option),
+        nfe=nfe,
+        num_samples=num_samples,
+        seed=seed,
+        teacher_steps=teacher_steps,
+        metric=metric,
+        coeff=coeff,
+        init=init,
+        iterations=iterations,
+        lr=lr,
+        slack=slack,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        out=out,
+    )
     cfg = build_config(SearchConfig, values)
     with err_console.status("searching") as status:
         artefact, path = run(cfg, lambda text: status.update(text))
     grid = ", ".join(f"{s:.4g}" for s in artefact.sigmas)
-    console.print(f"{cfg.method} schedule for {cfg.solver} at NFE {cfg.nfe} in {artefact.seconds:.1f} s: [{grid}] -> {path}", highlight=False)
+    console.print(
+        f"{cfg.method} schedule for {cfg.solver} at NFE {cfg.nfe} in {artefact.seconds:.1f} s: [{grid}] -> {path}",
+        highlight=False,
+    )
 
 
 @app.command("compute-ems")
 @user_errors
 def compute_ems(
-    model: str = typer.Option("gmm-fmnist", show_default=False, help="Model name (see `diffsampler list`). Default gmm-fmnist."),
-    data: Optional[str] = typer.Option(None, help="Data source (fashion-mnist[:test], image folder, .zip, .npz); default: samples of the model."),
-    grid: int = typer.Option(120, show_default=False, help="Grid intervals N: statistics at N + 1 points uniform in lambda = -log(sigma). Default 120."),
-    num_data: int = typer.Option(1024, show_default=False, help="Data points K (the same K at every grid point). Default 1024."),
-    batch: int = typer.Option(256, show_default=False, help="Data points per JVP batch (bounds the memory). Default 256."),
-    seed: int = typer.Option(0, show_default=False, help="Seed of the data subset, the noise and the probes. Default 0."),
-    out: Optional[str] = typer.Option(None, help="Output folder. Default results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>."),
+    model: str = typer.Option(
+        "gmm-fmnist", show_default=False, help="Model name (see `diffsampler list`). Default gmm-fmnist."
+    ),
+    data: Optional[str] = typer.Option(
+        None, help="Data source (fashion-mnist[:test], image folder, .zip, .npz); default: samples of the model."
+    ),
+    grid: int = typer.Option(
+        120,
+        show_default=False,
+        help="Grid intervals N: statistics at N + 1 points uniform in lambda = -log(sigma). Default 120.",
+    ),
+    num_data: int = typer.Option(
+        1024, show_default=False, help="Data points K (the same K at every grid point). Default 1024."
+    ),
+    batch: int = typer.Option(
+        256, show_default=False, help="Data points per JVP batch (bounds the memory). Default 256."
+    ),
+    seed: int = typer.Option(
+        0, show_default=False, help="Seed of the data subset, the noise and the probes. Default 0."
+    ),
+    out: Optional[str] = typer.Option(
+        None, help="Output folder. Default results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>."
+    ),
     device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
 ) -> None:
     """Estimate DPM-Solver-v3's statistics l, s, b; write l.npz, sb.npz and meta.json (resumable)."""
@@ -357,17 +493,24 @@ def _image_progress(description: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
-FEATURES_HELP = "Feature network: inception (FID proper) or fmnist (the shipped Fashion-MNIST classifier; 1x32x32 or 1x28x28 images)."
+FEATURES_HELP = (
+    "Feature network: inception (FID proper) or fmnist "
+    "(the shipped Fashion-MNIST classifier; 1x32x32 or 1x28x28 images)."
+)
 
 
 @app.command("ref-stats")
 @user_errors
 def ref_stats(
-    data: str = typer.Option(..., "--data", help="Dataset: 'fashion-mnist[:train|:test]', an image folder, a .zip or an .npz."),
+    data: str = typer.Option(
+        ..., "--data", help="Dataset: 'fashion-mnist[:train|:test]', an image folder, a .zip or an .npz."
+    ),
     out: Optional[Path] = typer.Option(None, help="Also write the statistics (mu/sigma .npz) to this file."),
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
     features: str = typer.Option("inception", show_default=False, help=FEATURES_HELP + " Default inception."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."
+    ),
     device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
@@ -383,7 +526,11 @@ def ref_stats(
 
         check_writable_file(out)
     weights = feature_network(features, inception if features == "inception" else None)
-    size = resolve_batch_size(batch_size, dev) if batch_size is not None else getattr(weights, "batch_size", None) or resolve_batch_size(None, dev)
+    size = (
+        resolve_batch_size(batch_size, dev)
+        if batch_size is not None
+        else getattr(weights, "batch_size", None) or resolve_batch_size(None, dev)
+    )
     with _image_progress("reference features") as progress:
         result = reference_statistics(data, weights, cache_dir, size, dev, progress=progress)
     if out is not None:
@@ -401,20 +548,32 @@ def ref_stats(
 @app.command()
 @user_errors
 def fid(
-    samples: str = typer.Argument(..., metavar="SAMPLES", help="Samples: a folder or .zip of images, or an .npz (as `diffsampler sample` writes)."),
-    ref: str = typer.Option(..., "--ref", help="Reference: a dataset source (as for ref-stats) or a mu/sigma statistics .npz."),
+    samples: str = typer.Argument(
+        ..., metavar="SAMPLES", help="Samples: a folder or .zip of images, or an .npz (as `diffsampler sample` writes)."
+    ),
+    ref: str = typer.Option(
+        ..., "--ref", help="Reference: a dataset source (as for ref-stats) or a mu/sigma statistics .npz."
+    ),
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
-    kid: bool = typer.Option(False, "--kid", metavar="", help="Also report KID (keeps the features of both sets in memory)."),
-    backend: str = typer.Option("clean", show_default=False, help="clean (streamed statistics, clean-fid's formula) or torchmetrics. Default clean."),
+    kid: bool = typer.Option(
+        False, "--kid", metavar="", help="Also report KID (keeps the features of both sets in memory)."
+    ),
+    backend: str = typer.Option(
+        "clean",
+        show_default=False,
+        help="clean (streamed statistics, clean-fid's formula) or torchmetrics. Default clean.",
+    ),
     features: str = typer.Option("inception", show_default=False, help=FEATURES_HELP + " Default inception."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."
+    ),
     device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
     cache_dir: Optional[Path] = typer.Option(None, help="Statistics cache. Default ~/.cache/diffsampler/ref-stats."),
 ) -> None:
     """FID (clean-fid's "clean" protocol) of samples against a dataset or a statistics file."""
     from diffsampler.device import resolve_device
-    from diffsampler.metrics.features import feature_network
     from diffsampler.distributed import setup
+    from diffsampler.metrics.features import feature_network
     from diffsampler.metrics.scoring import score_samples
 
     world, dev = setup(resolve_device(device))

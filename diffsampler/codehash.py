@@ -24,7 +24,11 @@ import diffsampler
 PACKAGE = "diffsampler"
 PACKAGE_ROOT = Path(diffsampler.__file__).resolve().parent
 SHARED = (
-    "diffsampler.sampling", "diffsampler.latents", "diffsampler.schedules", "diffsampler.bench.plan", "diffsampler.solvers",
+    "diffsampler.sampling",
+    "diffsampler.latents",
+    "diffsampler.schedules",
+    "diffsampler.bench.plan",
+    "diffsampler.solvers",
 )
 """Modules every cell's samples go through."""
 REGISTRIES = frozenset({"diffsampler.artefacts"})
@@ -66,7 +70,9 @@ def _imports_of(tree: ast.AST, package: str, root: Path) -> set[str]:
             origin = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
             source = ".".join(p for p in (origin, node.module or "") if p)
             found.add(source)
-            found.update(f"{source}.{alias.name}" for alias in node.names if module_file(f"{source}.{alias.name}", root))
+            found.update(
+                f"{source}.{alias.name}" for alias in node.names if module_file(f"{source}.{alias.name}", root)
+            )
     return {n for n in found if module_file(n, root) is not None}
 
 

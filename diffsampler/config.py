@@ -21,7 +21,14 @@ from diffsampler.errors import UserError, unknown_choice
 C = TypeVar("C")
 
 
-_TYPE_WORDS = {bool: "true or false", float: "a number", int: "an integer", str: "a string", list: "a list", dict: "a mapping"}
+_TYPE_WORDS = {
+    bool: "true or false",
+    float: "a number",
+    int: "an integer",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 def _type_name(tp: Any) -> str:

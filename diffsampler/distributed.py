@@ -162,4 +162,3 @@ def teardown(completed: bool) -> None:
         if completed:
             dist.barrier()
         dist.destroy_process_group()
-

@@ -74,7 +74,9 @@ def plan_grid(
     return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas), name, budget)
 
 
-def prepared_options(spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan) -> dict[str, Any]:
+def prepared_options(
+    spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan
+) -> dict[str, Any]:
     """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``)."""
     context = {"model": denoiser.describe(), "nfe": plan.nfe, "schedule": plan.schedule, "sigmas": plan.sigmas.tolist()}
     return prepare_options(spec, options, context)
@@ -110,7 +112,10 @@ def generate(job: Generation, indices: range) -> torch.Tensor:
         if denoiser.calls != plan.nfe:
             raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
         if not torch.isfinite(y).all():
-            raise UserError(f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: " "the model returned non-finite values or the solver diverged")
+            raise UserError(
+                f"{spec.name} produced NaN or infinite samples at NFE {plan.nfe}: "
+                "the model returned non-finite values or the solver diverged"
+            )
         out.append(y.float().cpu())
     return torch.cat(out)
 
@@ -118,7 +123,12 @@ def generate(job: Generation, indices: range) -> torch.Tensor:
 def decode(denoiser: Denoiser, samples: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """Images (CPU, float32) from a latent model's samples, decoded in batches."""
     with torch.no_grad():
-        return torch.cat([denoiser.decode(samples[i : i + batch_size].to(device)).float().cpu() for i in range(0, samples.shape[0], batch_size)])
+        return torch.cat(
+            [
+                denoiser.decode(samples[i : i + batch_size].to(device)).float().cpu()
+                for i in range(0, samples.shape[0], batch_size)
+            ]
+        )
 
 
 def generate_sharded(job: Generation, indices: range, world: distributed.World) -> torch.Tensor:

@@ -154,8 +154,18 @@ SCHEDULES: dict[str, Schedule] = {
         Schedule("time_uniform", time_uniform, 1.0, "uniform in VP-linear time t^(1/rho); rho = 1"),
         Schedule("time_quadratic", time_uniform, 2.0, "time_uniform with rho = 2 (DEIS)"),
         Schedule("discrete", discrete, 1.0, "the model's own training timesteps (DDPM/LDM models), rho = 1", True),
-        Schedule("ays_sd15", ays_sd15, 1.0, "Align Your Steps grid of Stable Diffusion 1.5, log-linear to N steps (exact for sigma 0.029-14.615)"),
-        Schedule("ays_sdxl", ays_sdxl, 1.0, "Align Your Steps grid of SDXL, log-linear to N steps (exact for sigma 0.029-14.615)"),
+        Schedule(
+            "ays_sd15",
+            ays_sd15,
+            1.0,
+            "Align Your Steps grid of Stable Diffusion 1.5, log-linear to N steps (exact for sigma 0.029-14.615)",
+        ),
+        Schedule(
+            "ays_sdxl",
+            ays_sdxl,
+            1.0,
+            "Align Your Steps grid of SDXL, log-linear to N steps (exact for sigma 0.029-14.615)",
+        ),
     )
 }
 
@@ -199,6 +209,9 @@ def get_sigmas(
     if not spec.needs_table:
         return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent))
     if discrete_sigmas is None:
-        raise UserError(f"the '{schedule}' schedule needs a model with discrete training " "timesteps (e.g. diffusers:PATH); choose another schedule")
+        raise UserError(
+            f"the '{schedule}' schedule needs a model with discrete training "
+            "timesteps (e.g. diffusers:PATH); choose another schedule"
+        )
     table = torch.as_tensor(discrete_sigmas).detach().to("cpu", torch.float64).flatten()
     return validate_sigmas(spec.make(num_steps, sigma_min, sigma_max, exponent, table))

@@ -45,12 +45,21 @@ def main() -> None:
     with torch.no_grad():
         model(x, 10.0)
         features = model.last_features if model.last_features is not None else pooled_state_features(x, 10.0)
-        predictor = AMEDPredictor(PredictorConfig(feature_dim=features.shape[1], scale_dir=0.1, scale_time=0.1)).to(device)
+        predictor = AMEDPredictor(PredictorConfig(feature_dim=features.shape[1], scale_dir=0.1, scale_time=0.1)).to(
+            device
+        )
         network = median_seconds(lambda: model(x, 10.0), device)
-        step = median_seconds(lambda: predictor(10.0, 5.0, pooled_state_features(x, 10.0) if model.last_features is None else features, args.batch), device)
-    print(f"{args.model} batch {args.batch} on {device}: one NFE {network * 1e3:.3f} ms, "
-          f"predictor ({predictor.num_parameters} parameters, with its feature) {step * 1e3:.3f} ms per step "
-          f"= {step / network:.1%} of an NFE")
+        step = median_seconds(
+            lambda: predictor(
+                10.0, 5.0, pooled_state_features(x, 10.0) if model.last_features is None else features, args.batch
+            ),
+            device,
+        )
+    print(
+        f"{args.model} batch {args.batch} on {device}: one NFE {network * 1e3:.3f} ms, "
+        f"predictor ({predictor.num_parameters} parameters, with its feature) {step * 1e3:.3f} ms per step "
+        f"= {step / network:.1%} of an NFE"
+    )
 
 
 if __name__ == "__main__":

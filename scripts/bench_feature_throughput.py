@@ -46,14 +46,27 @@ def main() -> None:
     fmnist = locate_fmnist().load(args.device)
     inception = locate_inception(allow_download=False)
     fast = images_per_second(fmnist, images[: args.fmnist_images].to(args.device), args.fmnist_batch)
-    slow = images_per_second(inception.load(args.device), images[: args.inception_images].to(args.device), args.inception_batch)
-    print(json.dumps({
-        "fmnist_images_per_s": round(fast[0], 1), "inception_images_per_s": round(slow[0], 2), "ratio": round(fast[0] / slow[0], 1),
-        "fmnist_images_per_cpu_s": round(fast[1], 1), "inception_images_per_cpu_s": round(slow[1], 2),
-        "ratio_cpu": round(fast[1] / slow[1], 1),
-        "fmnist_images": args.fmnist_images, "inception_images": args.inception_images, "inception_weights": inception.origin,
-        "threads": args.threads, "device": args.device, "load_average_1min": os.getloadavg()[0],
-    }))
+    slow = images_per_second(
+        inception.load(args.device), images[: args.inception_images].to(args.device), args.inception_batch
+    )
+    print(
+        json.dumps(
+            {
+                "fmnist_images_per_s": round(fast[0], 1),
+                "inception_images_per_s": round(slow[0], 2),
+                "ratio": round(fast[0] / slow[0], 1),
+                "fmnist_images_per_cpu_s": round(fast[1], 1),
+                "inception_images_per_cpu_s": round(slow[1], 2),
+                "ratio_cpu": round(fast[1] / slow[1], 1),
+                "fmnist_images": args.fmnist_images,
+                "inception_images": args.inception_images,
+                "inception_weights": inception.origin,
+                "threads": args.threads,
+                "device": args.device,
+                "load_average_1min": os.getloadavg()[0],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

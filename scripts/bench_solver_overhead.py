@@ -40,7 +40,9 @@ class SmallUNet(nn.Module):
         self.inp = nn.Conv2d(3, ch, 3, padding=1)
         self.enc = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), act, nn.Conv2d(ch, ch, 3, padding=1), act)
         self.down = nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1)
-        self.mid = nn.Sequential(nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), act, nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), act)
+        self.mid = nn.Sequential(
+            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), act, nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), act
+        )
         self.up = nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1)
         self.dec = nn.Sequential(nn.Conv2d(2 * ch, ch, 3, padding=1), act, nn.Conv2d(ch, 3, 3, padding=1))
 
@@ -78,7 +80,10 @@ def main() -> None:
     with torch.no_grad():
         net = SmallUNet().to(device).eval()
         unet = time_call(lambda: net(x), device, args.repeats)
-        table = Table(title="solver overhead per NFE (zero-cost denoiser), batch " f"{SHAPE}, {device}; U-Net forward {unet * 1e3:.2f} ms")
+        table = Table(
+            title="solver overhead per NFE (zero-cost denoiser), batch "
+            f"{SHAPE}, {device}; U-Net forward {unet * 1e3:.2f} ms"
+        )
         for column in ("solver", "ms / NFE", "% of one U-Net forward"):
             table.add_column(column)
         denoiser = ZeroCostDenoiser(x)

@@ -68,16 +68,20 @@ def run_cells(cells: list[Cell], batch: int, repeats: int) -> tuple[dict, dict, 
 
 def report(cpu: dict, wall: dict, outputs: dict, params: dict, batch: int) -> None:
     med = {cell: statistics.median(v) for cell, v in cpu.items()}
-    print(f"{'P':>2s} {'params':>9s} {'precision':>9s} {'layout':>13s} {'CPU s/NFE':>10s} {'wall s':>8s} "
-          f"{'ms/img/NFE':>10s} {'vs P=1':>7s} {'CL speed-up':>11s}")
+    print(
+        f"{'P':>2s} {'params':>9s} {'precision':>9s} {'layout':>13s} {'CPU s/NFE':>10s} {'wall s':>8s} "
+        f"{'ms/img/NFE':>10s} {'vs P=1':>7s} {'CL speed-up':>11s}"
+    )
     for cell in cpu:
         p, precision, layout = cell
         base = med.get((1, precision, layout))
         other = (p, precision, "nchw" if layout == "channels_last" else "channels_last")
         speedup = f"{med[other] / med[cell]:.3f}" if layout == "channels_last" and other in med else ""
         vs_p1 = f"{med[cell] / base:.3f}" if base else ""
-        print(f"{p:2d} {params[cell]:9,d} {precision:>9s} {layout:>13s} {med[cell]:10.3f} "
-              f"{statistics.median(wall[cell]):8.3f} {1e3 * med[cell] / batch:10.3f} {vs_p1:>7s} {speedup:>11s}")
+        print(
+            f"{p:2d} {params[cell]:9,d} {precision:>9s} {layout:>13s} {med[cell]:10.3f} "
+            f"{statistics.median(wall[cell]):8.3f} {1e3 * med[cell] / batch:10.3f} {vs_p1:>7s} {speedup:>11s}"
+        )
     for (p, precision, layout), out in outputs.items():
         other = outputs.get((p, precision, "nchw"))
         if layout == "channels_last" and other is not None:
@@ -95,8 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cells = [(p, pr, lay) for pr in args.precisions for p in args.patches for lay in args.layouts]
-    print(f"batch {args.batch}, {args.threads} thread(s), {args.repeats} rounds, sigma {SIGMA}, "
-          f"torch {torch.__version__}")
+    print(
+        f"batch {args.batch}, {args.threads} thread(s), {args.repeats} rounds, sigma {SIGMA}, torch {torch.__version__}"
+    )
     report(*run_cells(cells, args.batch, args.repeats), args.batch)
 
 

@@ -46,13 +46,22 @@ def main(
         torch.jit.save(getattr(module, "net", module), str(root / CLEANFID_FILE))
         model = InceptionV3W(str(root), download=True).eval()  # what clean-fid's build_feature_extractor makes
         theirs = cleanfid.compute_fid(
-            str(root / "a"), str(root / "b"), mode="clean", num_workers=0, batch_size=num_images,
-            device=torch.device("cpu"), custom_feat_extractor=model, verbose=False, use_dataparallel=False,
+            str(root / "a"),
+            str(root / "b"),
+            mode="clean",
+            num_workers=0,
+            batch_size=num_images,
+            device=torch.device("cpu"),
+            custom_feat_extractor=model,
+            verbose=False,
+            use_dataparallel=False,
         )
         net = weights.load("cpu")
         stats = [feature_statistics(net, load_images(root / name), num_images) for name in ("a", "b")]
     ours = fid_from_statistics(*stats)
-    Console().print(f"clean-fid {theirs:.6f}  diffsampler {ours:.6f}  relative difference {abs(ours - theirs) / abs(theirs):.2e}")
+    Console().print(
+        f"clean-fid {theirs:.6f}  diffsampler {ours:.6f}  relative difference {abs(ours - theirs) / abs(theirs):.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("jvp", "forward"))
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--num-data", type=int, default=None, help="data points K (default: one batch); peak memory must not grow with K")
+    parser.add_argument(
+        "--num-data",
+        type=int,
+        default=None,
+        help="data points K (default: one batch); peak memory must not grow with K",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     model = StandInUNet().eval()
@@ -119,8 +124,11 @@ def main() -> None:
         with torch.no_grad():
             model(data + torch.randn_like(data), 1.0)
     seconds = time.perf_counter() - tic
-    Console().print(f"{args.mode}: {params / 1e6:.1f}M parameters, batch " f"{args.batch}, K {data.shape[0]}: peak RSS {peak_mib():.0f} MiB "
-          f"(before {before:.0f} MiB), {seconds:.1f} s")
+    Console().print(
+        f"{args.mode}: {params / 1e6:.1f}M parameters, batch "
+        f"{args.batch}, K {data.shape[0]}: peak RSS {peak_mib():.0f} MiB "
+        f"(before {before:.0f} MiB), {seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":

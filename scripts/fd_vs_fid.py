@@ -33,12 +33,29 @@ def run_benchmark(args: argparse.Namespace, folder: Path) -> None:
     refs = {"fid": args.fid_ref, "fd_fmnist": args.fd_ref, "kid_fmnist": args.fd_ref}
     options = {m: {"ref": refs[m], **({"cache_dir": args.cache_dir} if args.cache_dir else {})} for m in args.metrics}
     config = {
-        "model": args.model, "nfe": args.nfe, "num_samples": args.num_samples, "batch_size": args.batch_size, "seed": 0,
-        "metrics": args.metrics, "metric_options": options, "solvers": args.solvers, "name": args.name, "out": args.out,
+        "model": args.model,
+        "nfe": args.nfe,
+        "num_samples": args.num_samples,
+        "batch_size": args.batch_size,
+        "seed": 0,
+        "metrics": args.metrics,
+        "metric_options": options,
+        "solvers": args.solvers,
+        "name": args.name,
+        "out": args.out,
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder.parent / f"{args.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    cmd = [sys.executable, "-m", "diffsampler", "benchmark", "-c", str(folder.parent / f"{args.name}.yaml"), "--device", args.device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffsampler",
+        "benchmark",
+        "-c",
+        str(folder.parent / f"{args.name}.yaml"),
+        "--device",
+        args.device,
+    ]
     subprocess.run(cmd, check=True)
 
 
@@ -59,7 +76,8 @@ def agreement(folder: Path) -> dict:
 def markdown(result: dict, args: argparse.Namespace) -> str:
     lines = [
         (
-            f"{result['cells']} cells, {args.num_samples} samples each, model {args.model}; FID reference {args.fid_ref}, "
+            f"{result['cells']} cells, {args.num_samples} samples each, model {args.model}; "
+            f"FID reference {args.fid_ref}, "
             f"fd_fmnist/kid_fmnist reference {args.fd_ref}."
         ),
         "",
@@ -67,7 +85,9 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         "|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        lines.append(f"| {row['solver']} | {row['nfe']} | {row['fid']:.2f} | {row['fd_fmnist']:.3f} | {row['kid_fmnist']:.5f} |")
+        lines.append(
+            f"| {row['solver']} | {row['nfe']} | {row['fid']:.2f} | {row['fd_fmnist']:.3f} | {row['kid_fmnist']:.5f} |"
+        )
     rho = result["spearman_vs_fid"]
     lines += ["", f"Spearman rho vs FID: fd_fmnist {rho['fd_fmnist']:.3f}, kid_fmnist {rho['kid_fmnist']:.3f}"]
     return "\n".join(lines) + "\n"
@@ -86,8 +106,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="results")
     parser.add_argument("--name", default="fd-vs-fid")
-    parser.add_argument("--metrics", type=lambda s: s.split(","), default=list(METRICS),
-                        help="a subset scores only those (a rerun with more adds them, from the same latents)")
+    parser.add_argument(
+        "--metrics",
+        type=lambda s: s.split(","),
+        default=list(METRICS),
+        help="a subset scores only those (a rerun with more adds them, from the same latents)",
+    )
     args = parser.parse_args()
     folder = Path(args.out) / args.name
     run_benchmark(args, folder)

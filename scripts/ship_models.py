@@ -65,7 +65,10 @@ def main() -> None:
     for pair in args.runs:
         name, _, run = pair.partition("=")
         models[name] = entry(name, Path(run), folder / f"{name}.pt")
-        print(f"{name}: step {models[name]['step']}, {models[name]['images_seen']} images, sha256 {models[name]['sha256'][:12]}")
+        print(
+            f"{name}: step {models[name]['step']}, {models[name]['images_seen']} images, "
+            f"sha256 {models[name]['sha256'][:12]}"
+        )
     manifest = {"format": MANIFEST_FORMAT, "models": dict(sorted(models.items()))}
     atomic_write_bytes(folder / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
 

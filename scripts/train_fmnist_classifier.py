@@ -39,7 +39,9 @@ from diffsampler.metrics.fmnist_net import (
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 1, 32, 32) and int64 labels (N,) of a Fashion-MNIST split."""
     images = torch.from_numpy(fashion_mnist(split).transpose(0, 3, 1, 2).copy())
-    labels = torch.from_numpy(read_idx(fashion_mnist_file("train" if split == "train" else "t10k", "labels")).astype(np.int64))
+    labels = torch.from_numpy(
+        read_idx(fashion_mnist_file("train" if split == "train" else "t10k", "labels")).astype(np.int64)
+    )
     return images, labels
 
 
@@ -65,7 +67,10 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     net.eval()
-    correct = sum(int((net(uint8_to_input(images[i : i + 1000])).argmax(1) == labels[i : i + 1000]).sum()) for i in range(0, len(images), 1000))
+    correct = sum(
+        int((net(uint8_to_input(images[i : i + 1000])).argmax(1) == labels[i : i + 1000]).sum())
+        for i in range(0, len(images), 1000)
+    )
     return correct / len(images)
 
 
@@ -96,7 +101,9 @@ def train(args: argparse.Namespace) -> tuple[FMNISTNet, float, float]:
             opt.step()
             sched.step()
             total += loss.item()
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / (k + 1):.4f}, {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{epochs}: loss {total / (k + 1):.4f}, {time.perf_counter() - start:.0f} s", flush=True
+        )
     return net, time.perf_counter() - start, time.process_time() - cpu_start
 
 
@@ -140,13 +147,21 @@ def main() -> None:
     manifest = {
         "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
         "bytes": len(buffer.getvalue()),
-        "architecture": f"conv5x5/2(1->{c1}) conv3x3({c1}->{c2}) maxpool conv3x3({c2}->{c3}) maxpool fc({c3 * 16}->128) relu fc(128->10)",
+        "architecture": (
+            f"conv5x5/2(1->{c1}) conv3x3({c1}->{c2}) maxpool conv3x3({c2}->{c3}) maxpool "
+            f"fc({c3 * 16}->128) relu fc(128->10)"
+        ),
         "features": "fc output (128, before its ReLU)",
         "input": "uint8 / 127.5 - 1, 1x32x32 (28x28 padded by 2 with -1)",
         "train_data_sha256": data_hash(train_images, train_labels),
         "test_data_sha256": data_hash(test_images, test_labels),
         "test_accuracy": acc,
-        "epochs": args.epochs, "init": None if args.init is None else str(args.init), "shift": args.shift, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "epochs": args.epochs,
+        "init": None if args.init is None else str(args.init),
+        "shift": args.shift,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
         "training_seconds": round(seconds, 1),
         "training_cpu_seconds": round(cpu_seconds, 1),
         "hardware": f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), CPU shared with other jobs",

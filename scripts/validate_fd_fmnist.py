@@ -37,7 +37,9 @@ def corruptions(images: np.ndarray) -> dict[str, np.ndarray]:
     for std in (0.05, 0.1, 0.2, 0.4):
         sets[f"noise std {std}"] = from_model_range(x + std * torch.randn(x.shape, generator=gen))
     for sigma in (0.5, 1.0, 1.5):
-        sets[f"blur {sigma} px"] = from_model_range(gaussian_blur(x, kernel_size=2 * int(3 * sigma + 0.5) + 1, sigma=sigma))
+        sets[f"blur {sigma} px"] = from_model_range(
+            gaussian_blur(x, kernel_size=2 * int(3 * sigma + 0.5) + 1, sigma=sigma)
+        )
     flat = x.flatten(1)
     order = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)
     sets["pixels shuffled"] = from_model_range(torch.gather(flat, 1, order).reshape(x.shape))
@@ -57,9 +59,17 @@ def main() -> None:
     net, rows = weights.load("cpu"), []
     for name, images in corruptions(fashion_mnist("test")).items():
         stats = feature_statistics(net, images, BATCH_SIZE, keep_features=True)
-        rows.append({"set": name, "images": len(images), "fd_fmnist": fid_from_statistics(stats, ref.stats),
-                     "kid_fmnist": kernel_inception_distance(stats.features, ref.stats.features)})
-    print(f"training-set statistics: {'cache hit' if ref.cache_hit else 'computed'} in {ref_seconds:.1f} s ({ref.path})\n")
+        rows.append(
+            {
+                "set": name,
+                "images": len(images),
+                "fd_fmnist": fid_from_statistics(stats, ref.stats),
+                "kid_fmnist": kernel_inception_distance(stats.features, ref.stats.features),
+            }
+        )
+    print(
+        f"training-set statistics: {'cache hit' if ref.cache_hit else 'computed'} in {ref_seconds:.1f} s ({ref.path})\n"
+    )
     print("| set | images | fd_fmnist | kid_fmnist |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['set']} | {row['images']} | {row['fd_fmnist']:.3f} | {row['kid_fmnist']:.5f} |")

@@ -33,7 +33,10 @@ def latents(num: int, dim: int, seed: int = 0) -> torch.Tensor:
 
 
 def measured_order(
-    sample, steps_list: list[int], schedule: str = "polynomial", dim: int = 8,
+    sample,
+    steps_list: list[int],
+    schedule: str = "polynomial",
+    dim: int = 8,
     sigma_max: float = SIGMA_MAX,
     sigma_min: float = SIGMA_MIN,
     rho: float | None = None,

@@ -82,7 +82,9 @@ def test_plugin_dpm2_with_fixed_r_is_dpm2_with_that_r(r):
 @pytest.mark.parametrize("max_order", [1, 2, 4])
 def test_plugin_ipndm_is_ipndm_on_the_doubled_grid(afs, max_order):
     model, x, sigmas = _model(), _latents(), get_sigmas("polynomial", 4, 0.002, 80.0)
-    got = amed_plugin(model, x, sigmas.tolist(), predictor=FixedPredictor(0.4), base="ipndm", max_order=max_order, afs=afs)
+    got = amed_plugin(
+        model, x, sigmas.tolist(), predictor=FixedPredictor(0.4), base="ipndm", max_order=max_order, afs=afs
+    )
     want = get_solver("ipndm").sample(model, x, _doubled(sigmas, 0.4), {"afs": afs, "order": max_order})
     torch.testing.assert_close(got, want, **TOL)
 
@@ -92,11 +94,15 @@ def test_plugin_ipndm_is_ipndm_on_the_doubled_grid(afs, max_order):
 def test_plugin_dpmpp_with_half_on_logsnr_is_dpmpp_on_the_doubled_grid(afs, max_order):
     """With r = 1/2 on a logSNR grid the doubled grid is again uniform in lambda; order 1 is DDIM (= Euler)."""
     model, x, sigmas = _model(), _latents(), get_sigmas("logsnr", 4, 0.002, 80.0)
-    got = amed_plugin(model, x, sigmas.tolist(), predictor=FixedPredictor(0.5), base="dpmpp", max_order=max_order, afs=afs)
+    got = amed_plugin(
+        model, x, sigmas.tolist(), predictor=FixedPredictor(0.5), base="dpmpp", max_order=max_order, afs=afs
+    )
     want = get_solver("dpmpp").sample(model, x, _doubled(sigmas, 0.5), {"order": max_order, "afs": afs})
     torch.testing.assert_close(got, want, **TOL)
     if max_order == 1:
-        torch.testing.assert_close(got, get_solver("euler").sample(model, x, _doubled(sigmas, 0.5), {"afs": afs}), **TOL)
+        torch.testing.assert_close(
+            got, get_solver("euler").sample(model, x, _doubled(sigmas, 0.5), {"afs": afs}), **TOL
+        )
 
 
 @pytest.mark.parametrize("base", ["ipndm", "dpmpp"])
@@ -118,7 +124,9 @@ def test_direction_scale_multiplies_the_step_of_amed_solver():
     torch.testing.assert_close(scaled - x, 1.1 * (plain - x), **TOL)
 
 
-@pytest.mark.parametrize("solver, options", [("amed", {}), ("amed-plugin", {"base": "ipndm"}), ("amed-plugin", {"base": "dpmpp"})])
+@pytest.mark.parametrize(
+    "solver, options", [("amed", {}), ("amed-plugin", {"base": "ipndm"}), ("amed-plugin", {"base": "dpmpp"})]
+)
 @pytest.mark.parametrize("afs", [False, True])
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_calls_equal_reported_nfe(solver, options, afs, steps):
@@ -129,7 +137,9 @@ def test_calls_equal_reported_nfe(solver, options, afs, steps):
     assert model.calls == spec.nfe(steps, opts) == 2 * steps - int(afs)
 
 
-@pytest.mark.parametrize("solver, options", [("amed", {}), ("amed-plugin", {"base": "ipndm"}), ("amed-plugin", {"base": "dpmpp"})])
+@pytest.mark.parametrize(
+    "solver, options", [("amed", {}), ("amed-plugin", {"base": "ipndm"}), ("amed-plugin", {"base": "dpmpp"})]
+)
 def test_denoise_to_zero_and_a_grid_ending_at_zero_are_counted(solver, options):
     spec, model = get_solver(solver), _model()
     opts = {**options, "predictor": FixedPredictor(0.6)}

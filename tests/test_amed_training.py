@@ -31,8 +31,18 @@ def one_thread():
 
 def _config(**kw):
     base = dict(
-        model="gmm-2d", student="amed", nfe=3, afs=True, teacher="heun", teacher_m=4, num_latents=2048, batch_size=64,
-        scale_dir=0.1, scale_time=0.1, device="cpu", seed=0,
+        model="gmm-2d",
+        student="amed",
+        nfe=3,
+        afs=True,
+        teacher="heun",
+        teacher_m=4,
+        num_latents=2048,
+        batch_size=64,
+        scale_dir=0.1,
+        scale_time=0.1,
+        device="cpu",
+        seed=0,
     )
     return AmedTrainConfig(**{**base, **kw})
 
@@ -83,7 +93,12 @@ def test_training_beats_untrained_predictor_and_baselines(evaluation, student, n
             others[name] = _error(get_solver(name).sample(model, z, grid, {"afs": True}), ref)
     else:
         # iPNDM with AFS at the same NFE: nfe + 1 steps, the first one free.
-        others["ipndm"] = _error(get_solver("ipndm").sample(model, z, get_sigmas("polynomial", nfe + 1, SIGMA_MIN, SIGMA_MAX), {"afs": True}), ref)
+        others["ipndm"] = _error(
+            get_solver("ipndm").sample(
+                model, z, get_sigmas("polynomial", nfe + 1, SIGMA_MIN, SIGMA_MAX), {"afs": True}
+            ),
+            ref,
+        )
     for name, observed in OBSERVED[(student, nfe)].items():
         assert trained / others[name] < (1 + observed) / 2, (name, trained, others[name])
 
@@ -112,13 +127,24 @@ def test_checkpoint_round_trip(tmp_path, small_run):
         assert torch.equal(a, b), k
     meta = ckpt.meta
     assert meta["model"]["sha256"] == load_model("gmm-2d").describe()["sha256"]
-    assert (meta["solver"], meta["base"], meta["nfe"], meta["schedule"], meta["afs"]) == ("amed-plugin", "ipndm", 3, "polynomial", True)
+    assert (meta["solver"], meta["base"], meta["nfe"], meta["schedule"], meta["afs"]) == (
+        "amed-plugin",
+        "ipndm",
+        3,
+        "polynomial",
+        True,
+    )
     assert meta["teacher_m"] == 1 and meta["training_seconds"] > 0 and meta["num_parameters"] == 8971
     x = torch.randn(4, 2) * SIGMA_MAX
     grid = meta["sigmas"]
     with torch.no_grad():
         a = run_amed(load_model("gmm-2d"), x, grid, small_run.predictor, Student("ipndm", afs=True, max_order=4))
-        b = get_solver("amed-plugin").sample(load_model("gmm-2d"), x, torch.tensor(grid, dtype=torch.float64), {"predictor": load_predictor(path).predictor, "base": "ipndm", "afs": True})
+        b = get_solver("amed-plugin").sample(
+            load_model("gmm-2d"),
+            x,
+            torch.tensor(grid, dtype=torch.float64),
+            {"predictor": load_predictor(path).predictor, "base": "ipndm", "afs": True},
+        )
     assert torch.equal(a, b)
 
 
@@ -180,7 +206,9 @@ def test_cached_predictor_is_trained_once_and_keyed_by_its_config(tmp_path):
     assert trained and path.parent == tmp_path and path.name.startswith("gmm-2d-euler-nfe3-polynomial-afs-")
     stamp = path.stat().st_mtime_ns
     assert cached_predictor(cfg) == (path, False) and path.stat().st_mtime_ns == stamp
-    other, trained = cached_predictor(_config(student="euler", nfe=3, num_latents=64, teacher_m=1, out=str(tmp_path), seed=1))
+    other, trained = cached_predictor(
+        _config(student="euler", nfe=3, num_latents=64, teacher_m=1, out=str(tmp_path), seed=1)
+    )
     assert trained and other != path
     assert load_predictor(other).meta["config"]["seed"] == 1
 
@@ -191,11 +219,35 @@ def test_train_amed_and_sample_from_the_command_line(tmp_path):
     from diffsampler.cli import app
 
     runner = CliRunner()
-    train = ["train-amed", "--model", "gmm-2d", "--student", "ipndm", "--nfe", "3", "--num-latents", "64", "--teacher-m", "1"]
+    train = [
+        "train-amed",
+        "--model",
+        "gmm-2d",
+        "--student",
+        "ipndm",
+        "--nfe",
+        "3",
+        "--num-latents",
+        "64",
+        "--teacher-m",
+        "1",
+    ]
     result = runner.invoke(app, [*train, "--device", "cpu", "--out", str(tmp_path), "--name", "p"])
     assert result.exit_code == 0, result.output
     assert "8,929-parameter predictor for amed-plugin base=ipndm" in result.output
-    sample = ["sample", "--model", "gmm-2d", "--solver", "amed-plugin", "--num-samples", "8", "--out", str(tmp_path), "-o", "afs=true"]
+    sample = [
+        "sample",
+        "--model",
+        "gmm-2d",
+        "--solver",
+        "amed-plugin",
+        "--num-samples",
+        "8",
+        "--out",
+        str(tmp_path),
+        "-o",
+        "afs=true",
+    ]
     result = runner.invoke(app, [*sample, "--nfe", "3", "-o", f"predictor={tmp_path / 'p.pt'}"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "gmm-2d-amed-plugin-nfe3" / "meta.json").read_text())["nfe"] == 3

@@ -150,7 +150,24 @@ def test_changed_config_under_an_existing_run_is_refused(tmp_path):
     assert (all_files(folder), records(folder)) == before
     config = tmp_path / "c.yaml"
     config.write_text("solvers:\n  - solver: dpm2\n    label: euler\n    options: {r: 0.3}\n")
-    changed = runner.invoke(app, ["benchmark", "-c", str(config), "--model", "gmm-2d", "--num-samples", "64", "--nfe", "2", "--out", str(tmp_path), "--name", "run"])
+    changed = runner.invoke(
+        app,
+        [
+            "benchmark",
+            "-c",
+            str(config),
+            "--model",
+            "gmm-2d",
+            "--num-samples",
+            "64",
+            "--nfe",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "run",
+        ],
+    )
     assert changed.exit_code == 2 and "solver label 'euler' was" in changed.output
     fresh = bench(tmp_path, "--nfe", "2", "--seed", "1", "--fresh")
     assert fresh.exit_code == 0, fresh.output
@@ -158,8 +175,24 @@ def test_changed_config_under_an_existing_run_is_refused(tmp_path):
 
 
 def _run_until_killed(out: Path, num_samples: int, min_records: int) -> None:
-    cmd = [sys.executable, "-m", "diffsampler", "benchmark", "--model", "gmm-2d", "--nfe", "1-12", "--solvers", "euler,heun,dpm2",
-           "--num-samples", str(num_samples), "--out", str(out), "--name", "run"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffsampler",
+        "benchmark",
+        "--model",
+        "gmm-2d",
+        "--nfe",
+        "1-12",
+        "--solvers",
+        "euler,heun,dpm2",
+        "--num-samples",
+        str(num_samples),
+        "--out",
+        str(out),
+        "--name",
+        "run",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = out / "run" / "records"
@@ -180,8 +213,24 @@ def test_killed_run_resumes_with_identical_records(tmp_path):
     folder = tmp_path / "run"
     partial = records(folder)
     assert 6 <= len(partial) < 36 * 3
-    result = runner.invoke(app, ["benchmark", "--model", "gmm-2d", "--nfe", "1-12", "--solvers", "euler,heun,dpm2",
-                                 "--num-samples", "200", "--out", str(tmp_path), "--name", "run"])
+    result = runner.invoke(
+        app,
+        [
+            "benchmark",
+            "--model",
+            "gmm-2d",
+            "--nfe",
+            "1-12",
+            "--solvers",
+            "euler,heun,dpm2",
+            "--num-samples",
+            "200",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     complete = records(folder)
     assert {k: complete[k] for k in partial} == partial
@@ -190,8 +239,24 @@ def test_killed_run_resumes_with_identical_records(tmp_path):
     # The same for a bigger sample count in the same run: the 200-sample records stay as they were.
     _run_until_killed(tmp_path, 300, 3)
     partial_big = records(folder)
-    rerun = runner.invoke(app, ["benchmark", "--model", "gmm-2d", "--nfe", "1-12", "--solvers", "euler,heun,dpm2",
-                                "--num-samples", "300", "--out", str(tmp_path), "--name", "run"])
+    rerun = runner.invoke(
+        app,
+        [
+            "benchmark",
+            "--model",
+            "gmm-2d",
+            "--nfe",
+            "1-12",
+            "--solvers",
+            "euler,heun,dpm2",
+            "--num-samples",
+            "300",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "run",
+        ],
+    )
     assert rerun.exit_code == 0, rerun.output
     final = records(folder)
     assert {k: final[k] for k in partial_big} == partial_big

@@ -26,7 +26,9 @@ def test_config_validates_and_every_cell_has_a_grid(path):
     for name in cfg.metrics or []:
         assert name in METRICS or name in PENDING_METRICS - set(METRICS), name
     entries = solver_entries(cfg.solvers)
-    searched = [e for e in entries if e.schedule in LEARNED_SCHEDULES]  # need the model: tests/test_learned_schedules.py
+    searched = [
+        e for e in entries if e.schedule in LEARNED_SCHEDULES
+    ]  # need the model: tests/test_learned_schedules.py
     cells = plan_cells([e for e in entries if e not in searched], cfg.nfe, 0.002, 80.0, cfg.auto_afs)
     assert [c.reason for c in cells if not c.runnable] == []
 
@@ -37,18 +39,33 @@ def test_p1_table_configs_share_one_solver_list():
     solvers = [benchmark_config(folder / name, {}).solvers for name in P1_TABLE]
     assert solvers[0] == solvers[1] == solvers[2]
     labels = {entry.label for entry in solver_entries(solvers[0])}
-    wanted = {"euler", "heun", "dpm2", "dpmpp 3M", "dpmpp 3M published", "unipc", "deis", "ipndm", "ipndm_v",
-              "ipndm_v_published", "amed", "amed-plugin ipndm", "amed-plugin dpmpp", "dpm-solver-v3"}
+    wanted = {
+        "euler",
+        "heun",
+        "dpm2",
+        "dpmpp 3M",
+        "dpmpp 3M published",
+        "unipc",
+        "deis",
+        "ipndm",
+        "ipndm_v",
+        "ipndm_v_published",
+        "amed",
+        "amed-plugin ipndm",
+        "amed-plugin dpmpp",
+        "dpm-solver-v3",
+    }
     assert labels == wanted
 
 
 def test_p1_table_names_one_predictor_per_budget():
-    """"{nfe}" in a predictor path becomes the cell's budget, so each AMED cell reads the predictor made for it."""
+    """ "{nfe}" in a predictor path becomes the cell's budget, so each AMED cell reads the predictor made for it."""
     cfg = benchmark_config(CONFIGS[0].parent / "fmnist-p1-table.yaml", {})
     entries = [e for e in solver_entries(cfg.solvers) if e.label == "amed-plugin ipndm"]
     cells = plan_cells(entries, [3, 8], 0.002, 80.0, cfg.auto_afs)
     assert [c.options["predictor"] for c in cells] == [
-        "results/amed/fmnist-p1-ipndm-nfe3.pt", "results/amed/fmnist-p1-ipndm-nfe8.pt"
+        "results/amed/fmnist-p1-ipndm-nfe3.pt",
+        "results/amed/fmnist-p1-ipndm-nfe8.pt",
     ]
     assert [c.options["afs"] for c in cells] == [True, False]
     assert options_at_budget({"order": 3, "stats": "a/{nfe}/{nfe}"}, 5) == {"order": 3, "stats": "a/5/5"}

@@ -19,7 +19,9 @@ runner = CliRunner()
 
 
 def test_sample_writes_npz_meta_and_grid(tmp_path):
-    result = runner.invoke(app, ["sample", "--num-samples", "8", "--nfe", "6", "--solver", "heun", "--out", str(tmp_path), "--name", "run"])
+    result = runner.invoke(
+        app, ["sample", "--num-samples", "8", "--nfe", "6", "--solver", "heun", "--out", str(tmp_path), "--name", "run"]
+    )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "run"
     data = np.load(folder / "samples.npz")
@@ -33,7 +35,18 @@ def test_sample_writes_npz_meta_and_grid(tmp_path):
 
 def test_sample_config_file_with_overrides(tmp_path):
     result = runner.invoke(
-        app, ["sample", "-c", str(ROOT / "configs/sample/toy2d-heun-afs.yaml"), "--num-samples", "16", "--out", str(tmp_path), "-o", "afs=true"]
+        app,
+        [
+            "sample",
+            "-c",
+            str(ROOT / "configs/sample/toy2d-heun-afs.yaml"),
+            "--num-samples",
+            "16",
+            "--out",
+            str(tmp_path),
+            "-o",
+            "afs=true",
+        ],
     )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "gmm-2d-heun-nfe7" / "meta.json").read_text())
@@ -42,7 +55,19 @@ def test_sample_config_file_with_overrides(tmp_path):
 
 
 def test_sample_is_reproducible_and_batch_independent(tmp_path):
-    args = ["sample", "--model", "gmm-2d", "--solver", "euler", "--nfe", "5", "--num-samples", "10", "--out", str(tmp_path)]
+    args = [
+        "sample",
+        "--model",
+        "gmm-2d",
+        "--solver",
+        "euler",
+        "--nfe",
+        "5",
+        "--num-samples",
+        "10",
+        "--out",
+        str(tmp_path),
+    ]
     assert runner.invoke(app, [*args, "--name", "a", "--batch-size", "3"]).exit_code == 0
     assert runner.invoke(app, [*args, "--name", "b", "--batch-size", "10"]).exit_code == 0
     a = np.load(tmp_path / "a" / "samples.npz")["samples"]
@@ -51,7 +76,22 @@ def test_sample_is_reproducible_and_batch_independent(tmp_path):
 
 
 def test_explicit_sigma_grid(tmp_path):
-    result = runner.invoke(app, ["sample", "--model", "gmm-2d", "--solver", "euler", "--sigmas", "80,5,1,0.1", "--out", str(tmp_path), "--name", "g"])
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            "--model",
+            "gmm-2d",
+            "--solver",
+            "euler",
+            "--sigmas",
+            "80,5,1,0.1",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "g",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "g" / "meta.json").read_text())["sigmas"] == [80.0, 5.0, 1.0, 0.1]
 
@@ -116,14 +156,18 @@ def _console_script() -> str:
 
 def test_installed_console_script_runs_and_fails_cleanly(tmp_path):
     script = _console_script()
-    ok = subprocess.run([script, "sample", "--num-samples", "4", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [script, "sample", "--num-samples", "4", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
     assert "NFE 10" in ok.stdout
     bad = subprocess.run([script, "sample", "--model", "nope"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "unknown model" in bad.stderr
     assert "Traceback" not in bad.stderr
-    debug = subprocess.run([script, "--debug", "sample", "--model", "nope"], capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(
+        [script, "--debug", "sample", "--model", "nope"], capture_output=True, text=True, timeout=120
+    )
     assert "Traceback" in debug.stderr
 
 
@@ -139,13 +183,18 @@ def _help_defaults(command: str) -> dict[str, str]:
     import typer.main
 
     params = typer.main.get_command(app).commands[command].params
-    return {p.name: m.group(1) for p in params if p.help and (m := re.search(r"Default ([^:<][^ ]*?)\.(?: |$)", p.help))}
+    return {
+        p.name: m.group(1) for p in params if p.help and (m := re.search(r"Default ([^:<][^ ]*?)\.(?: |$)", p.help))
+    }
 
 
 @pytest.mark.parametrize(
     "command, config",
-    [("sample", "diffsampler.config:SampleConfig"), ("benchmark", "diffsampler.bench.config:BenchmarkConfig"),
-     ("train-amed", "diffsampler.amed.config:AmedTrainConfig")],
+    [
+        ("sample", "diffsampler.config:SampleConfig"),
+        ("benchmark", "diffsampler.bench.config:BenchmarkConfig"),
+        ("train-amed", "diffsampler.amed.config:AmedTrainConfig"),
+    ],
 )
 def test_help_defaults_are_the_config_defaults(command, config):
     """The CLI's options default to None (a config file's value wins); the defaults their help states must be the
@@ -155,7 +204,10 @@ def test_help_defaults_are_the_config_defaults(command, config):
 
     module, name = config.split(":")
     cls = getattr(importlib.import_module(module), name)
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in dataclasses.fields(cls)}
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+    }
     stated = _help_defaults(command)
     assert len(stated) >= 6, stated  # the parse finds them
     for option, text in stated.items():
@@ -174,7 +226,9 @@ def test_help_defaults_are_the_config_defaults(command, config):
             assert text == str(value), option
 
 
-@pytest.mark.parametrize("command", ["sample", "train-amed", "train-model", "benchmark", "compute-ems", "ref-stats", "fid"])
+@pytest.mark.parametrize(
+    "command", ["sample", "train-amed", "train-model", "benchmark", "compute-ems", "ref-stats", "fid"]
+)
 def test_help_shows_defaults_one_way_and_no_bool_metavar_on_flags(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0

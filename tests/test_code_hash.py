@@ -1,4 +1,5 @@
-"""The benchmark's code hash covers everything a cell depends on; an edit invalidates the affected cells only (issue 21)."""
+"""The benchmark's code hash covers everything a cell depends on; an edit invalidates the affected cells only
+(issue 21)."""
 
 import json
 import shutil
@@ -27,7 +28,9 @@ def package_copy(tmp_path):
 
 def hashes(root: Path) -> tuple[dict[str, str], dict[str, str]]:
     solvers = {name: codehash.solver_code(s.sample_fn, PREPARE_HOOKS.get(name), root) for name, s in SOLVERS.items()}
-    metrics = {name: codehash.metric_code(m.compute, m.prepare, m.unavailable, root=root) for name, m in METRICS.items()}
+    metrics = {
+        name: codehash.metric_code(m.compute, m.prepare, m.unavailable, root=root) for name, m in METRICS.items()
+    }
     return solvers, metrics
 
 
@@ -65,15 +68,33 @@ def test_an_edit_changes_the_hash_of_the_cells_that_use_it_and_no_others(package
 
 
 def test_the_closure_holds_the_shared_helpers():
-    files = {str(p.relative_to(codehash.PACKAGE_ROOT)) for p in codehash.closure([SOLVERS["amed-plugin"].sample_fn.__module__])}
+    files = {
+        str(p.relative_to(codehash.PACKAGE_ROOT))
+        for p in codehash.closure([SOLVERS["amed-plugin"].sample_fn.__module__])
+    }
     assert {"solvers/base.py", "solvers/dpm_solver_pp.py", "solvers/ipndm.py", "solvers/adams_bashforth.py"} <= files
     assert "solvers/runge_kutta.py" not in files
 
 
 def test_resume_recomputes_only_the_cells_whose_code_changed(tmp_path, package_copy, monkeypatch):
     monkeypatch.setattr(codehash, "PACKAGE_ROOT", package_copy)
-    args = ["benchmark", "--model", "gmm-2d", "--solvers", "euler,ipndm", "--nfe", "2,3", "--num-samples", "16",
-            "--metrics", "pixel_fd,rmse", "--out", str(tmp_path), "--name", "run"]
+    args = [
+        "benchmark",
+        "--model",
+        "gmm-2d",
+        "--solvers",
+        "euler,ipndm",
+        "--nfe",
+        "2,3",
+        "--num-samples",
+        "16",
+        "--metrics",
+        "pixel_fd,rmse",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "run",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     records = tmp_path / "run" / "records"
     before = {str(p.relative_to(records)): p.read_bytes() for p in records.rglob("*.json")}
@@ -85,7 +106,9 @@ def test_resume_recomputes_only_the_cells_whose_code_changed(tmp_path, package_c
     assert after.keys() == before.keys()
     changed = {k.split("/")[0] for k in after if after[k] != before[k]}
     assert len(changed) == 1 and changed.pop().startswith("ipndm")
-    assert {k for k in after if k.startswith("euler")} and all(after[k] == before[k] for k in after if k.startswith("euler"))
+    assert {k for k in after if k.startswith("euler")} and all(
+        after[k] == before[k] for k in after if k.startswith("euler")
+    )
     edit(package_copy / "metrics" / "pixel_frechet.py")
     third = runner.invoke(app, args)
     assert third.exit_code == 0 and "4 cells sampled, 0 reused" in third.output
@@ -93,7 +116,9 @@ def test_resume_recomputes_only_the_cells_whose_code_changed(tmp_path, package_c
     # All metrics live in bench/metrics.py, which imports pixel_frechet: both are recomputed, the samples reused.
     assert final.keys() == after.keys() and all(final[k] != after[k] for k in final)
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert manifest["metrics"]["pixel_fd"]["code"] == codehash.metric_code(*(getattr(METRICS["pixel_fd"], a) for a in ("compute", "prepare", "unavailable")))
+    assert manifest["metrics"]["pixel_fd"]["code"] == codehash.metric_code(
+        *(getattr(METRICS["pixel_fd"], a) for a in ("compute", "prepare", "unavailable"))
+    )
 
 
 def test_resume_recomputes_the_cells_of_a_schedule_file_edited_in_place(tmp_path):

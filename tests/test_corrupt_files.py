@@ -1,4 +1,5 @@
-"""Damaged files: ours (records, caches, partial points) are recomputed with a warning; a user's file is refused (issue 21)."""
+"""Damaged files: ours (records, caches, partial points) are recomputed with a warning; a user's file is refused
+(issue 21)."""
 
 import json
 import logging
@@ -15,12 +16,27 @@ from diffsampler.metrics.ref_stats import reference_statistics
 from fid_helpers import StandInNetwork, random_images
 
 runner = CliRunner()
-BENCH = ["benchmark", "--model", "gmm-2d", "--solvers", "euler,heun", "--nfe", "2", "--num-samples", "16", "--metrics", "rmse,pixel_fd"]
+BENCH = [
+    "benchmark",
+    "--model",
+    "gmm-2d",
+    "--solvers",
+    "euler,heun",
+    "--nfe",
+    "2",
+    "--num-samples",
+    "16",
+    "--metrics",
+    "rmse,pixel_fd",
+]
 GARBAGE = b'{"garbage'
 
 
 def values(folder: Path) -> dict[str, float]:
-    return {str(p.relative_to(folder)): json.loads(p.read_text())["value"] for p in sorted((folder / "records").rglob("*.json"))}
+    return {
+        str(p.relative_to(folder)): json.loads(p.read_text())["value"]
+        for p in sorted((folder / "records").rglob("*.json"))
+    }
 
 
 def warned(caplog, text: str) -> bool:
@@ -85,11 +101,34 @@ def test_a_damaged_partial_run_file_starts_the_partial_run_over(tmp_path, caplog
 
 def test_a_damaged_user_statistics_file_is_refused_in_one_line(tmp_path):
     stats = tmp_path / "stats"
-    assert runner.invoke(app, ["compute-ems", "--model", "gmm-2d", "--grid", "8", "--num-data", "8", "--out", str(stats)]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["compute-ems", "--model", "gmm-2d", "--grid", "8", "--num-data", "8", "--out", str(stats)]
+        ).exit_code
+        == 0
+    )
     for damage in (GARBAGE, b"", (stats / "l.npz").read_bytes()[:-40]):
         (stats / "l.npz").write_bytes(damage)
-        result = runner.invoke(app, ["sample", "--model", "gmm-2d", "--solver", "dpm-solver-v3", "--nfe", "4", "-o", f"stats={stats}",
-                                     "--num-samples", "4", "--out", str(tmp_path), "--name", "s"])
+        result = runner.invoke(
+            app,
+            [
+                "sample",
+                "--model",
+                "gmm-2d",
+                "--solver",
+                "dpm-solver-v3",
+                "--nfe",
+                "4",
+                "-o",
+                f"stats={stats}",
+                "--num-samples",
+                "4",
+                "--out",
+                str(tmp_path),
+                "--name",
+                "s",
+            ],
+        )
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1 and "l.npz" in result.output and "damaged" in result.output
     assert not (tmp_path / "s").exists()

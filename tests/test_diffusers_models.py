@@ -22,8 +22,14 @@ STEPS = 10
 def tiny_unet(seed: int = 0) -> "diffusers.UNet2DModel":
     torch.manual_seed(seed)
     return diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
     )
 
 
@@ -34,7 +40,9 @@ def ddim(prediction_type: str, spacing: str = "trailing") -> "diffusers.DDIMSche
     the next: DDIM always steps to t - 1000 // steps, so its 'linspace' list (999, 888, ...) is not
     the grid it integrates on.
     """
-    return diffusers.DDIMScheduler(prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=True, timestep_spacing=spacing)
+    return diffusers.DDIMScheduler(
+        prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=True, timestep_spacing=spacing
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -132,10 +140,14 @@ def test_discrete_schedule_reproduces_the_model_timesteps(epsilon_model):
         grid = get_sigmas("discrete", STEPS - 1, sigma_min, model.sigma_max, discrete_sigmas=table)
         assert torch.equal(grid, table[scheduler.timesteps]), spacing
         assert torch.equal(timestep_of_sigma(table, grid), scheduler.timesteps.double()), spacing
-    quadratic = get_sigmas("discrete", 5, model.sigma_min, model.sigma_max, rho=2.0, discrete_sigmas=model.discrete_sigmas)
+    quadratic = get_sigmas(
+        "discrete", 5, model.sigma_min, model.sigma_max, rho=2.0, discrete_sigmas=model.discrete_sigmas
+    )
     assert quadratic[0] == model.sigma_max and quadratic[-1] == model.sigma_min  # rho != 1 keeps both ends
     with pytest.raises(UserError, match="too few"):
-        get_sigmas("discrete", 20, float(model.discrete_sigmas[990]), model.sigma_max, discrete_sigmas=model.discrete_sigmas)
+        get_sigmas(
+            "discrete", 20, float(model.discrete_sigmas[990]), model.sigma_max, discrete_sigmas=model.discrete_sigmas
+        )
     with pytest.raises(UserError, match="discrete training timesteps"):
         get_sigmas("discrete", 5, 0.01, 80.0)
 
@@ -159,10 +171,14 @@ def test_euler_on_discrete_grid_equals_diffusers_ddim(saved, dtype, tol):
     with torch.no_grad():
         for t in scheduler.timesteps:
             x_vp = scheduler.step(unet(x_vp, t).sample, t, x_vp, eta=0.0).prev_sample
-    grid = get_sigmas("discrete", STEPS - 1, float(model.discrete_sigmas[99]), model.sigma_max, discrete_sigmas=model.discrete_sigmas)
+    grid = get_sigmas(
+        "discrete", STEPS - 1, float(model.discrete_sigmas[99]), model.sigma_max, discrete_sigmas=model.discrete_sigmas
+    )
     model.reset_calls()
     with torch.no_grad():
-        ours = get_solver("euler").sample(model, noise * (1 + grid[0] ** 2).sqrt().to(dtype), grid, {"denoise_to_zero": True})
+        ours = get_solver("euler").sample(
+            model, noise * (1 + grid[0] ** 2).sqrt().to(dtype), grid, {"denoise_to_zero": True}
+        )
     assert model.calls == STEPS
     rel = ((ours - x_vp).norm() / x_vp.norm()).item()
     assert rel < tol, rel
@@ -171,13 +187,25 @@ def test_euler_on_discrete_grid_equals_diffusers_ddim(saved, dtype, tol):
 def tiny_latent(guidance: float) -> LatentDiffusionDenoiser:
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
-        sample_size=4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=8, attention_head_dim=2,
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8,
+        attention_head_dim=2,
     )
     vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
     scheduler = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     cond, uncond = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
@@ -211,18 +239,39 @@ def write_text_pipeline(folder) -> None:
     """A tiny Stable-Diffusion-style folder: conditional U-Net, VAE, CLIP text encoder and tokenizer."""
     transformers = pytest.importorskip("transformers")
     model = tiny_latent(guidance=1.0)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "c": 3, "a": 4, "t</w>": 5, "at</w>": 6, "cat</w>": 7}
+    vocab = {
+        "<|startoftext|>": 0,
+        "<|endoftext|>": 1,
+        "a</w>": 2,
+        "c": 3,
+        "a": 4,
+        "t</w>": 5,
+        "at</w>": 6,
+        "cat</w>": 7,
+    }
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\na t</w>\nc at</w>\n")
     tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=5)
     config = transformers.CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=5, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        vocab_size=len(vocab),
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=5,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     pipeline = diffusers.StableDiffusionPipeline(
-        unet=model.unet, vae=model.vae, text_encoder=transformers.CLIPTextModel(config), tokenizer=tokenizer,
+        unet=model.unet,
+        vae=model.vae,
+        text_encoder=transformers.CLIPTextModel(config),
+        tokenizer=tokenizer,
         scheduler=diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipeline.save_pretrained(folder / "sd")
 
@@ -233,9 +282,27 @@ def test_text_pipeline_through_the_cli(tmp_path):
     from diffsampler.cli import app
 
     write_text_pipeline(tmp_path)
-    args = ["sample", "--model", f"diffusers:{tmp_path / 'sd'}", "--solver", "euler", "--schedule", "discrete", "--nfe", "3",
-            "--num-samples", "2", "--out", str(tmp_path / "out"), "--name", "run", "--model-option", "prompt=a cat",
-            "--model-option", "guidance=2.5"]
+    args = [
+        "sample",
+        "--model",
+        f"diffusers:{tmp_path / 'sd'}",
+        "--solver",
+        "euler",
+        "--schedule",
+        "discrete",
+        "--nfe",
+        "3",
+        "--num-samples",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--name",
+        "run",
+        "--model-option",
+        "prompt=a cat",
+        "--model-option",
+        "guidance=2.5",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     import numpy as np
@@ -277,7 +344,10 @@ def test_hub_id_is_fetched_safetensors_only(tmp_path, monkeypatch):
         raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub\nsecond line")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(UserError, match=r"someone/tiny-ddpm' is no local folder.*LocalEntryNotFoundError: cannot reach the hub\); check") as info:
+    with pytest.raises(
+        UserError,
+        match=r"someone/tiny-ddpm' is no local folder.*LocalEntryNotFoundError: cannot reach the hub\); check",
+    ) as info:
         load_model("diffusers:someone/tiny-ddpm")
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="folder not found"):

@@ -19,14 +19,25 @@ from diffsampler.distributed import World, batches, current, my_batches
 def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node N -m diffsampler ARGS`` on the CPU."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "diffsampler", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "diffsampler",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def single(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m diffsampler ARGS`` in one process on the CPU."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "diffsampler", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "diffsampler", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_batches_are_dealt_round_robin_and_cover_every_index():
@@ -42,7 +53,19 @@ def test_batches_are_dealt_round_robin_and_cover_every_index():
 
 
 def test_sample_under_torchrun_equals_one_process(tmp_path):
-    common = ["sample", "--device", "cpu", "--num-samples", "20", "--batch-size", "6", "--nfe", "6", "--out", str(tmp_path)]
+    common = [
+        "sample",
+        "--device",
+        "cpu",
+        "--num-samples",
+        "20",
+        "--batch-size",
+        "6",
+        "--nfe",
+        "6",
+        "--out",
+        str(tmp_path),
+    ]
     one = single([*common, "--name", "one"], tmp_path)
     assert one.returncode == 0, one.stderr
     two = torchrun([*common, "--name", "two"], tmp_path)
@@ -61,7 +84,10 @@ BENCH = ["benchmark", "--device", "cpu", "--model", "gmm-2d", "--solvers", "eule
 
 def record_files(run: Path) -> dict[str, dict]:
     """Every record of a benchmark run folder, keyed by its path inside ``records/``."""
-    return {str(p.relative_to(run / "records")): json.loads(p.read_text()) for p in sorted((run / "records").rglob("*.json"))}
+    return {
+        str(p.relative_to(run / "records")): json.loads(p.read_text())
+        for p in sorted((run / "records").rglob("*.json"))
+    }
 
 
 def test_benchmark_under_torchrun_equals_one_process(tmp_path):
@@ -78,7 +104,9 @@ def test_benchmark_under_torchrun_equals_one_process(tmp_path):
         assert a[key]["sigmas"] == b[key]["sigmas"], key
         assert (a[key]["world_size"], b[key]["world_size"]) == (1, 2)
     for png in (tmp_path / "one" / "grids").rglob("*.png"):
-        assert png.read_bytes() == (tmp_path / "two" / "grids" / png.relative_to(tmp_path / "one" / "grids")).read_bytes()
+        assert (
+            png.read_bytes() == (tmp_path / "two" / "grids" / png.relative_to(tmp_path / "one" / "grids")).read_bytes()
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -90,7 +118,16 @@ def _children(pid: int) -> list[int]:
 def test_rank_killed_mid_run_fails_the_run_and_the_store_resumes(tmp_path):
     args = [*BENCH, "--nfe", "1-12", "--num-samples", "160", "--out", str(tmp_path), "--name", "run"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "diffsampler", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "diffsampler",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     records = tmp_path / "run" / "records"
     deadline = time.monotonic() + 240
@@ -143,7 +180,9 @@ def test_feature_moments_merged_across_ranks_equal_one_process(tmp_path):
     images = torch.randint(0, 256, (45, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     for size in (1, 3):
         torch.multiprocessing.spawn(
-            _feature_worker, args=(size, str(tmp_path / f"store{size}"), images, str(tmp_path / f"w{size}.npz")), nprocs=size
+            _feature_worker,
+            args=(size, str(tmp_path / f"store{size}"), images, str(tmp_path / f"w{size}.npz")),
+            nprocs=size,
         )
     one, three = np.load(tmp_path / "w1.npz"), np.load(tmp_path / "w3.npz")
     assert int(one["n"]) == int(three["n"]) == 45
@@ -153,7 +192,19 @@ def test_feature_moments_merged_across_ranks_equal_one_process(tmp_path):
 
 
 def test_compute_ems_under_torchrun_equals_one_process(tmp_path):
-    common = ["compute-ems", "--device", "cpu", "--model", "gmm-2d", "--grid", "12", "--num-data", "100", "--batch", "16"]
+    common = [
+        "compute-ems",
+        "--device",
+        "cpu",
+        "--model",
+        "gmm-2d",
+        "--grid",
+        "12",
+        "--num-data",
+        "100",
+        "--batch",
+        "16",
+    ]
     one = single([*common, "--out", str(tmp_path / "one")], tmp_path)
     assert one.returncode == 0, one.stderr
     two = torchrun([*common, "--out", str(tmp_path / "two")], tmp_path)
@@ -171,8 +222,24 @@ def test_compute_ems_under_torchrun_equals_one_process(tmp_path):
 def test_train_amed_under_torchrun_sums_gradients(tmp_path):
     import torch as th
 
-    common = ["train-amed", "--device", "cpu", "--model", "gmm-2d", "--student", "amed", "--nfe", "3", "--afs",
-              "--num-latents", "96", "--batch-size", "32", "--name", "p"]
+    common = [
+        "train-amed",
+        "--device",
+        "cpu",
+        "--model",
+        "gmm-2d",
+        "--student",
+        "amed",
+        "--nfe",
+        "3",
+        "--afs",
+        "--num-latents",
+        "96",
+        "--batch-size",
+        "32",
+        "--name",
+        "p",
+    ]
     one = single([*common, "--out", str(tmp_path / "one")], tmp_path)
     assert one.returncode == 0, one.stderr
     two = torchrun([*common, "--out", str(tmp_path / "two")], tmp_path)

@@ -58,7 +58,13 @@ def test_first_order_with_data_or_noise_prediction_statistics_is_euler(steps, l,
     sigmas = get_sigmas("logsnr", steps, SIGMA_MIN, SIGMA_MAX)
     euler = get_solver("euler").sample(model, x, sigmas)
     diffs = [
-        (V3.sample(model, x, sigmas, {"stats": constant_statistics(n, (4,), l, s), "order": 1, "corrector": False}) - euler).abs().max().item()
+        (
+            V3.sample(model, x, sigmas, {"stats": constant_statistics(n, (4,), l, s), "order": 1, "corrector": False})
+            - euler
+        )
+        .abs()
+        .max()
+        .item()
         for n in (600, 1200)
     ]
     assert diffs[1] < quadrature_bound(1200, x)
@@ -71,7 +77,13 @@ def test_second_order_degenerate_is_dpm_solver_pp_2m_taylor(steps):
     sigmas = get_sigmas("logsnr", steps, SIGMA_MIN, SIGMA_MAX)
     reference = taylor_2m(model, x, sigmas)
     diffs = [
-        (V3.sample(model, x, sigmas, {"stats": constant_statistics(n, (4,), 1.0, 0.0), "order": 2, **PREDICTOR_ONLY}) - reference).abs().max().item()
+        (
+            V3.sample(model, x, sigmas, {"stats": constant_statistics(n, (4,), 1.0, 0.0), "order": 2, **PREDICTOR_ONLY})
+            - reference
+        )
+        .abs()
+        .max()
+        .item()
         for n in (600, 1200)
     ]
     assert diffs[1] < quadrature_bound(1200, x)
@@ -115,7 +127,9 @@ def test_second_order_degenerate_matches_registered_dpmpp_taylor():
     options = {k: v for k, v in wanted.items() if k in spec.options}
     model, x = _toy()
     sigmas = get_sigmas("logsnr", 6, SIGMA_MIN, SIGMA_MAX)
-    ours = V3.sample(model, x, sigmas, {"stats": constant_statistics(1200, (4,), 1.0, 0.0), "order": 2, **PREDICTOR_ONLY})
+    ours = V3.sample(
+        model, x, sigmas, {"stats": constant_statistics(1200, (4,), 1.0, 0.0), "order": 2, **PREDICTOR_ONLY}
+    )
     assert (ours - spec.sample(model, x, sigmas, options)).abs().max().item() < quadrature_bound(1200, x)
 
 
@@ -150,13 +164,17 @@ def test_pseudo_order_equals_vandermonde_up_to_order_two_and_differs_at_three():
     sigmas = get_sigmas("logsnr", 8, SIGMA_MIN, SIGMA_MAX)
 
     def run(order, pseudo):
-        return V3.sample(model, x, sigmas, {"stats": stats, "order": order, "predictor_pseudo": pseudo, "corrector": False})
+        return V3.sample(
+            model, x, sigmas, {"stats": stats, "order": order, "predictor_pseudo": pseudo, "corrector": False}
+        )
 
     assert torch.allclose(run(2, True), run(2, False), rtol=0, atol=1e-12)
     assert (run(3, True) - run(3, False)).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("options", [{}, {"afs": True}, {"denoise_to_zero": True}, {"corrector_pseudo": True, "half_corrector": True}])
+@pytest.mark.parametrize(
+    "options", [{}, {"afs": True}, {"denoise_to_zero": True}, {"corrector_pseudo": True, "half_corrector": True}]
+)
 @pytest.mark.parametrize("steps", [1, 2, 5])
 def test_nfe_equals_steps(options, steps):
     model, x = _toy()
@@ -231,10 +249,18 @@ def mixture_case():
     n, k = 60, 256
     lambdas = lambda_grid(SIGMA_MIN, SIGMA_MAX, n)
     data = mixture_samples(model, k, seed=1)
-    records = torch.stack([point_record(model, data, math.exp(-lam), point_generator(0, j), k, torch.device("cpu")) for j, lam in enumerate(lambdas)])
+    records = torch.stack(
+        [
+            point_record(model, data, math.exp(-lam), point_generator(0, j), k, torch.device("cpu"))
+            for j, lam in enumerate(lambdas)
+        ]
+    )
     est = statistics_from_records(records.numpy(), lambdas)
     stats = EmpiricalStatistics(est["l"], est["s"], est["b"], SIGMA_MIN, SIGMA_MAX)
-    x = torch.randn(64, *model.sample_shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * SIGMA_MAX
+    x = (
+        torch.randn(64, *model.sample_shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        * SIGMA_MAX
+    )
     reference = get_solver("heun").sample(model, x, get_sigmas("polynomial", 200, SIGMA_MIN, SIGMA_MAX))
     return model, stats, x, reference
 

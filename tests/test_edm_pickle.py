@@ -20,7 +20,14 @@ from diffsampler.models import load_model
 
 FIXTURE = Path(__file__).parent / "edm_fixture"
 FIXTURE_MODULES = (
-    "torch_utils", "torch_utils.persistence", "torch_utils.misc", "dnnlib", "dnnlib.util", "training", "training.networks", "training.augment",
+    "torch_utils",
+    "torch_utils.persistence",
+    "torch_utils.misc",
+    "dnnlib",
+    "dnnlib.util",
+    "training",
+    "training.networks",
+    "training.augment",
 )
 runner = CliRunner()
 
@@ -66,7 +73,9 @@ def test_pickle_refused_without_trust_flag(snapshot):
 
 def test_cli_refuses_pickle_with_exit_2_and_writes_nothing(snapshot, tmp_path):
     path, _, _ = snapshot
-    result = runner.invoke(app, ["sample", "--model", f"edm-pkl:{path}", "--solver", "euler", "--nfe", "2", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["sample", "--model", f"edm-pkl:{path}", "--solver", "euler", "--nfe", "2", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "--trust-pickle" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
@@ -97,7 +106,21 @@ def test_entry_whose_source_cannot_run_is_refused_only_when_chosen(snapshot):
 def test_cli_samples_from_a_trusted_pickle(snapshot, tmp_path):
     path, _, _ = snapshot
     result = runner.invoke(
-        app, ["sample", "--model", f"edm-pkl:{path}", "--trust-pickle", "--solver", "heun", "--nfe", "4", "--num-samples", "3", "--out", str(tmp_path)]
+        app,
+        [
+            "sample",
+            "--model",
+            f"edm-pkl:{path}",
+            "--trust-pickle",
+            "--solver",
+            "heun",
+            "--nfe",
+            "4",
+            "--num-samples",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "edm-pkl-network-snapshot-heun-nfe4" / "meta.json").read_text())

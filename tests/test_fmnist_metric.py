@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fid_helpers import random_images
 from typer.testing import CliRunner
 
 from diffsampler.bench.metrics import _fmnist_features, get_metric
@@ -28,6 +27,8 @@ from diffsampler.metrics.fmnist_net import (
     locate_fmnist,
     uint8_to_input,
 )
+
+from fid_helpers import random_images
 
 runner = CliRunner()
 
@@ -129,26 +130,59 @@ def _one_line_error(result, message):
 
 
 def test_cli_fid_with_fmnist_features_and_bad_shapes_refused(tmp_path):
-    ref, args = tmp_path / "ref.npz", ["--features", "fmnist", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    ref, args = (
+        tmp_path / "ref.npz",
+        ["--features", "fmnist", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"],
+    )
     np.savez(ref, images=random_images(200, seed=5, size=32))
     result = runner.invoke(app, ["fid", str(ref), "--ref", str(ref), "--kid", *args])
-    assert result.exit_code == 0 and re.search(r"FD_fmnist -?0\.0000 ", result.output) and "KID" in result.output, result.output
+    assert result.exit_code == 0 and re.search(r"FD_fmnist -?0\.0000 ", result.output) and "KID" in result.output, (
+        result.output
+    )
     for shape in ((4, 3, 32, 32), (4, 1, 16, 16)):
         np.savez(tmp_path / "bad.npz", samples=np.zeros(shape, np.float32))
-        _one_line_error(runner.invoke(app, ["fid", str(tmp_path / "bad.npz"), "--ref", str(ref), *args]), "1x32x32 or 1x28x28")
-    _one_line_error(runner.invoke(app, ["fid", str(ref), "--ref", str(ref), "--features", "fmnst"]), "did you mean 'fmnist'")
+        _one_line_error(
+            runner.invoke(app, ["fid", str(tmp_path / "bad.npz"), "--ref", str(ref), *args]), "1x32x32 or 1x28x28"
+        )
+    _one_line_error(
+        runner.invoke(app, ["fid", str(ref), "--ref", str(ref), "--features", "fmnst"]), "did you mean 'fmnist'"
+    )
     assert get_metric("fd_fmnist").unavailable(type("M", (), {"sample_shape": (3, 32, 32)})()) is not None
 
 
 def test_benchmark_scores_fd_fmnist_and_kid_fmnist(tmp_path):
     ref = tmp_path / "ref.npz"
     np.savez(ref, images=random_images(100, seed=6, size=32, high=200))
-    config = {"metric_options": {m: {"ref": str(ref), "cache_dir": str(tmp_path / "cache")} for m in ("fd_fmnist", "kid_fmnist")}}
+    config = {
+        "metric_options": {
+            m: {"ref": str(ref), "cache_dir": str(tmp_path / "cache")} for m in ("fd_fmnist", "kid_fmnist")
+        }
+    }
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
-    result = runner.invoke(app, [
-        "benchmark", "-c", str(tmp_path / "bench.yaml"), "--model", "gmm-fmnist", "--solvers", "euler,dpm2", "--nfe", "4",
-        "--num-samples", "40", "--metrics", "fd_fmnist,kid_fmnist", "--out", str(tmp_path), "--name", "run", "--device", "cpu",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "benchmark",
+            "-c",
+            str(tmp_path / "bench.yaml"),
+            "--model",
+            "gmm-fmnist",
+            "--solvers",
+            "euler,dpm2",
+            "--nfe",
+            "4",
+            "--num-samples",
+            "40",
+            "--metrics",
+            "fd_fmnist,kid_fmnist",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "run",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     values = {}
     for path in (tmp_path / "run" / "records").rglob("*.json"):

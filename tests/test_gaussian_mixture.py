@@ -75,7 +75,10 @@ def test_moments_match_monte_carlo():
     gen = torch.Generator().manual_seed(3)
     w = torch.exp(model.log_weights)
     comp = torch.multinomial(w, 200_000, replacement=True, generator=gen)
-    draws = model.means[comp] + torch.randn(200_000, 3, generator=gen, dtype=torch.float64) * model.variances[comp, None].sqrt()
+    draws = (
+        model.means[comp]
+        + torch.randn(200_000, 3, generator=gen, dtype=torch.float64) * model.variances[comp, None].sqrt()
+    )
     # 200k draws: Monte-Carlo error of mean and covariance entries is ~ 3 / sqrt(2e5) ~ 0.007
     assert torch.allclose(draws.mean(0), mean, atol=0.03)
     assert torch.allclose(torch.cov(draws.T), cov, atol=0.05)

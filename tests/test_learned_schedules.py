@@ -45,7 +45,7 @@ def _brute_force(cost: np.ndarray, steps: int, coeff: float) -> float:
 @pytest.mark.parametrize("coeff", [1.0, 1.15, 0.7])
 def test_dp_returns_the_exact_optimum(coeff):
     rng = np.random.default_rng(0)
-    for trial in range(20):
+    for _ in range(20):
         m = int(rng.integers(2, 9))
         cost = rng.uniform(-1, 3, size=(m + 1, m + 1))
         for steps in range(1, m + 1):

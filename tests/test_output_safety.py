@@ -28,7 +28,19 @@ from fid_helpers import StandInNetwork
 runner = CliRunner()
 SAMPLE = ["sample", "--model", "gmm-2d", "--solver", "euler", "--nfe", "3", "--num-samples", "4"]
 EMS = ["compute-ems", "--model", "gmm-2d", "--grid", "2", "--num-data", "8", "--batch", "8"]
-BENCH = ["benchmark", "--model", "gmm-2d", "--solvers", "euler", "--nfe", "2", "--num-samples", "8", "--metrics", "pixel_fd"]
+BENCH = [
+    "benchmark",
+    "--model",
+    "gmm-2d",
+    "--solvers",
+    "euler",
+    "--nfe",
+    "2",
+    "--num-samples",
+    "8",
+    "--metrics",
+    "pixel_fd",
+]
 
 
 def one_line_exit_2(result, *words: str) -> None:
@@ -152,7 +164,10 @@ def test_a_full_disk_during_sample_is_one_line_and_leaves_nothing(tmp_path, monk
 
 
 def test_zero_batch_size_is_refused(tmp_path):
-    one_line_exit_2(runner.invoke(app, ["ref-stats", "--data", str(tmp_path), "--batch-size", "0"]), "--batch-size must be at least 1")
+    one_line_exit_2(
+        runner.invoke(app, ["ref-stats", "--data", str(tmp_path), "--batch-size", "0"]),
+        "--batch-size must be at least 1",
+    )
     images = tmp_path / "s.npz"
     np.savez(images, samples=np.zeros((4, 1, 8, 8), np.float32))
     with pytest.raises(UserError, match="--batch-size must be at least 1"):
@@ -193,7 +208,10 @@ def test_ctrl_c_in_benchmark_says_where_and_the_same_command_resumes(tmp_path, m
     monkeypatch.setattr(runner_module, "generate_sharded", interrupt_third)
     result = runner.invoke(app, args)
     assert result.exit_code == 130, result.output
-    assert "stopped at dpm2 @ NFE 2 with 2 of 3 cells done" in result.output and "run the same command to resume" in result.output
+    assert (
+        "stopped at dpm2 @ NFE 2 with 2 of 3 cells done" in result.output
+        and "run the same command to resume" in result.output
+    )
     monkeypatch.setattr(runner_module, "generate_sharded", real)
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "1 cells sampled, 2 reused" in again.output
@@ -222,10 +240,18 @@ def test_train_amed_and_ref_stats_check_the_output_before_the_work(tmp_path, mon
 
     monkeypatch.setattr(amed_train, "train_amed", no_work)
     monkeypatch.setattr(ref_stats, "reference_statistics", no_work)
-    one_line_exit_2(runner.invoke(app, ["train-amed", "--model", "gmm-2d", "--nfe", "3", "--out", str(blocker / "sub")]), "not a folder")
+    one_line_exit_2(
+        runner.invoke(app, ["train-amed", "--model", "gmm-2d", "--nfe", "3", "--out", str(blocker / "sub")]),
+        "not a folder",
+    )
     data = tmp_path / "data.npz"
     np.savez(data, samples=np.zeros((4, 8, 8, 1), np.uint8))
-    one_line_exit_2(runner.invoke(app, ["ref-stats", "--data", str(data), "--inception", str(data), "--out", str(blocker / "s.npz")]), "not a folder")
+    one_line_exit_2(
+        runner.invoke(
+            app, ["ref-stats", "--data", str(data), "--inception", str(data), "--out", str(blocker / "s.npz")]
+        ),
+        "not a folder",
+    )
 
 
 def test_ref_stats_warns_up_front_when_it_will_be_long(monkeypatch, caplog):

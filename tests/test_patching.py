@@ -36,7 +36,11 @@ def test_indivisible_size_is_a_user_error():
 
 
 def _tiny(p):
-    return UNet(UNetConfig(image_size=16, channels=16, channel_mult=[1, 2], num_blocks=1, attention_resolutions=[], patch_size=p))
+    return UNet(
+        UNetConfig(
+            image_size=16, channels=16, channel_mult=[1, 2], num_blocks=1, attention_resolutions=[], patch_size=p
+        )
+    )
 
 
 @pytest.mark.parametrize("p", [1, 2, 4])

@@ -58,7 +58,12 @@ K_CASES = [
     ("dpmpp", {"order": 2, "variant": "midpoint", "lower_order_final": False}, "sample_dpmpp_2m", {}),
     # k-diffusion's 3M (eta = 0 makes it the ODE solver) uses the Taylor second-order warm-up step and the
     # published 3M step
-    ("dpmpp_published", {"order": 3, "variant": "taylor", "lower_order_final": False}, "sample_dpmpp_3m_sde", {"eta": 0.0}),
+    (
+        "dpmpp_published",
+        {"order": 3, "variant": "taylor", "lower_order_final": False},
+        "sample_dpmpp_3m_sde",
+        {"eta": 0.0},
+    ),
 ]
 
 
@@ -98,8 +103,18 @@ def _diffusers_run(scheduler, model: GaussianMixture, x_edm: torch.Tensor) -> tu
 
 
 DIFFUSERS_CASES = [
-    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_type": "midpoint", "solver_order": 2}, "dpmpp", {"order": 2, "variant": "midpoint"}),
-    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_type": "midpoint", "solver_order": 3}, "dpmpp_published", {"order": 3}),
+    (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_type": "midpoint", "solver_order": 2},
+        "dpmpp",
+        {"order": 2, "variant": "midpoint"},
+    ),
+    (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_type": "midpoint", "solver_order": 3},
+        "dpmpp_published",
+        {"order": 3},
+    ),
     ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 3}, "unipc", {"order": 3, "variant": "bh2"}),
     ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}, "unipc", {"order": 3, "variant": "bh1"}),
     ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 2}, "unipc", {"order": 2, "variant": "bh2"}),

@@ -63,7 +63,9 @@ def test_converged_rk4_refines_only_unconverged_samples():
     # Every sample converging at the first candidate costs (4 + 8) steps x 4 calls; any refinement costs more calls,
     # so the per-sample result must equal the solve of each sample on its own.
     assert calls_batched >= 48
-    alone = torch.cat([converged_rk4(model, x[i : i + 1], 80.0, 0.002, steps=8, tol=1e-4).solution for i in range(0, 32, 7)])
+    alone = torch.cat(
+        [converged_rk4(model, x[i : i + 1], 80.0, 0.002, steps=8, tol=1e-4).solution for i in range(0, 32, 7)]
+    )
     together = converged_rk4(model, x, 80.0, 0.002, steps=8, tol=1e-4).solution[0:32:7]
     torch.testing.assert_close(alone, together, rtol=0, atol=1e-12)
 

@@ -19,8 +19,21 @@ from typer.testing import CliRunner
 from diffsampler.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["benchmark", "--model", "gmm-2d", "--solvers", "euler,heun", "--nfe", "2,3", "--num-samples", "16",
-        "--metrics", "rmse,pixel_fd", "--name", "run"]
+ARGS = [
+    "benchmark",
+    "--model",
+    "gmm-2d",
+    "--solvers",
+    "euler,heun",
+    "--nfe",
+    "2,3",
+    "--num-samples",
+    "16",
+    "--metrics",
+    "rmse,pixel_fd",
+    "--name",
+    "run",
+]
 TIMINGS = ("sampling_seconds", "samples_per_second")
 REPORTS_WITH_TIMINGS = {"table.md", "table.csv", "results.json"}
 CHILD = r"""
@@ -54,7 +67,9 @@ app(sys.argv[2:], prog_name="diffsampler")
 
 def run_child(kill_at: int, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", CHILD, str(kill_at), *ARGS, "--out", str(out)], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, str(kill_at), *ARGS, "--out", str(out)], env=env, capture_output=True, text=True
+    )
 
 
 def snapshot(out: Path) -> tuple[list[str], dict[str, object]]:

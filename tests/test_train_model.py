@@ -23,8 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 TINY = dict(
-    channels=8, channel_mult=[1, 2], num_blocks=1, attention_resolutions=[4], head_channels=8, dropout=0.0,
-    batch_size=16, lr=2e-3, lr_warmup_steps=10, ema_halflife_images=500, grid_samples=4, grid_nfe=6, device="cpu",
+    channels=8,
+    channel_mult=[1, 2],
+    num_blocks=1,
+    attention_resolutions=[4],
+    head_channels=8,
+    dropout=0.0,
+    batch_size=16,
+    lr=2e-3,
+    lr_warmup_steps=10,
+    ema_halflife_images=500,
+    grid_samples=4,
+    grid_nfe=6,
+    device="cpu",
 )
 
 
@@ -37,7 +48,15 @@ def data(tmp_path_factory):
 def trained(tmp_path_factory, data):
     """120 steps of batch 16 on 64 8x8 images (about 15 s on a loaded 2-core CPU), checkpoints at 60 and 120."""
     torch.set_num_threads(1)
-    cfg = TrainConfig(name="tiny", out=str(tmp_path_factory.mktemp("runs")), data=data, steps=120, log_every=20, checkpoint_every=60, **TINY)
+    cfg = TrainConfig(
+        name="tiny",
+        out=str(tmp_path_factory.mktemp("runs")),
+        data=data,
+        steps=120,
+        log_every=20,
+        checkpoint_every=60,
+        **TINY,
+    )
     return train(cfg)
 
 
@@ -53,7 +72,10 @@ def test_loss_falls(trained):
 def test_run_folder_holds_checkpoints_grids_and_state(trained):
     names = {p.name for p in trained.folder.iterdir()}
     assert {"config.yaml", "loss.csv", "model.pt", "train-state.pt", "grid-0000060.png", "grid-0000120.png"} <= names
-    assert sorted(p.name for p in (trained.folder / "checkpoints").iterdir()) == ["model-0000060.pt", "model-0000120.pt"]
+    assert sorted(p.name for p in (trained.folder / "checkpoints").iterdir()) == [
+        "model-0000060.pt",
+        "model-0000120.pt",
+    ]
     assert not [n for n in names if "tmp" in n]
     meta = load_model(str(trained.folder / "model.pt")).checkpoint_meta
     assert meta["step"] == 120 and meta["weights"] == "ema" and len(meta["data_sha256"]) == 64
@@ -94,7 +116,15 @@ def test_resume_continues_exactly(tmp_path, data):
 
 
 def test_resume_refuses_a_changed_config(tmp_path, data):
-    cfg = TrainConfig(name="run", out=str(tmp_path), data=data, steps=2, log_every=1, checkpoint_every=2, **{**TINY, "grid_samples": 0})
+    cfg = TrainConfig(
+        name="run",
+        out=str(tmp_path),
+        data=data,
+        steps=2,
+        log_every=1,
+        checkpoint_every=2,
+        **{**TINY, "grid_samples": 0},
+    )
     train(cfg)
     with pytest.raises(UserError, match="already exists"):
         train(cfg)
@@ -105,11 +135,41 @@ def test_resume_refuses_a_changed_config(tmp_path, data):
 
 
 def test_cli_trains_and_the_checkpoint_samples(tmp_path, data):
-    overrides = [f"{k}={v}" for k, v in {**TINY, "data": data, "image_size": 8, "out": str(tmp_path), "steps": 3, "log_every": 1, "checkpoint_every": 3}.items()]
+    overrides = [
+        f"{k}={v}"
+        for k, v in {
+            **TINY,
+            "data": data,
+            "image_size": 8,
+            "out": str(tmp_path),
+            "steps": 3,
+            "log_every": 1,
+            "checkpoint_every": 3,
+        }.items()
+    ]
     result = runner.invoke(app, ["train-model", "--config", str(ROOT / "configs/train/tiny-cpu.yaml"), *overrides])
     assert result.exit_code == 0, result.output
     model = tmp_path / "tiny-cpu" / "model.pt"
-    result = runner.invoke(app, ["sample", "--model", str(model), "--solver", "euler", "--nfe", "2", "--num-samples", "2", "--out", str(tmp_path), "--name", "s", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            "--model",
+            str(model),
+            "--solver",
+            "euler",
+            "--nfe",
+            "2",
+            "--num-samples",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "s",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "s" / "samples.npz")["samples"].shape == (2, 1, 8, 8)
     again = runner.invoke(app, ["train-model", "--config", str(ROOT / "configs/train/tiny-cpu.yaml"), *overrides])
@@ -127,8 +187,26 @@ def test_grid_budget_the_solver_cannot_meet_is_refused_before_training():
 
 
 def test_checkpoint_feeds_the_benchmark(trained, tmp_path):
-    result = runner.invoke(app, ["benchmark", "--model", str(trained.folder / "model.pt"), "--nfe", "3,4", "--solvers", "euler,ipndm",
-                                 "--num-samples", "4", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "benchmark",
+            "--model",
+            str(trained.folder / "model.pt"),
+            "--nfe",
+            "3,4",
+            "--solvers",
+            "euler,ipndm",
+            "--num-samples",
+            "4",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = tmp_path / f"{trained.folder.name}-model"
     records = sorted((folder / "records").rglob("rmse.json"))
@@ -140,8 +218,16 @@ def test_warm_start_copies_weights_and_carries_totals(trained, data, tmp_path):
     """init_from starts from the trained EMA weights (so the first loss is the trained model's, far below a fresh
     start's) and adds the source's images and CPU time to the new run's totals; another shape is refused."""
     source = str(trained.folder / "model.pt")
-    cfg = TrainConfig(name="warm", out=str(tmp_path), data=data, steps=2, log_every=1, checkpoint_every=2,
-                      init_from=source, **{**TINY, "lr_warmup_steps": 1000, "grid_samples": 0})
+    cfg = TrainConfig(
+        name="warm",
+        out=str(tmp_path),
+        data=data,
+        steps=2,
+        log_every=1,
+        checkpoint_every=2,
+        init_from=source,
+        **{**TINY, "lr_warmup_steps": 1000, "grid_samples": 0},
+    )
     warm = train(cfg)
     fresh = train(dataclasses.replace(cfg, name="fresh", init_from=None))
     first = [float(next(csv.DictReader((r.folder / "loss.csv").open()))["loss"]) for r in (warm, fresh)]

@@ -17,7 +17,9 @@ def one_thread():
 
 
 def tiny_config(**changes) -> UNetConfig:
-    values = dict(image_size=8, channels=8, channel_mult=[1, 2], num_blocks=1, attention_resolutions=[4], head_channels=8)
+    values = dict(
+        image_size=8, channels=8, channel_mult=[1, 2], num_blocks=1, attention_resolutions=[4], head_channels=8
+    )
     values.update(changes)
     return UNetConfig(**values)
 

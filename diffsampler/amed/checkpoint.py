@@ -37,7 +37,9 @@ def save_predictor(path: str | Path, predictor: AMEDPredictor, meta: Mapping[str
     """Write the predictor (on the CPU) and its metadata atomically."""
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().clone() for k, v in predictor.state_dict().items()}
-    torch.save({"format": FORMAT, "config": predictor.config.to_dict(), "state_dict": state, "meta": dict(meta)}, buffer)
+    torch.save(
+        {"format": FORMAT, "config": predictor.config.to_dict(), "state_dict": state, "meta": dict(meta)}, buffer
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -58,7 +60,9 @@ def load_predictor(path: str | Path) -> PredictorCheckpoint:
     return PredictorCheckpoint(predictor, data["meta"], str(p))
 
 
-def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+def check_context(
+    ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, Any], context: Mapping[str, Any]
+) -> None:
     """Refuse a predictor trained for another solver, base, model, NFE, AFS setting, schedule or sigma grid."""
     meta, name = ckpt.meta, Path(ckpt.path).name or "the predictor"
     if meta["solver"] != solver:
@@ -66,26 +70,42 @@ def check_context(ckpt: PredictorCheckpoint, solver: str, options: Mapping[str, 
         raise UserError(f"{name} was trained for solver {wanted}, not {solver}; use --solver {wanted}")
     base = options.get("base")
     if base is not None and base != meta.get("base"):
-        raise UserError(f"{name} was trained for base solver {meta.get('base')}, not {base}; " f"use -o base={meta.get('base')} or train a predictor for {base}")
+        raise UserError(
+            f"{name} was trained for base solver {meta.get('base')}, not {base}; "
+            f"use -o base={meta.get('base')} or train a predictor for {base}"
+        )
     for key in ("max_order", "lower_order_final"):
         if options.get(key) is not None and options[key] != meta.get(key):
-            raise UserError(f"{name} was trained with {key}={meta.get(key)}, not " f"{options[key]}; leave -o {key} out to use the trained setting")
+            raise UserError(
+                f"{name} was trained with {key}={meta.get(key)}, not "
+                f"{options[key]}; leave -o {key} out to use the trained setting"
+            )
     model = context["model"]
     if model.get("sha256") != meta["model"].get("sha256"):
         raise UserError(
             f"{name} was trained for model {meta.get('model_name', meta['model'].get('class'))} "
-            f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} " f"(sha256 {model.get('sha256', '')[:12]}); train one for this model"
+            f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} "
+            f"(sha256 {model.get('sha256', '')[:12]}); train one for this model"
         )
     if bool(options.get("afs")) != bool(meta["afs"]):
-        raise UserError(f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}")
+        raise UserError(
+            f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}"
+        )
     if context["nfe"] != meta["nfe"]:
-        raise UserError(f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; " f"use --nfe {meta['nfe']} or train one for NFE {context['nfe']}")
+        raise UserError(
+            f"{name} was trained for NFE {meta['nfe']}, not {context['nfe']}; "
+            f"use --nfe {meta['nfe']} or train one for NFE {context['nfe']}"
+        )
     if context["schedule"] != meta["schedule"]:
-        raise UserError(f"{name} was trained on schedule {meta['schedule']}, not " f"{context['schedule']}; use --schedule {meta['schedule']}")
+        raise UserError(
+            f"{name} was trained on schedule {meta['schedule']}, not "
+            f"{context['schedule']}; use --schedule {meta['schedule']}"
+        )
     sigmas, trained = list(context["sigmas"]), list(meta["sigmas"])
     if len(sigmas) != len(trained) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(sigmas, trained)):
         raise UserError(
-            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, " f"not {[round(s, 4) for s in sigmas]}; "
+            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, "
+            f"not {[round(s, 4) for s in sigmas]}; "
             f"use sigma range [{meta['sigma_min']}, {meta['sigma_max']}] and rho {meta['rho']}"
         )
 

@@ -84,7 +84,10 @@ class AmedTrainConfig:
         if self.max_order is not None:
             top = DEFAULT_MAX_ORDER.get(self.student)
             if top is None or not 1 <= self.max_order <= top:
-                raise UserError("max_order applies to students ipndm (1-4) and dpmpp " f"(1-3), got {self.max_order} for {self.student}")
+                raise UserError(
+                    "max_order applies to students ipndm (1-4) and dpmpp "
+                    f"(1-3), got {self.max_order} for {self.student}"
+                )
         if self.device not in DEVICES:
             raise unknown_choice("device", self.device, DEVICES)
         if self.dtype not in DTYPES:

@@ -81,7 +81,9 @@ def teacher_grid(cfg: AmedTrainConfig, sigmas: torch.Tensor, sigma_min: float, s
     fine = get_sigmas(cfg.resolved_schedule, (cfg.teacher_m + 1) * steps, sigma_min, sigma_max, cfg.rho)
     coarse = fine[:: cfg.teacher_m + 1]
     if not torch.allclose(coarse, sigmas, rtol=1e-9, atol=0):
-        raise UserError(f"schedule {cfg.resolved_schedule} refined {cfg.teacher_m + 1}-fold does not contain the student grid")
+        raise UserError(
+            f"schedule {cfg.resolved_schedule} refined {cfg.teacher_m + 1}-fold does not contain the student grid"
+        )
     return fine
 
 
@@ -116,9 +118,13 @@ def _setup(cfg: AmedTrainConfig) -> _Setup:
     denoiser = load_model(cfg.model).to(device).eval().requires_grad_(False)
     sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
     sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
-    plan = plan_grid(get_solver(cfg.solver), {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho)
+    plan = plan_grid(
+        get_solver(cfg.solver), {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho
+    )
     fine = teacher_grid(cfg, plan.sigmas, sigma_min, sigma_max)
-    return _Setup(denoiser, world, device, getattr(torch, cfg.dtype), sigma_min, sigma_max, plan, fine, get_solver(cfg.teacher))
+    return _Setup(
+        denoiser, world, device, getattr(torch, cfg.dtype), sigma_min, sigma_max, plan, fine, get_solver(cfg.teacher)
+    )
 
 
 def _teacher_targets(cfg: AmedTrainConfig, setup: _Setup, z: torch.Tensor) -> list[torch.Tensor]:
@@ -133,7 +139,12 @@ def _teacher_targets(cfg: AmedTrainConfig, setup: _Setup, z: torch.Tensor) -> li
 
 
 def _train_batch(
-    cfg: AmedTrainConfig, setup: _Setup, predictor: AMEDPredictor, optimizer: torch.optim.Optimizer, z: torch.Tensor, batch: int
+    cfg: AmedTrainConfig,
+    setup: _Setup,
+    predictor: AMEDPredictor,
+    optimizer: torch.optim.Optimizer,
+    z: torch.Tensor,
+    batch: int,
 ) -> Iterator[tuple[int, float, AmedParams | None]]:
     """One Adam step per student interval on this rank's latents ``z`` of a batch of ``batch``:
     yields (interval, loss summed over ranks, the predicted parameters)."""
@@ -156,7 +167,9 @@ def _train_batch(
         yield n, float(loss.detach()), params
 
 
-def _meta(cfg: AmedTrainConfig, setup: _Setup, predictor: AMEDPredictor, source: str, losses: list[float]) -> dict[str, Any]:
+def _meta(
+    cfg: AmedTrainConfig, setup: _Setup, predictor: AMEDPredictor, source: str, losses: list[float]
+) -> dict[str, Any]:
     """The checkpoint's metadata: what the predictor was trained for and how (see ``amed.checkpoint``)."""
     plan = setup.plan
     return {
@@ -197,7 +210,11 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
     setup = _setup(cfg)
     width, source = feature_width(setup.denoiser, setup.device, setup.dtype)
     pcfg = PredictorConfig(
-        feature_dim=width, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim, scale_dir=cfg.scale_dir, scale_time=cfg.scale_time
+        feature_dim=width,
+        hidden_dim=cfg.hidden_dim,
+        bottleneck_dim=cfg.bottleneck_dim,
+        scale_dir=cfg.scale_dir,
+        scale_time=cfg.scale_time,
     )
     predictor = AMEDPredictor(pcfg, seed=cfg.seed).to(setup.device).train()
     optimizer = torch.optim.Adam(predictor.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
@@ -214,7 +231,9 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
             for n, loss, params in _train_batch(cfg, setup, predictor, optimizer, z, len(picked)):
                 losses.append(loss)
                 if report is not None and params is not None:
-                    report(StepReport(len(losses), total, n, loss, *_stats(params.r), *_stats(params.c), *_stats(params.a)))
+                    report(
+                        StepReport(len(losses), total, n, loss, *_stats(params.r), *_stats(params.c), *_stats(params.a))
+                    )
     predictor.eval().requires_grad_(False)
     meta = {**_meta(cfg, setup, predictor, source, losses), "training_seconds": time.perf_counter() - tic}
     return TrainResult(predictor, meta, losses)
@@ -229,7 +248,9 @@ def output_path(cfg: AmedTrainConfig) -> Path:
     return path
 
 
-def train_and_save(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, TrainResult]:
+def train_and_save(
+    cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None
+) -> tuple[Path, TrainResult]:
     """Train, then write the checkpoint atomically to ``cfg.out / cfg.file_name`` (checked writable first)."""
     path = output_path(cfg)
     result = train_amed(cfg, report)

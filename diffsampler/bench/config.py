@@ -57,7 +57,9 @@ class BenchmarkConfig:
         if self.metrics is not None and not self.metrics:
             raise UserError("the metric list is empty; name at least one metric or leave it out for the defaults")
         if self.solvers is not None and not self.solvers:
-            raise UserError("the solver list is empty; name at least one solver or leave it out for all training-free ones")
+            raise UserError(
+                "the solver list is empty; name at least one solver or leave it out for all training-free ones"
+            )
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise UserError(f"run name '{self.name}' must be letters, digits, '.', '_' or '-'")
 
@@ -122,21 +124,28 @@ def _entry(item: Any) -> SolverEntry:
     resolved = spec.resolve_options(options)
     missing = [key for key in spec.requires if resolved.get(key) is None]
     if missing:
-        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} " f"in its solvers item (options: {{{missing[0]}: PATH}})")
+        raise UserError(
+            f"solver '{spec.name}' needs the option(s) {', '.join(missing)} "
+            f"in its solvers item (options: {{{missing[0]}: PATH}})"
+        )
     schedule = item.get("schedule")
-    if is_schedule_path(schedule):
+    if isinstance(schedule, str) and is_schedule_path(schedule):
         read_schedule(schedule)
     elif schedule is not None and schedule not in SCHEDULES and schedule not in LEARNED_SCHEDULES:
         raise unknown_choice("schedule", str(schedule), [*SCHEDULES, *LEARNED_SCHEDULES, "PATH.json"])
     search = item.get("search")
     if search is not None and (schedule not in LEARNED_SCHEDULES or not isinstance(search, Mapping)):
-        raise UserError(f"'search' of solver '{spec.name}' must be a mapping of search settings and needs schedule gits or ld3")
+        raise UserError(
+            f"'search' of solver '{spec.name}' must be a mapping of search settings and needs schedule gits or ld3"
+        )
     rho = item.get("rho")
     if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or rho <= 0):
         raise UserError(f"'rho' of solver '{spec.name}' must be a positive number, got {rho!r}")
     rho = None if rho is None else float(rho)
     label = str(item.get("label") or _default_label(spec.name, options, schedule, rho))
-    return SolverEntry(label, spec.name, dict(options), schedule, rho, "afs" in options, dict(search) if search else None)
+    return SolverEntry(
+        label, spec.name, dict(options), schedule, rho, "afs" in options, dict(search) if search else None
+    )
 
 
 def solver_entries(items: list[Any] | None) -> list[SolverEntry]:
@@ -154,7 +163,11 @@ def solver_entries(items: list[Any] | None) -> list[SolverEntry]:
 
 def select_solvers(config_items: list[Any] | None, names: list[str]) -> list[Any]:
     """``--solvers``: labels of the config's entries, else registered solver names with their defaults."""
-    by_label = {entry.label: item for entry, item in zip(solver_entries(config_items), config_items or [])} if config_items else {}
+    by_label = (
+        {entry.label: item for entry, item in zip(solver_entries(config_items), config_items or [])}
+        if config_items
+        else {}
+    )
     chosen: list[Any] = []
     for name in names:
         if name in by_label:
@@ -166,7 +179,9 @@ def select_solvers(config_items: list[Any] | None, names: list[str]) -> list[Any
     return chosen
 
 
-def benchmark_config(path: str | Path | None, overrides: Mapping[str, Any], solver_names: list[str] | None = None) -> BenchmarkConfig:
+def benchmark_config(
+    path: str | Path | None, overrides: Mapping[str, Any], solver_names: list[str] | None = None
+) -> BenchmarkConfig:
     """The config file (if any) with the non-None command-line ``overrides`` and ``--solvers`` applied."""
     values: dict[str, Any] = read_yaml(path) if path is not None else {}
     if solver_names is not None:

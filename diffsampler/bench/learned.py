@@ -37,7 +37,9 @@ def learned_schedules(
             **(entry.search or {}),
         }
         cfg = build_config(SearchConfig, values, f"search settings of '{entry.label}'")
-        report(progress, 0, None, f"{entry.schedule} schedule for {entry.label} at NFE {nfe} (searched once, then cached)")
+        report(
+            progress, 0, None, f"{entry.schedule} schedule for {entry.label} at NFE {nfe} (searched once, then cached)"
+        )
         return str(cached_schedule(cfg, denoiser, folder))
 
     return resolve

@@ -1,7 +1,8 @@
 """The benchmark's metrics: a registry name -> function of (samples, context) returning one number.
 
 A metric may have a ``prepare`` hook (run once before the grid, e.g. a reference solution or
-reference statistics; it may return a one-line note kept in the records and reports) and an ``unavailable`` check saying why it cannot score a given model.
+reference statistics; it may return a one-line note kept in the records and reports) and an
+``unavailable`` check saying why it cannot score a given model.
 Plug in another metric with one ``register_metric`` line.
 """
 
@@ -83,7 +84,9 @@ def get_metric(name: str) -> Metric:
 def _reference_cache(ctx: MetricContext) -> ReferenceCache:
     if "reference" not in ctx.memo:
         folder = None if ctx.cache_dir is None else ctx.cache_dir / "reference"
-        ctx.memo["reference"] = ReferenceCache(ctx.denoiser, ctx.seed, ctx.sigma_start, ctx.sigma_end, ctx.device, ctx.batch_size, folder)
+        ctx.memo["reference"] = ReferenceCache(
+            ctx.denoiser, ctx.seed, ctx.sigma_start, ctx.sigma_end, ctx.device, ctx.batch_size, folder
+        )
     return ctx.memo["reference"]
 
 
@@ -101,7 +104,11 @@ def reference_max_error(samples: torch.Tensor, ctx: MetricContext) -> float:
 
 
 def _no_moments(denoiser: Denoiser) -> str | None:
-    return None if callable(getattr(denoiser, "moments", None)) else "needs an analytic model with known moments (a Gaussian mixture)"
+    return (
+        None
+        if callable(getattr(denoiser, "moments", None))
+        else "needs an analytic model with known moments (a Gaussian mixture)"
+    )
 
 
 def prepare_moments(ctx: MetricContext) -> str:
@@ -119,7 +126,8 @@ def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
 
 
 FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None}
-"""metric_options of ``fid``: the reference (a dataset source or a mu/sigma .npz), the weights file, the statistics cache."""
+"""metric_options of ``fid``: the reference (a dataset source or a mu/sigma .npz), the weights file, the statistics
+cache."""
 
 
 def _not_images(denoiser: Denoiser) -> str | None:
@@ -144,12 +152,20 @@ def prepare_fid(ctx: MetricContext) -> str:
         if is_statistics_file(ref):
             stats = load_statistics(ref)
         else:
-            stats = reference_statistics(ref, weights, opts["cache_dir"], default_batch_size(ctx.device), ctx.device).stats
+            stats = reference_statistics(
+                ref, weights, opts["cache_dir"], default_batch_size(ctx.device), ctx.device
+            ).stats
         size = tuple(ctx.denoiser.sample_shape[1:])
         if stats.image_size is not None and tuple(stats.image_size) != size:
-            raise UserError(f"the FID reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images but the model makes {size[0]}x{size[1]}; use a reference of the same size")
+            raise UserError(
+                f"the FID reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
+                f"but the model makes {size[0]}x{size[1]}; use a reference of the same size"
+            )
         ctx.memo["fid"] = (weights.load(ctx.device), stats)
-        ctx.memo["fid_note"] = f"fid: clean-fid protocol, Inception weights from {weights.origin}, reference {ref} ({stats.num_images} images)"
+        ctx.memo["fid_note"] = (
+            f"fid: clean-fid protocol, Inception weights from {weights.origin}, "
+            f"reference {ref} ({stats.num_images} images)"
+        )
     return ctx.memo["fid_note"]
 
 
@@ -163,19 +179,40 @@ def frechet_inception_distance(samples: torch.Tensor, ctx: MetricContext) -> flo
     return fid_from_statistics(batch_statistics(network, batches, world=ctx.world), reference)
 
 
-register_metric("rmse", reference_rmse, "RMSE against the reference ODE solution from the same latents", prepare_reference)
-register_metric("max_error", reference_max_error, "max |x - x_ref| against the reference ODE solution", prepare_reference)
-register_metric("pixel_fd", pixel_frechet, "Frechet distance in pixel space to the model's exact moments", prepare_moments, _no_moments)
-register_metric("fid", frechet_inception_distance, "FID (Inception-v3, clean-fid protocol) against the reference statistics", prepare_fid, _not_images)
+register_metric(
+    "rmse", reference_rmse, "RMSE against the reference ODE solution from the same latents", prepare_reference
+)
+register_metric(
+    "max_error", reference_max_error, "max |x - x_ref| against the reference ODE solution", prepare_reference
+)
+register_metric(
+    "pixel_fd",
+    pixel_frechet,
+    "Frechet distance in pixel space to the model's exact moments",
+    prepare_moments,
+    _no_moments,
+)
+register_metric(
+    "fid",
+    frechet_inception_distance,
+    "FID (Inception-v3, clean-fid protocol) against the reference statistics",
+    prepare_fid,
+    _not_images,
+)
 
 
 FMNIST_OPTIONS = {"ref": "fashion-mnist:train", "weights": None, "cache_dir": None}
-"""metric_options of ``fd_fmnist`` / ``kid_fmnist``: the reference (a dataset source or a mu/sigma .npz), a classifier file, the cache."""
+"""metric_options of ``fd_fmnist`` / ``kid_fmnist``: the reference (a dataset source or a mu/sigma .npz), a
+classifier file, the cache."""
 
 
 def _not_fmnist_images(denoiser: Denoiser) -> str | None:
     shape = tuple(denoiser.sample_shape)
-    return None if shape in ((1, 32, 32), (1, 28, 28)) else f"needs 1x32x32 or 1x28x28 grayscale samples, not {'x'.join(map(str, shape))}"
+    return (
+        None
+        if shape in ((1, 32, 32), (1, 28, 28))
+        else f"needs 1x32x32 or 1x28x28 grayscale samples, not {'x'.join(map(str, shape))}"
+    )
 
 
 def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str:
@@ -195,12 +232,20 @@ def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str
             if keep_features and stats.features is None:
                 raise UserError(f"{name} needs reference features, which {ref} lacks: give the dataset itself as ref")
         else:
-            stats = reference_statistics(ref, weights, opts["cache_dir"], weights.batch_size, ctx.device, keep_features).stats
+            stats = reference_statistics(
+                ref, weights, opts["cache_dir"], weights.batch_size, ctx.device, keep_features
+            ).stats
         size = tuple(ctx.denoiser.sample_shape[1:])
         if stats.image_size is not None and tuple(stats.image_size) != size:
-            raise UserError(f"the {name} reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images but the model makes {size[0]}x{size[1]}")
+            raise UserError(
+                f"the {name} reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
+                f"but the model makes {size[0]}x{size[1]}"
+            )
         ctx.memo[name] = (weights.load(ctx.device), stats)
-        ctx.memo[name + "_note"] = f"{name}: Fashion-MNIST classifier {weights.identity[:12]} ({weights.origin}), reference {ref} ({stats.num_images} images)"
+        ctx.memo[name + "_note"] = (
+            f"{name}: Fashion-MNIST classifier {weights.identity[:12]} ({weights.origin}), "
+            f"reference {ref} ({stats.num_images} images)"
+        )
     return ctx.memo[name + "_note"]
 
 
@@ -229,10 +274,16 @@ def fmnist_kid(samples: torch.Tensor, ctx: MetricContext) -> float:
 
 
 register_metric(
-    "fd_fmnist", fmnist_frechet, "Frechet distance in the features of a Fashion-MNIST classifier (fast on the CPU)",
-    lambda ctx: _fmnist_reference(ctx, "fd_fmnist", False), _not_fmnist_images,
+    "fd_fmnist",
+    fmnist_frechet,
+    "Frechet distance in the features of a Fashion-MNIST classifier (fast on the CPU)",
+    lambda ctx: _fmnist_reference(ctx, "fd_fmnist", False),
+    _not_fmnist_images,
 )
 register_metric(
-    "kid_fmnist", fmnist_kid, "KID in the features of a Fashion-MNIST classifier (fast on the CPU)",
-    lambda ctx: _fmnist_reference(ctx, "kid_fmnist", True), _not_fmnist_images,
+    "kid_fmnist",
+    fmnist_kid,
+    "KID in the features of a Fashion-MNIST classifier (fast on the CPU)",
+    lambda ctx: _fmnist_reference(ctx, "kid_fmnist", True),
+    _not_fmnist_images,
 )

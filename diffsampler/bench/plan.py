@@ -7,13 +7,14 @@ from typing import Any, Callable
 
 from diffsampler.bench.config import LEARNED_SCHEDULES, SolverEntry
 from diffsampler.errors import UserError
-from diffsampler.schedule_file import is_schedule_path
 from diffsampler.sampling import GridPlan, plan_grid
+from diffsampler.schedule_file import is_schedule_path
 from diffsampler.solvers import get_solver
 
 AUTO_AFS_NOTE = (
     "afs=true was set automatically: a 2-NFE-per-step solver meets an odd budget with the analytical first step "
-    "(as the AMED paper, arXiv 2312.00094, does for its odd NFE); set " "afs in the solver's options or auto_afs: false to turn this off"
+    "(as the AMED paper, arXiv 2312.00094, does for its odd NFE); set "
+    "afs in the solver's options or auto_afs: false to turn this off"
 )
 
 
@@ -46,23 +47,39 @@ LearnedSchedule = Callable[[SolverEntry, int, dict[str, Any]], str]
 """(entry, nfe, options) -> the path of the schedule file searched (or cached) for a learned schedule."""
 
 
-def _plan(entry: SolverEntry, nfe: int, options: dict[str, Any], sigma_min: float, sigma_max: float, learned: LearnedSchedule | None) -> GridPlan:
+def _plan(
+    entry: SolverEntry,
+    nfe: int,
+    options: dict[str, Any],
+    sigma_min: float,
+    sigma_max: float,
+    learned: LearnedSchedule | None,
+) -> GridPlan:
     """plan_grid for the entry; a learned schedule is searched first, a schedule file must cost exactly ``nfe``."""
     spec = get_solver(entry.solver)
     schedule = entry.schedule
     if schedule in LEARNED_SCHEDULES:
         if learned is None:
-            raise UserError(f"the '{schedule}' schedule is searched per NFE and needs the model (the benchmark runner does this)")
+            raise UserError(
+                f"the '{schedule}' schedule is searched per NFE and needs the model (the benchmark runner does this)"
+            )
         spec.steps_for_nfe(nfe, options)
         schedule = learned(entry, nfe, options)
-    plan = plan_grid(spec, options, sigma_min, sigma_max, None if is_schedule_path(schedule) else nfe, schedule, entry.rho)
+    plan = plan_grid(
+        spec, options, sigma_min, sigma_max, None if is_schedule_path(schedule) else nfe, schedule, entry.rho
+    )
     if plan.nfe != nfe:
         raise UserError(f"the schedule file {schedule} costs {spec.name} NFE {plan.nfe}; it fills only that column")
     return replace(plan, schedule=entry.schedule) if entry.schedule in LEARNED_SCHEDULES else plan
 
 
 def plan_cell(
-    entry: SolverEntry, nfe: int, sigma_min: float, sigma_max: float, auto_afs: bool, learned: LearnedSchedule | None = None
+    entry: SolverEntry,
+    nfe: int,
+    sigma_min: float,
+    sigma_max: float,
+    auto_afs: bool,
+    learned: LearnedSchedule | None = None,
 ) -> Cell:
     """The grid of ``entry`` at ``nfe``; with ``auto_afs`` an odd budget may switch on AFS (never rounds NFE)."""
     spec = get_solver(entry.solver)
@@ -81,7 +98,12 @@ def plan_cell(
 
 
 def plan_cells(
-    entries: list[SolverEntry], budgets: list[int], sigma_min: float, sigma_max: float, auto_afs: bool, learned: LearnedSchedule | None = None
+    entries: list[SolverEntry],
+    budgets: list[int],
+    sigma_min: float,
+    sigma_max: float,
+    auto_afs: bool,
+    learned: LearnedSchedule | None = None,
 ) -> list[Cell]:
     """Every (entry, budget) cell, row by row."""
     return [plan_cell(entry, nfe, sigma_min, sigma_max, auto_afs, learned) for entry in entries for nfe in budgets]

@@ -45,13 +45,23 @@ def _mark_best(rows: list[tuple[str, list[Entry]]], higher_is_better: bool) -> l
         values = [v for _, row in rows if row[col].has_value and (v := row[col].value) is not None]
         best.append((max(values) if higher_is_better else min(values)) if values else None)
     return [
-        (label, [Entry(e.status, e.value, e.footnote, e.auto_afs, e.has_value and e.value == best[i]) for i, e in enumerate(row)])
+        (
+            label,
+            [
+                Entry(e.status, e.value, e.footnote, e.auto_afs, e.has_value and e.value == best[i])
+                for i, e in enumerate(row)
+            ],
+        )
         for label, row in rows
     ]
 
 
 def build_report(
-    cfg: BenchmarkConfig, cells: list[Cell], metrics: list[Metric], store: ResultStore, unavailable: dict[tuple[str, int], str]
+    cfg: BenchmarkConfig,
+    cells: list[Cell],
+    metrics: list[Metric],
+    store: ResultStore,
+    unavailable: dict[tuple[str, int], str],
 ) -> Report:
     """Read the records of the current cells and lay them out per metric, with footnotes for n/a cells."""
     footnotes: list[str] = []
@@ -69,8 +79,14 @@ def build_report(
     cell_rows: list[dict[str, Any]] = []
     for cell in cells:
         key = (cell.entry.label, cell.nfe)
-        info: dict[str, Any] = {"label": cell.entry.label, "solver": cell.entry.solver, "options": cell.options, "auto_afs": cell.auto_afs,
-                                "nfe": cell.nfe, "values": {}}
+        info: dict[str, Any] = {
+            "label": cell.entry.label,
+            "solver": cell.entry.solver,
+            "options": cell.options,
+            "auto_afs": cell.auto_afs,
+            "nfe": cell.nfe,
+            "values": {},
+        }
         reason = cell.reason or unavailable.get(key)
         if reason is not None:
             entry = Entry(Status.NA, footnote=footnote(reason))
@@ -80,7 +96,12 @@ def build_report(
             cell_rows.append({**info, "status": Status.NA.value, "reason": reason})
             continue
         assert cell.plan is not None
-        info.update(schedule=cell.plan.schedule, steps=cell.plan.steps, sigmas=cell.plan.sigmas.tolist(), status=Status.MISSING.value)
+        info.update(
+            schedule=cell.plan.schedule,
+            steps=cell.plan.steps,
+            sigmas=cell.plan.sigmas.tolist(),
+            status=Status.MISSING.value,
+        )
         for m in metrics:
             record = store.read(cell.entry.label, cell.nfe, cfg.num_samples, m.name)
             if record is None:
@@ -98,15 +119,24 @@ def build_report(
                 info["values"][m.name] = record["value"]
                 info["status"] = Status.OK.value
             sps = record.get("samples_per_second")
-            speed[key] = Entry(Status.OK, sps, auto_afs=cell.auto_afs) if sps is not None and not record.get("error") else grid[m.name][key]
+            speed[key] = (
+                Entry(Status.OK, sps, auto_afs=cell.auto_afs)
+                if sps is not None and not record.get("error")
+                else grid[m.name][key]
+            )
         speed.setdefault(key, Entry(Status.MISSING))
         cell_rows.append(info)
 
     def rows(values: dict[tuple[str, int], Entry]) -> list[tuple[str, list[Entry]]]:
         return [(label, [values.get((label, nfe), Entry(Status.MISSING)) for nfe in budgets]) for label in labels]
 
-    tables = [MetricTable(m.name, m.summary, not m.lower_is_better, _mark_best(rows(grid[m.name]), not m.lower_is_better)) for m in metrics]
-    throughput = MetricTable("samples_per_second", "samples per second, sampling alone", True, _mark_best(rows(speed), True))
+    tables = [
+        MetricTable(m.name, m.summary, not m.lower_is_better, _mark_best(rows(grid[m.name]), not m.lower_is_better))
+        for m in metrics
+    ]
+    throughput = MetricTable(
+        "samples_per_second", "samples per second, sampling alone", True, _mark_best(rows(speed), True)
+    )
     return Report(cfg.model, cfg.num_samples, cfg.seed, budgets, tables, throughput, footnotes, notes, cell_rows)
 
 
@@ -126,12 +156,20 @@ def markdown(report: Report) -> str:
     out = [
         f"# Benchmark: {report.model}",
         "",
-        f"{report.num_samples} samples per cell, the same latents " f"for every solver (sample i seeded by ({report.seed}, i)). "
+        f"{report.num_samples} samples per cell, the same latents "
+        f"for every solver (sample i seeded by ({report.seed}, i)). "
         "**Bold**: the best in its NFE column. The exact sigma grid of every cell is in sigmas.csv.",
     ]
     for table in (*report.tables, report.throughput):
         better = "higher" if table.higher_is_better else "lower"
-        out += ["", f"## {table.name}", "", f"{table.summary} ({better} is better).", "", *_markdown_table(table, report.budgets)]
+        out += [
+            "",
+            f"## {table.name}",
+            "",
+            f"{table.summary} ({better} is better).",
+            "",
+            *_markdown_table(table, report.budgets),
+        ]
     if report.any_auto_afs:
         out += ["", f"{AFS_MARK} {AUTO_AFS_NOTE}."]
     if report.notes:
@@ -148,7 +186,18 @@ def csv_text(report: Report) -> str:
     writer.writerow(["metric", "solver", *(f"nfe_{n}" for n in report.budgets)])
     for table in (*report.tables, report.throughput):
         for label, row in table.rows:
-            writer.writerow([table.name, label, *(repr(e.value) if e.status is Status.OK else ("" if e.status is Status.MISSING else e.status.value) for e in row)])
+            writer.writerow(
+                [
+                    table.name,
+                    label,
+                    *(
+                        repr(e.value)
+                        if e.status is Status.OK
+                        else ("" if e.status is Status.MISSING else e.status.value)
+                        for e in row
+                    ),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -159,7 +208,16 @@ def sigmas_csv(report: Report) -> str:
     writer.writerow(["solver", "nfe", "schedule", "steps", "afs", "sigmas"])
     for cell in report.cells:
         if "sigmas" in cell:
-            writer.writerow([cell["label"], cell["nfe"], cell["schedule"], cell["steps"], cell["options"].get("afs"), " ".join(repr(s) for s in cell["sigmas"])])
+            writer.writerow(
+                [
+                    cell["label"],
+                    cell["nfe"],
+                    cell["schedule"],
+                    cell["steps"],
+                    cell["options"].get("afs"),
+                    " ".join(repr(s) for s in cell["sigmas"]),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -170,7 +228,9 @@ def results_json(report: Report) -> dict[str, Any]:
         "num_samples": report.num_samples,
         "seed": report.seed,
         "nfe": report.budgets,
-        "metrics": [{"name": t.name, "summary": t.summary, "higher_is_better": t.higher_is_better} for t in report.tables],
+        "metrics": [
+            {"name": t.name, "summary": t.summary, "higher_is_better": t.higher_is_better} for t in report.tables
+        ],
         "cells": report.cells,
         "footnotes": report.footnotes,
         "notes": report.notes,

@@ -65,7 +65,14 @@ def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> l
     return metrics
 
 
-def _manifest(cfg: BenchmarkConfig, denoiser: Denoiser, cells: list[Cell], metrics: list[Metric], sigma_min: float, sigma_max: float) -> Manifest:
+def _manifest(
+    cfg: BenchmarkConfig,
+    denoiser: Denoiser,
+    cells: list[Cell],
+    metrics: list[Metric],
+    sigma_min: float,
+    sigma_max: float,
+) -> Manifest:
     desc = denoiser.describe()
     fixed = {
         "model": cfg.model,
@@ -102,7 +109,13 @@ def _save_preview(samples: torch.Tensor, shape: tuple[int, ...], path: Path) -> 
 
 
 def _record(
-    cfg: BenchmarkConfig, cell: Cell, metric: Metric, value: float | None, timing: dict[str, Any], error: str | None, note: str | None
+    cfg: BenchmarkConfig,
+    cell: Cell,
+    metric: Metric,
+    value: float | None,
+    timing: dict[str, Any],
+    error: str | None,
+    note: str | None,
 ) -> dict[str, Any]:
     assert cell.plan is not None
     return {
@@ -171,7 +184,9 @@ def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples:
     return missing
 
 
-def _pending(cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int, fresh: bool) -> list[tuple[Cell, list[Metric]]]:
+def _pending(
+    cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int, fresh: bool
+) -> list[tuple[Cell, list[Metric]]]:
     """The runnable cells with the metrics they still lack (all of them with ``fresh``)."""
     return [
         (cell, missing)
@@ -182,7 +197,9 @@ def _pending(cells: list[Cell], metrics: list[Metric], store: ResultStore, num_s
     ]
 
 
-def _prepare_metrics(pending: list[tuple[Cell, list[Metric]]], ctx: MetricContext, progress: ProgressFn | None) -> dict[str, str | None]:
+def _prepare_metrics(
+    pending: list[tuple[Cell, list[Metric]]], ctx: MetricContext, progress: ProgressFn | None
+) -> dict[str, str | None]:
     """Run each needed metric's ``prepare`` once, rank after rank; its notes by metric name."""
     notes: dict[str, str | None] = {}
     for rank in range(ctx.world.size):
@@ -207,7 +224,9 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     error, samples = None, None
     tic = time.perf_counter()
     try:
-        job = Generation(denoiser, spec, options, cell.plan, cfg.seed, cfg.batch_size, run.ctx.device, getattr(torch, cfg.dtype))
+        job = Generation(
+            denoiser, spec, options, cell.plan, cfg.seed, cfg.batch_size, run.ctx.device, getattr(torch, cfg.dtype)
+        )
         samples = generate_sharded(job, range(cfg.num_samples), world)
     except UserError as exc:
         error = str(exc)
@@ -280,8 +299,19 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     store.check(manifest, fresh)
     if world.is_main:
         ensure_writable_dir(out)
-    ctx = MetricContext(denoiser, cfg.model, cfg.seed, cfg.num_samples, sigma_max, sigma_min, device, cfg.batch_size,
-                        out / ".cache", {k: dict(v) for k, v in cfg.metric_options.items()}, world=world)
+    ctx = MetricContext(
+        denoiser,
+        cfg.model,
+        cfg.seed,
+        cfg.num_samples,
+        sigma_max,
+        sigma_min,
+        device,
+        cfg.batch_size,
+        out / ".cache",
+        {k: dict(v) for k, v in cfg.metric_options.items()},
+        world=world,
+    )
     pending = _pending(cells, metrics, store, cfg.num_samples, fresh)
     distributed.barrier(world)
     notes = _prepare_metrics(pending, ctx, progress)
@@ -293,5 +323,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:
         write_reports(store.folder, result)
-    outcome = BenchmarkOutcome(store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all)
+    outcome = BenchmarkOutcome(
+        store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all
+    )
     return replace(outcome, reporter=world.is_main)

@@ -47,7 +47,13 @@ class Manifest:
     metrics: dict[str, dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "diffsampler": __version__, **self.fixed, "solvers": self.solvers, "metrics": self.metrics}
+        return {
+            "format": FORMAT,
+            "diffsampler": __version__,
+            **self.fixed,
+            "solvers": self.solvers,
+            "metrics": self.metrics,
+        }
 
 
 def _without_code(definition: Any) -> Any:
@@ -102,7 +108,9 @@ class ResultStore:
             try:
                 old = json.loads(self.manifest_path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise UserError(f"{self.manifest_path} cannot be read ({exc}); use --fresh to start the run over") from exc
+                raise UserError(
+                    f"{self.manifest_path} cannot be read ({exc}); use --fresh to start the run over"
+                ) from exc
             change = _first_difference(old, manifest)
             if change is not None:
                 raise UserError(

@@ -32,7 +32,9 @@ def fashion_mnist(split: str = "train", root: str | Path | None = None, pad_to: 
     pad = (pad_to - images.shape[1]) // 2
     if pad < 0:
         raise UserError(f"cannot pad {images.shape[1]}x{images.shape[2]} images to {pad_to}")
-    return np.pad(images, ((0, 0), (pad, pad_to - images.shape[1] - pad), (pad, pad_to - images.shape[2] - pad)))[..., None]
+    return np.pad(images, ((0, 0), (pad, pad_to - images.shape[1] - pad), (pad, pad_to - images.shape[2] - pad)))[
+        ..., None
+    ]
 
 
 def _decode(name: str, data: bytes) -> np.ndarray:

@@ -42,14 +42,19 @@ def _read(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
             return [np.asarray(data[k], dtype=np.float64) for k in keys]
     except UNREADABLE_FILE as exc:
         reason = str(exc) or type(exc).__name__
-        raise UserError(f"cannot read statistics file {path} ({reason}): it is damaged; make it again with `diffsampler compute-ems`") from exc
+        raise UserError(
+            f"cannot read statistics file {path} ({reason}): it is damaged; "
+            "make it again with `diffsampler compute-ems`"
+        ) from exc
 
 
 def same_range(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return all(math.isclose(x, y, rel_tol=RANGE_RTOL) for x, y in zip(a, b))
 
 
-def load_statistics(folder: str | Path, sigma_min: float | None = None, sigma_max: float | None = None) -> EmpiricalStatistics:
+def load_statistics(
+    folder: str | Path, sigma_min: float | None = None, sigma_max: float | None = None
+) -> EmpiricalStatistics:
     """Statistics from a folder; the sigma range comes from meta.json or, without one, from the arguments."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -67,14 +72,17 @@ def load_statistics(folder: str | Path, sigma_min: float | None = None, sigma_ma
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"cannot read {meta_path}: {exc}") from exc
         if stated is not None and not same_range(stated, sigma_range):  # type: ignore[arg-type]
-            raise UserError(f"the stated sigma range {stated} differs from the range {sigma_range} recorded in {meta_path}")
+            raise UserError(
+                f"the stated sigma range {stated} differs from the range {sigma_range} recorded in {meta_path}"
+            )
         model_hash = meta.get("model", {}).get("sha256")
     elif stated is not None:
         sigma_range, model_hash = (float(stated[0]), float(stated[1])), None  # type: ignore[arg-type]
         log.warning("statistics in %s have no %s: the model they were made for cannot be checked", folder, META_FILE)
     else:
         raise UserError(
-            f"{folder} has no {META_FILE}, so its sigma range is unknown; " "state it with -o stats_sigma_min=... -o stats_sigma_max=... "
+            f"{folder} has no {META_FILE}, so its sigma range is unknown; "
+            "state it with -o stats_sigma_min=... -o stats_sigma_max=... "
             "(the authors' EDM files: 0.002 and 80)"
         )
     return EmpiricalStatistics(l, s, b, sigma_range[0], sigma_range[1], model_hash)
@@ -84,16 +92,22 @@ def check_statistics(stats: EmpiricalStatistics, model: Mapping[str, Any], sigma
     """Refuse statistics made for another model, sample shape or sigma range (one line each)."""
     if stats.model_sha256 is not None and stats.model_sha256 != model.get("sha256"):
         raise UserError(
-            "these statistics were made for another model (sha256 " f"{stats.model_sha256[:12]}..., this model {str(model.get('sha256'))[:12]}...); "
+            "these statistics were made for another model (sha256 "
+            f"{stats.model_sha256[:12]}..., this model {str(model.get('sha256'))[:12]}...); "
             "run `diffsampler compute-ems` for this model"
         )
     if list(stats.sample_shape) != list(model.get("sample_shape", stats.sample_shape)):
-        raise UserError(f"statistics of shape {list(stats.sample_shape)} do not fit " f"this model's samples of shape {model.get('sample_shape')}")
+        raise UserError(
+            f"statistics of shape {list(stats.sample_shape)} do not fit "
+            f"this model's samples of shape {model.get('sample_shape')}"
+        )
     grid = (min(sigmas), max(sigmas))
     if not same_range(grid, (stats.sigma_min, stats.sigma_max)):
         raise UserError(
-            f"the statistics cover sigma {stats.sigma_min:g} to {stats.sigma_max:g} " f"but the sampling grid runs {grid[0]:g} to {grid[1]:g}; "
-            f"sample with --sigma-min {stats.sigma_min:g} --sigma-max " f"{stats.sigma_max:g} or compute statistics for this range"
+            f"the statistics cover sigma {stats.sigma_min:g} to {stats.sigma_max:g} "
+            f"but the sampling grid runs {grid[0]:g} to {grid[1]:g}; "
+            f"sample with --sigma-min {stats.sigma_min:g} --sigma-max "
+            f"{stats.sigma_max:g} or compute statistics for this range"
         )
 
 

@@ -34,7 +34,9 @@ class StreamingMoments:
         n_a = self.count
         n = n_a + n_b
         delta = mean_b - self.mean
-        self.comoment = self.comoment + co_b + torch.stack([delta[i] * delta[j] for i, j in self.pairs]) * (n_a * n_b / n)
+        self.comoment = (
+            self.comoment + co_b + torch.stack([delta[i] * delta[j] for i, j in self.pairs]) * (n_a * n_b / n)
+        )
         self.mean = self.mean + delta * (n_b / n)
         self.count = n
 

@@ -57,7 +57,9 @@ def default_out(model: str, sigma_min: float, sigma_max: float, grid: int, num_d
     return Path("results/ems") / model / f"{sigma_min:g}_{sigma_max:g}_{grid}_{num_data}"
 
 
-def data_points(denoiser: Denoiser, source: str | None, num_data: int, seed: int, batch: int, device: torch.device) -> tuple[torch.Tensor, str]:
+def data_points(
+    denoiser: Denoiser, source: str | None, num_data: int, seed: int, batch: int, device: torch.device
+) -> tuple[torch.Tensor, str]:
     """K data points (float32, on the CPU) from a dataset source (a random subset) or from the model itself."""
     if source is None:
         from diffsampler.solvers import get_solver
@@ -73,10 +75,14 @@ def data_points(denoiser: Denoiser, source: str | None, num_data: int, seed: int
     images = load_images(source)
     if images.shape[0] < num_data:
         raise UserError(f"--num-data {num_data} exceeds the {images.shape[0]} images in {source}; lower --num-data")
-    pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:num_data].sort().values.numpy()
+    pick = (
+        torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:num_data].sort().values.numpy()
+    )
     data = to_model_range(images[pick])
     if tuple(data.shape[1:]) != tuple(denoiser.sample_shape):
-        raise UserError(f"images in {source} have shape {tuple(data.shape[1:])} but the model takes {tuple(denoiser.sample_shape)}")
+        raise UserError(
+            f"images in {source} have shape {tuple(data.shape[1:])} but the model takes {tuple(denoiser.sample_shape)}"
+        )
     return data, f"{source} ({num_data} of {images.shape[0]}, subset seed {seed})"
 
 
@@ -231,7 +237,9 @@ def _estimate_points(
     return resumed
 
 
-def _statistics_meta(denoiser: Denoiser, num_data: int, job: EmsJob, lambdas: np.ndarray, stats: dict[str, Any]) -> dict[str, Any]:
+def _statistics_meta(
+    denoiser: Denoiser, num_data: int, job: EmsJob, lambdas: np.ndarray, stats: dict[str, Any]
+) -> dict[str, Any]:
     """What meta.json records about the model, the grid and the estimate (timing and provenance are added)."""
     return {
         "model": denoiser.describe(),
@@ -263,7 +271,10 @@ def estimate_to_folder(
     world, partial, num_data = distributed.current(), partial_folder(job.folder), int(points.shape[0])
     check_replaceable(job.folder, COMMAND)
     if world.is_main:
-        _open_partial(partial, identity or _identity(denoiser, f"tensor {tuple(points.shape)}", job.grid, num_data, job.batch, job.seed))
+        _open_partial(
+            partial,
+            identity or _identity(denoiser, f"tensor {tuple(points.shape)}", job.grid, num_data, job.batch, job.seed),
+        )
     distributed.barrier(world)
     tic = time.perf_counter()
     lambdas = lambda_grid(denoiser.sigma_min, denoiser.sigma_max, job.grid)

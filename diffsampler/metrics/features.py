@@ -21,7 +21,10 @@ def _fmnist(path: str | Path | None) -> FeatureNetwork:
     return locate_fmnist(path)
 
 
-FEATURE_NETWORKS: dict[str, Callable[[str | Path | None], FeatureNetwork]] = {"inception": _inception, "fmnist": _fmnist}
+FEATURE_NETWORKS: dict[str, Callable[[str | Path | None], FeatureNetwork]] = {
+    "inception": _inception,
+    "fmnist": _fmnist,
+}
 
 
 def feature_network(name: str, path: str | Path | None = None) -> FeatureNetwork:

@@ -51,7 +51,9 @@ class FeatureMoments:
         if feats.ndim != 2:
             raise ValueError(f"features must be (N, D), got {tuple(feats.shape)}")
         if not torch.isfinite(feats).all():
-            raise UserError("the Inception features contain NaN or infinite values; check the images and the weights file")
+            raise UserError(
+                "the Inception features contain NaN or infinite values; check the images and the weights file"
+            )
         if self.shift is None:
             self.shift = feats.mean(dim=0)
             self.total = torch.zeros_like(self.shift)
@@ -98,7 +100,8 @@ def image_batches(images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]
 
 
 def model_range_to_uint8(samples: torch.Tensor) -> torch.Tensor:
-    """Samples in [-1, 1] (N, C, H, W) -> uint8 round((x + 1) * 127.5), clipped, on their own device (as EDM saves PNGs)."""
+    """Samples in [-1, 1] (N, C, H, W) -> uint8 round((x + 1) * 127.5), clipped, on their own device (as EDM saves
+    PNGs)."""
     if not torch.isfinite(samples).all():
         raise UserError("the samples contain NaN or infinite values; check the model and the solver")
     return ((samples.detach().float() + 1.0) * 127.5).round_().clamp_(0.0, 255.0).to(torch.uint8)
@@ -111,7 +114,8 @@ def batch_statistics(
     progress: Progress = None,
     world: World | None = None,
 ) -> Statistics:
-    """Statistics of ``extractor`` features of streamed uint8 (B, C, H, W) batches; memory O(D^2) unless ``keep_features``.
+    """Statistics of ``extractor`` features of streamed uint8 (B, C, H, W) batches; memory O(D^2) unless
+    ``keep_features``.
 
     Under torchrun every rank passes the same batches and extracts features of every size-th one
     (batch k on rank k mod size); the moments are then merged across ranks.

@@ -40,7 +40,9 @@ class FMNISTNet(nn.Module):
     network has them folded into the convolutions (``fold_batchnorm``), so its convolutions carry biases.
     """
 
-    def __init__(self, batchnorm: bool = False, widths: tuple[int, int, int] = WIDTHS, num_features: int = NUM_FEATURES) -> None:
+    def __init__(
+        self, batchnorm: bool = False, widths: tuple[int, int, int] = WIDTHS, num_features: int = NUM_FEATURES
+    ) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.conv1 = nn.Conv2d(1, c1, 5, stride=2, padding=2, bias=not batchnorm)
@@ -65,7 +67,8 @@ class FMNISTNet(nn.Module):
 
 
 def fold_batchnorm(trained: FMNISTNet) -> FMNISTNet:
-    """The same function without batch normalisation: w' = w g / sqrt(v + eps), b' = (b - m) g / sqrt(v + eps) + beta."""
+    """The same function without batch normalisation: w' = w g / sqrt(v + eps),
+    b' = (b - m) g / sqrt(v + eps) + beta."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     trained = trained.eval()
@@ -83,7 +86,8 @@ def check_grayscale(shape: tuple[int, ...]) -> None:
     """Refuse any image shape (C, H, W) but 1x32x32 or 1x28x28, in one line."""
     if tuple(shape) not in ((1, s, s) for s in IMAGE_SIZES):
         raise UserError(
-            f"the Fashion-MNIST feature network takes 1x32x32 or 1x28x28 grayscale images, got {'x'.join(map(str, shape))}; "
+            "the Fashion-MNIST feature network takes 1x32x32 or 1x28x28 grayscale images, "
+            f"got {'x'.join(map(str, shape))}; "
             "use the Inception features (--features inception, metric fid) for other images"
         )
 
@@ -174,5 +178,7 @@ def locate_fmnist(path: str | Path | None = None) -> FMNISTWeights:
     expected = json.loads(MANIFEST_FILE.read_text())["sha256"]
     digest = sha256_of(WEIGHTS_FILE)
     if digest != expected:
-        raise UserError(f"{WEIGHTS_FILE} has sha256 {digest[:12]}..., its manifest says {expected[:12]}...; reinstall diffsampler")
+        raise UserError(
+            f"{WEIGHTS_FILE} has sha256 {digest[:12]}..., its manifest says {expected[:12]}...; reinstall diffsampler"
+        )
     return FMNISTWeights(WEIGHTS_FILE, digest)

@@ -141,7 +141,9 @@ def load_trunk(path: Path, device: torch.device | str = "cpu") -> nn.Module:
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
             module = torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise UserError(f"{path} is not a TorchScript Inception file ({str(exc).splitlines()[0]}); {HOW_TO_GET}") from exc
+        raise UserError(
+            f"{path} is not a TorchScript Inception file ({str(exc).splitlines()[0]}); {HOW_TO_GET}"
+        ) from exc
     for dotted in TRUNK_PATHS:
         trunk: object = module
         for name in dotted.split("."):

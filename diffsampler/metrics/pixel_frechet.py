@@ -21,7 +21,9 @@ def symmetric_sqrt(cov: torch.Tensor | np.ndarray) -> torch.Tensor:
     return (vectors * values.clamp_min(0.0).sqrt()) @ vectors.T
 
 
-def frechet_to_gaussian(samples: torch.Tensor | np.ndarray, mean: torch.Tensor | np.ndarray, cov_sqrt: torch.Tensor | np.ndarray) -> float:
+def frechet_to_gaussian(
+    samples: torch.Tensor | np.ndarray, mean: torch.Tensor | np.ndarray, cov_sqrt: torch.Tensor | np.ndarray
+) -> float:
     """Squared Frechet distance between the samples' Gaussian fit and N(mean, cov_sqrt @ cov_sqrt)."""
     x = torch.as_tensor(samples).detach().cpu().to(torch.float64)
     x = x.reshape(x.shape[0], -1)

@@ -33,7 +33,9 @@ LONG_SECONDS = 300.0
 ESTIMATE_AFTER = (3, 10.0)
 """The estimate is made after this many batches or this many seconds, whichever comes first (at least one batch)."""
 
-PROTOCOL = "clean-fid clean: PIL bicubic float resize to 299x299, clip [0, 255], (x - 128) / 128, Inception-v3 pool 2048"
+PROTOCOL = (
+    "clean-fid clean: PIL bicubic float resize to 299x299, clip [0, 255], (x - 128) / 128, Inception-v3 pool 2048"
+)
 CACHE_ENV = "DIFFSAMPLER_CACHE"
 
 
@@ -71,8 +73,13 @@ def save_statistics(path: str | Path, stats: Statistics, network_identity: str, 
     buffer = io.BytesIO()
     extra = {} if stats.image_size is None else {"image_size": np.asarray(stats.image_size, np.int64)}
     np.savez(
-        buffer, mu=np.asarray(stats.mu, np.float64), sigma=np.asarray(stats.sigma, np.float64),
-        num_images=np.int64(stats.num_images), protocol=np.str_(protocol), weights=np.str_(network_identity), **extra,
+        buffer,
+        mu=np.asarray(stats.mu, np.float64),
+        sigma=np.asarray(stats.sigma, np.float64),
+        num_images=np.int64(stats.num_images),
+        protocol=np.str_(protocol),
+        weights=np.str_(network_identity),
+        **extra,
     )
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -95,7 +102,9 @@ def load_statistics(path: str | Path) -> Statistics:
     try:
         with np.load(path) as data:
             if not {"mu", "sigma"} <= set(data.files):
-                raise UserError(f"{path} is not a statistics file: it needs arrays 'mu' and 'sigma', has {', '.join(data.files)}")
+                raise UserError(
+                    f"{path} is not a statistics file: it needs arrays 'mu' and 'sigma', has {', '.join(data.files)}"
+                )
             mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
             num = int(data["num_images"]) if "num_images" in data.files else 0
             size = tuple(int(v) for v in data["image_size"]) if "image_size" in data.files else None
@@ -146,7 +155,9 @@ def reference_statistics(
     check_writable_file(path)
     world = world or World()
     estimate = _TimeEstimate(len(images) // world.size, device, progress)
-    stats = feature_statistics(network.load(device), images, batch_size, keep_features=keep_features, progress=estimate, world=world)
+    stats = feature_statistics(
+        network.load(device), images, batch_size, keep_features=keep_features, progress=estimate, world=world
+    )
     if world.is_main:
         save_statistics(path, stats, network.identity, protocol)
     if keep_features:
@@ -177,7 +188,10 @@ class _TimeEstimate:
             log.warning(
                 "reference statistics of %d images will take about %s at %.0f images/s on %s; a GPU (--device cuda) "
                 "takes minutes, and for Fashion-MNIST the domain metric fd_fmnist is far faster",
-                self.total, _duration(total_seconds), rate, self.device,
+                self.total,
+                _duration(total_seconds),
+                rate,
+                self.device,
             )
 
 

@@ -46,14 +46,19 @@ def single_gaussian(denoiser: Denoiser) -> tuple[torch.Tensor, float] | None:
     return None
 
 
-def gaussian_flow(mean: torch.Tensor, variance: float, x_start: torch.Tensor, sigma_start: float, sigma_end: float) -> torch.Tensor:
+def gaussian_flow(
+    mean: torch.Tensor, variance: float, x_start: torch.Tensor, sigma_start: float, sigma_end: float
+) -> torch.Tensor:
     """Exact ODE solution for N(mu, v I): mu + (x - mu) sqrt((v + s_end^2) / (v + s_start^2))."""
     mu = mean.to(x_start.device, torch.float64)
     return mu + (x_start.to(torch.float64) - mu) * math.sqrt((variance + sigma_end**2) / (variance + sigma_start**2))
 
 
-def rk4_log_sigma(denoiser: Denoiser, x: torch.Tensor, sigma_start: float, sigma_end: float, steps: int) -> torch.Tensor:
-    """Classical RK4 on dx/dt = x - D(x, e^t), t = log sigma, between the points of the polynomial grid (4 NFE a step)."""
+def rk4_log_sigma(
+    denoiser: Denoiser, x: torch.Tensor, sigma_start: float, sigma_end: float, steps: int
+) -> torch.Tensor:
+    """Classical RK4 on dx/dt = x - D(x, e^t), t = log sigma, between the points of the polynomial grid
+    (4 NFE a step)."""
     ts = [math.log(s) for s in polynomial(steps, sigma_end, sigma_start).tolist()]
     x = x.to(torch.float64)
 
@@ -148,8 +153,17 @@ class ReferenceCache:
 
     def key(self) -> str:
         desc = self.denoiser.describe()
-        spec = {"model": desc["sha256"], "shape": desc["sample_shape"], "seed": self.seed, "sigma_start": self.sigma_start,
-                "sigma_end": self.sigma_end, "method": METHOD, "steps": REFERENCE_STEPS, "tol": REFERENCE_TOL, "code": reference_code()}
+        spec = {
+            "model": desc["sha256"],
+            "shape": desc["sample_shape"],
+            "seed": self.seed,
+            "sigma_start": self.sigma_start,
+            "sigma_end": self.sigma_end,
+            "method": METHOD,
+            "steps": REFERENCE_STEPS,
+            "tol": REFERENCE_TOL,
+            "code": reference_code(),
+        }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     @property
@@ -177,7 +191,12 @@ class ReferenceCache:
         if self.path is None or self._solution is None or self._difference is None:
             return
         buf = io.BytesIO()
-        np.savez(buf, solution=self._solution.numpy(), halving_difference=self._difference.numpy(), steps=np.int64(self._steps))
+        np.savez(
+            buf,
+            solution=self._solution.numpy(),
+            halving_difference=self._difference.numpy(),
+            steps=np.int64(self._steps),
+        )
         atomic_write_bytes(self.path, buf.getvalue())
 
     def get(self, count: int) -> Reference:
@@ -220,4 +239,3 @@ def rmse(samples: torch.Tensor, reference: torch.Tensor) -> float:
 def max_error(samples: torch.Tensor, reference: torch.Tensor) -> float:
     """Largest |x - x_ref| over all samples and elements."""
     return float((samples.to(torch.float64) - reference.to(torch.float64)).abs().max())
-

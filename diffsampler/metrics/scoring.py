@@ -65,7 +65,9 @@ def _reference(
         if kid and stats.features is None:
             raise UserError(f"--kid needs reference features, which {ref} lacks: give the dataset itself as --ref")
         return stats, str(ref)
-    result = reference_statistics(ref, network, cache_dir, batch_size, device, keep_features=kid, progress=progress, world=world)
+    result = reference_statistics(
+        ref, network, cache_dir, batch_size, device, keep_features=kid, progress=progress, world=world
+    )
     return result.stats, str(result.path)
 
 
@@ -103,7 +105,8 @@ def score_samples(
     size = (int(images.shape[1]), int(images.shape[2]))
     if reference.image_size is not None and tuple(reference.image_size) != size:
         raise UserError(
-            f"samples are {size[0]}x{size[1]} but the reference images are {reference.image_size[0]}x{reference.image_size[1]}; "
+            f"samples are {size[0]}x{size[1]} but the reference images are "
+            f"{reference.image_size[0]}x{reference.image_size[1]}; "
             "compare images of the same size"
         )
     extractor = network.load(device)
@@ -116,4 +119,6 @@ def score_samples(
         return FIDReport(float(metric.compute()), None, len(images), reference.num_images, ref_name, backend)
     stats = feature_statistics(extractor, images, batch_size, keep_features=kid, progress=progress, world=world)
     kid_value = kernel_inception_distance(stats.features, reference.features) if kid else None
-    return FIDReport(fid_from_statistics(stats, reference), kid_value, len(images), reference.num_images, ref_name, backend)
+    return FIDReport(
+        fid_from_statistics(stats, reference), kid_value, len(images), reference.num_images, ref_name, backend
+    )

@@ -82,7 +82,10 @@ def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any]
         if values.get("kind") != "two_network":
             raise UserError(f"model spec {name} must have 'kind: two_network'")
         return load_two_network(name, values, load_model)
-    raise UserError(f"{unknown_choice('model', name, MODELS)}, or a checkpoint path (.pt), two-network spec (.yaml) or diffusers:/edm: checkpoint")
+    raise UserError(
+        f"{unknown_choice('model', name, MODELS)}, or a checkpoint path (.pt), two-network spec (.yaml) "
+        "or diffusers:/edm: checkpoint"
+    )
 
 
 def model_label(name: str) -> str:
@@ -96,4 +99,13 @@ def model_label(name: str) -> str:
     return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
 
 
-__all__ = ["Denoiser", "GaussianMixture", "LOADERS", "MODELS", "load_model", "model_label", "register_checkpoint", "register_model"]
+__all__ = [
+    "Denoiser",
+    "GaussianMixture",
+    "LOADERS",
+    "MODELS",
+    "load_model",
+    "model_label",
+    "register_checkpoint",
+    "register_model",
+]

@@ -72,11 +72,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, runtime) on bad files
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint ({reason})") from exc
+        raise UserError(
+            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint ({reason})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a diffsampler model checkpoint (no '{FORMAT}' format tag)")
     if payload.get("version") != VERSION:
-        raise UserError(f"{path} has checkpoint version {payload.get('version')}; this diffsampler reads version {VERSION}")
+        raise UserError(
+            f"{path} has checkpoint version {payload.get('version')}; this diffsampler reads version {VERSION}"
+        )
     state = payload.get("state_dict")
     if not isinstance(state, dict) or weights_sha256(state) != payload.get("weights_sha256"):
         raise UserError(f"checkpoint {path} is corrupt: its weights do not match the stored sha256")

@@ -22,7 +22,14 @@ from diffsampler.models.base import Denoiser
 
 DTYPES = ("float32", "float16", "bfloat16")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-HUB_FILES = ["*.json", "*.txt", "*.model", "diffusion_pytorch_model.safetensors", "*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
+HUB_FILES = [
+    "*.json",
+    "*.txt",
+    "*.model",
+    "diffusion_pytorch_model.safetensors",
+    "*/diffusion_pytorch_model.safetensors",
+    "*/model.safetensors",
+]
 """What a hub download fetches: configs, tokenizer files, each component's default safetensors weights."""
 PIXEL_OPTIONS = {"class_label": None, "dtype": "float32"}
 LATENT_OPTIONS = {"guidance": 7.5, "prompt": "", "negative_prompt": "", "dtype": "float32"}
@@ -58,14 +65,20 @@ def _from_pretrained(cls: Any, folder: Path, what: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "; only safetensors weights load (pickled .bin weights can run code): re-save with safe_serialization=True" if "safetensors" in first else ""
+        hint = (
+            "; only safetensors weights load (pickled .bin weights can run code): re-save with safe_serialization=True"
+            if "safetensors" in first
+            else ""
+        )
         raise UserError(f"cannot load the {what} from {folder}: {first}{hint}") from exc
 
 
 def _component_class(library: Any, name: str, what: str) -> Any:
     cls = getattr(library, name, None)
     if cls is None:
-        raise UserError(f"the {what} class '{name}' is not in {library.__name__} {getattr(library, '__version__', '')}; upgrade it")
+        raise UserError(
+            f"the {what} class '{name}' is not in {library.__name__} {getattr(library, '__version__', '')}; upgrade it"
+        )
     return cls
 
 
@@ -77,18 +90,26 @@ def training_schedule(config_path: Path) -> tuple[torch.Tensor, str]:
     scheduler = cls.from_config(config)
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is None:
-        raise UserError(f"the scheduler {cls.__name__} in {config_path} has no discrete VP schedule (alphas_cumprod); only DDPM-style models are supported")
+        raise UserError(
+            f"the scheduler {cls.__name__} in {config_path} has no discrete VP schedule (alphas_cumprod); "
+            "only DDPM-style models are supported"
+        )
     return torch.as_tensor(alphas_cumprod), str(scheduler.config.get("prediction_type", "epsilon"))
 
 
 def _check_unet(unet: Any, folder: Path) -> None:
     if unet.config.get("time_embedding_type", "positional") != "positional":
-        raise UserError(f"the U-Net in {folder} uses '{unet.config.time_embedding_type}' time embeddings (a continuous-time model); only discrete-timestep models are supported")
+        raise UserError(
+            f"the U-Net in {folder} uses '{unet.config.time_embedding_type}' time embeddings "
+            "(a continuous-time model); only discrete-timestep models are supported"
+        )
 
 
 def _encode(tokenizer: Any, text_encoder: Any, prompt: str) -> torch.Tensor:
     """The text encoder's last hidden state for one prompt, (1, L, D), padded to the tokenizer's length."""
-    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return text_encoder(ids)[0].float()
 
@@ -99,9 +120,18 @@ def _load_bare_unet(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     diffusers = _import_diffusers()
     scheduler_config = folder / "scheduler_config.json"
     if not scheduler_config.is_file():
-        raise UserError(f"{folder} has a U-Net but no scheduler_config.json beside it; save the scheduler into the same folder or use a pipeline folder")
+        raise UserError(
+            f"{folder} has a U-Net but no scheduler_config.json beside it; "
+            "save the scheduler into the same folder or use a pipeline folder"
+        )
     opts = _options(options, PIXEL_OPTIONS, "diffusers pixel model")
-    unet = _from_pretrained(_component_class(diffusers, "UNet2DModel", "U-Net"), folder, "U-Net", torch_dtype=getattr(torch, opts["dtype"]), use_safetensors=True)
+    unet = _from_pretrained(
+        _component_class(diffusers, "UNet2DModel", "U-Net"),
+        folder,
+        "U-Net",
+        torch_dtype=getattr(torch, opts["dtype"]),
+        use_safetensors=True,
+    )
     _check_unet(unet, folder)
     alphas_cumprod, prediction_type = training_schedule(scheduler_config)
     return DiffusersUNetDenoiser(unet, alphas_cumprod, prediction_type, opts["class_label"])
@@ -114,8 +144,14 @@ def _load_pipeline(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     index = _read_json(folder / "model_index.json")
     for part in ("unet", "scheduler"):
         if part not in index:
-            raise UserError(f"{folder}/model_index.json names no '{part}'; expected a DDPM or latent diffusion pipeline")
-    opts = _options(options, LATENT_OPTIONS if "vae" in index else PIXEL_OPTIONS, "latent diffusion model" if "vae" in index else "diffusers pixel model")
+            raise UserError(
+                f"{folder}/model_index.json names no '{part}'; expected a DDPM or latent diffusion pipeline"
+            )
+    opts = _options(
+        options,
+        LATENT_OPTIONS if "vae" in index else PIXEL_OPTIONS,
+        "latent diffusion model" if "vae" in index else "diffusers pixel model",
+    )
     dtype = getattr(torch, opts["dtype"])
     unet_class = _component_class(diffusers, index["unet"][1], "U-Net")
     unet = _from_pretrained(unet_class, folder / "unet", "U-Net", torch_dtype=dtype, use_safetensors=True)
@@ -129,16 +165,30 @@ def _load_pipeline(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     cond = uncond = None
     if unet_class.__name__ != "UNet2DModel":
         if not (index.get("text_encoder") or [None])[0] or not (index.get("tokenizer") or [None])[0]:
-            raise UserError(f"{folder} has a conditional U-Net but no text_encoder and tokenizer; only text-conditional latent models are supported")
+            raise UserError(
+                f"{folder} has a conditional U-Net but no text_encoder and tokenizer; "
+                "only text-conditional latent models are supported"
+            )
         try:
             import transformers
         except ImportError as exc:
-            raise UserError("text-conditional latent models need transformers: pip install 'diffsampler[diffusers]'") from exc
-        tokenizer = _from_pretrained(_component_class(transformers, index["tokenizer"][1], "tokenizer"), folder / "tokenizer", "tokenizer")
-        text_encoder = _from_pretrained(_component_class(transformers, index["text_encoder"][1], "text encoder"), folder / "text_encoder", "text encoder", use_safetensors=True)
+            raise UserError(
+                "text-conditional latent models need transformers: pip install 'diffsampler[diffusers]'"
+            ) from exc
+        tokenizer = _from_pretrained(
+            _component_class(transformers, index["tokenizer"][1], "tokenizer"), folder / "tokenizer", "tokenizer"
+        )
+        text_encoder = _from_pretrained(
+            _component_class(transformers, index["text_encoder"][1], "text encoder"),
+            folder / "text_encoder",
+            "text encoder",
+            use_safetensors=True,
+        )
         cond = _encode(tokenizer, text_encoder.eval(), str(opts["prompt"]))
         uncond = _encode(tokenizer, text_encoder, str(opts["negative_prompt"]))
-    return LatentDiffusionDenoiser(unet, vae, alphas_cumprod, prediction_type, cond, uncond, float(opts["guidance"])).to(dtype)
+    return LatentDiffusionDenoiser(
+        unet, vae, alphas_cumprod, prediction_type, cond, uncond, float(opts["guidance"])
+    ).to(dtype)
 
 
 def local_folder(path: str) -> Path:
@@ -147,7 +197,9 @@ def local_folder(path: str) -> Path:
     if folder.is_dir():
         return folder
     if not HUB_ID.match(path):
-        raise UserError(f"diffusers model folder not found: {folder}; give a save_pretrained folder or a hub id owner/name")
+        raise UserError(
+            f"diffusers model folder not found: {folder}; give a save_pretrained folder or a hub id owner/name"
+        )
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
@@ -156,7 +208,10 @@ def local_folder(path: str) -> Path:
         return Path(snapshot_download(path, allow_patterns=HUB_FILES))
     except Exception as exc:  # noqa: BLE001 - network and hub errors of every kind become one line
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
-        raise UserError(f"'{path}' is no local folder and fetching it from the Hugging Face hub failed ({type(exc).__name__}: {detail}); check the id and the connection, or pass a local folder") from exc
+        raise UserError(
+            f"'{path}' is no local folder and fetching it from the Hugging Face hub failed "
+            f"({type(exc).__name__}: {detail}); check the id and the connection, or pass a local folder"
+        ) from exc
 
 
 def load_diffusers(path: str, options: Mapping[str, Any] | None = None) -> Denoiser:

@@ -43,7 +43,9 @@ class DiffusersUNetDenoiser(DiscreteVPDenoiser):
     ``cond`` (labels (B,) or one-hot (B, K)) replaces it.
     """
 
-    def __init__(self, unet: torch.nn.Module, alphas_cumprod: torch.Tensor, prediction_type: str, class_label: int | None = None) -> None:
+    def __init__(
+        self, unet: torch.nn.Module, alphas_cumprod: torch.Tensor, prediction_type: str, class_label: int | None = None
+    ) -> None:
         channels = int(unet.config.in_channels)
         super().__init__(alphas_cumprod, prediction_type, (channels, *_spatial(unet.config.sample_size)))
         self.unet = unet.eval().requires_grad_(False)
@@ -85,13 +87,20 @@ class LatentDiffusionDenoiser(DiscreteVPDenoiser):
         self.conditional = cond_embedding is not None
         if self.conditional:
             self.register_buffer("cond_embedding", cond_embedding.detach().clone())
-            self.register_buffer("uncond_embedding", (torch.zeros_like(cond_embedding) if uncond_embedding is None else uncond_embedding).detach().clone())
+            self.register_buffer(
+                "uncond_embedding",
+                (torch.zeros_like(cond_embedding) if uncond_embedding is None else uncond_embedding).detach().clone(),
+            )
 
     def network(self, x_in: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         if not self.conditional:
             return _model_output(self.unet(x_in, t), self.channels)
         batch = x_in.shape[0]
-        c = (self.cond_embedding if cond is None else torch.as_tensor(cond)).to(x_in.device, x_in.dtype).expand(batch, -1, -1)
+        c = (
+            (self.cond_embedding if cond is None else torch.as_tensor(cond))
+            .to(x_in.device, x_in.dtype)
+            .expand(batch, -1, -1)
+        )
         if self.guidance == 1.0:
             return _model_output(self.unet(x_in, t, encoder_hidden_states=c), self.channels)
         u = self.uncond_embedding.to(x_in.dtype).expand(batch, -1, -1)

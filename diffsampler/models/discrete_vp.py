@@ -78,4 +78,8 @@ class DiscreteVPDenoiser(Denoiser):
         return x0_from_output(output, x, sigma, self.prediction_type)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "prediction_type": self.prediction_type, "timesteps": self.discrete_sigmas.numel()}
+        return {
+            **super().describe(),
+            "prediction_type": self.prediction_type,
+            "timesteps": self.discrete_sigmas.numel(),
+        }

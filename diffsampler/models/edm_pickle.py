@@ -14,8 +14,8 @@ persistence reconstructor); anything else is refused with a one-line error. Stor
 ``torch.load(weights_only=True)``. The embedded source runs in a fresh module with stand-ins for
 ``torch_utils.persistence`` and ``dnnlib`` (the only EDM helpers its networks.py imports), so no
 vendored copy of the EDM repository is needed. Other entries of a snapshot whose source needs more
-(``augment_pipe`` imports ``torch_utils.misc``) load as ``Unavailable`` placeholders. This allowlist is a guard against malformed or
-foreign pickles, not a sandbox: the embedded source itself can do anything.
+(``augment_pipe`` imports ``torch_utils.misc``) load as ``Unavailable`` placeholders. This allowlist is a
+guard against malformed or foreign pickles, not a sandbox: the embedded source itself can do anything.
 """
 
 from __future__ import annotations
@@ -127,7 +127,10 @@ class _Reconstructor:
 
     def __call__(self, meta: Mapping[str, Any]) -> Any:
         if not isinstance(meta, Mapping) or meta.get("type") != "class" or "module_src" not in meta:
-            raise UserError("the pickle holds a persistent object of an unknown kind; only EDM-style persistent classes are supported")
+            raise UserError(
+                "the pickle holds a persistent object of an unknown kind; "
+                "only EDM-style persistent classes are supported"
+            )
         module = self.module(meta["module_src"])
         if isinstance(module, str):
             return Unavailable(str(meta.get("class_name")), module)
@@ -204,8 +207,20 @@ def read_edm_pickle(path: Path) -> Any:
             return EDMUnpickler(f).load()
     except UserError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError) as exc:
-        raise UserError(f"{path} is not a readable EDM pickle ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        RuntimeError,
+    ) as exc:
+        raise UserError(
+            f"{path} is not a readable EDM pickle "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        ) from exc
 
 
 class EDMPickleDenoiser(Denoiser):
@@ -220,7 +235,10 @@ class EDMPickleDenoiser(Denoiser):
         self.net = net.eval().requires_grad_(False)
         self.label_dim = int(getattr(net, "label_dim", 0) or 0)
         if self.label_dim and class_label is None:
-            raise UserError(f"this EDM network is class-conditional ({self.label_dim} classes); give a label with --model-option class_label=K")
+            raise UserError(
+                f"this EDM network is class-conditional ({self.label_dim} classes); "
+                "give a label with --model-option class_label=K"
+            )
         if class_label is not None and not 0 <= class_label < max(self.label_dim, 1):
             raise UserError(f"class_label must be in [0, {self.label_dim}) for this network, got {class_label}")
         self.class_label = class_label
@@ -255,11 +273,19 @@ def load_edm_pickle(path: str, trust_pickle: bool, options: Mapping[str, Any] | 
     data = read_edm_pickle(file)
     net = data.get(opts["key"]) if isinstance(data, Mapping) else data
     if isinstance(net, Unavailable):
-        raise UserError(f"the '{opts['key']}' entry of {file} ({net.class_name}) cannot be rebuilt: {net.reason}; only NVlabs/edm-style networks are supported")
+        raise UserError(
+            f"the '{opts['key']}' entry of {file} ({net.class_name}) cannot be rebuilt: {net.reason}; "
+            "only NVlabs/edm-style networks are supported"
+        )
     if not isinstance(net, torch.nn.Module):
         keys = ", ".join(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
-        raise UserError(f"{file} has no network under '{opts['key']}' (found: {keys}); choose it with --model-option key=NAME")
+        raise UserError(
+            f"{file} has no network under '{opts['key']}' (found: {keys}); choose it with --model-option key=NAME"
+        )
     for attr in ("img_resolution", "img_channels"):
         if not hasattr(net, attr):
-            raise UserError(f"the network in {file} has no '{attr}'; only EDM preconditioned networks (EDMPrecond, VPPrecond, ...) are supported")
+            raise UserError(
+                f"the network in {file} has no '{attr}'; "
+                "only EDM preconditioned networks (EDMPrecond, VPPrecond, ...) are supported"
+            )
     return EDMPickleDenoiser(net, opts["class_label"])

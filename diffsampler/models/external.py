@@ -13,7 +13,9 @@ from diffsampler.models.base import Denoiser
 
 LOADERS: dict[str, str] = {
     "diffusers:PATH": "diffusers folder or hub id: DDPM UNet2DModel, or latent (AutoencoderKL) with optional text CFG",
-    "edm:PATH": "EDM .pkl snapshot (NVlabs/edm networks; also edm-pkl:PATH); runs code from the file, needs --trust-pickle",
+    "edm:PATH": (
+        "EDM .pkl snapshot (NVlabs/edm networks; also edm-pkl:PATH); runs code from the file, needs --trust-pickle"
+    ),
 }
 
 PREFIXES = {"diffusers:": "diffusers", "edm-pkl:": "edm-pkl", "edm:": "edm-pkl"}
@@ -23,7 +25,7 @@ def external_kind(name: str) -> tuple[str, str] | None:
     """(loader kind, path) when ``name`` names an external checkpoint, else None."""
     for prefix, kind in PREFIXES.items():
         if name.startswith(prefix):
-            return kind, name[len(prefix):]
+            return kind, name[len(prefix) :]
     if name.endswith(".pkl"):
         return "edm-pkl", name
     if (Path(name).expanduser() / "model_index.json").is_file():
@@ -40,7 +42,9 @@ def external_label(name: str) -> str:
     return f"{kind}-{Path(path).expanduser().resolve().stem}"
 
 
-def load_external(kind: str, path: str, trust_pickle: bool = False, options: Mapping[str, Any] | None = None) -> Denoiser:
+def load_external(
+    kind: str, path: str, trust_pickle: bool = False, options: Mapping[str, Any] | None = None
+) -> Denoiser:
     """Load an external checkpoint of the given loader kind."""
     if kind == "edm-pkl":
         from diffsampler.models.edm_pickle import load_edm_pickle

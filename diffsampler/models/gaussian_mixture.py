@@ -34,7 +34,11 @@ class GaussianMixture(Denoiser):
         k = means.shape[0]
         var = torch.as_tensor(variances, dtype=torch.float64).flatten()
         var = var.expand(k).clone() if var.numel() == 1 else var
-        w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        w = (
+            torch.full((k,), 1.0 / k, dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64)
+        )
         if var.shape != (k,) or w.shape != (k,):
             raise UserError(f"a mixture of {k} components needs {k} variances and {k} weights")
         if (var <= 0).any() or (w <= 0).any():
@@ -63,7 +67,9 @@ class GaussianMixture(Denoiser):
         sig2 = sigma.to(torch.float64)[:, None] ** 2
         gamma = torch.softmax(self.posterior_logits(x, sigma), dim=1)
         total_var = self.variances[None, :] + sig2
-        out = (gamma * sig2 / total_var) @ self.means + (gamma * self.variances[None, :] / total_var).sum(1, keepdim=True) * flat
+        out = (gamma * sig2 / total_var) @ self.means + (gamma * self.variances[None, :] / total_var).sum(
+            1, keepdim=True
+        ) * flat
         return out.reshape(x.shape).to(x.dtype)
 
     def log_density(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

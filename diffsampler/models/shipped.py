@@ -55,7 +55,9 @@ def verified_path(name: str, entry: dict[str, Any], folder: Path | None = None) 
     if not path.is_file():
         raise UserError(f"built-in model '{name}' is missing its weights ({path}); reinstall diffsampler")
     if file_sha256(path) != entry["sha256"]:
-        raise UserError(f"built-in model '{name}' is corrupt: {path} does not match the manifest's sha256; reinstall diffsampler")
+        raise UserError(
+            f"built-in model '{name}' is corrupt: {path} does not match the manifest's sha256; reinstall diffsampler"
+        )
     return path
 
 

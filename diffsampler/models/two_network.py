@@ -26,7 +26,9 @@ class TwoNetworkDenoiser(Denoiser):
     def __init__(self, high: Denoiser, low: Denoiser, switch_sigma: float = PDM_SWITCH_SIGMA) -> None:
         super().__init__()
         if tuple(high.sample_shape) != tuple(low.sample_shape):
-            raise UserError(f"the two networks differ in sample shape: {tuple(high.sample_shape)} vs {tuple(low.sample_shape)}")
+            raise UserError(
+                f"the two networks differ in sample shape: {tuple(high.sample_shape)} vs {tuple(low.sample_shape)}"
+            )
         if switch_sigma <= 0:
             raise UserError(f"switch_sigma must be positive, got {switch_sigma}")
         self.high = high
@@ -63,7 +65,12 @@ class TwoNetworkDenoiser(Denoiser):
         return merged
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "switch_sigma": self.switch_sigma, "high": self.high.describe(), "low": self.low.describe()}
+        return {
+            **super().describe(),
+            "switch_sigma": self.switch_sigma,
+            "high": self.high.describe(),
+            "low": self.low.describe(),
+        }
 
 
 def load_two_network(path: str | Path, values: dict[str, Any], load: Any) -> TwoNetworkDenoiser:

@@ -187,7 +187,9 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for _ in range(cfg.num_blocks + 1):
-                self.up.append(ResBlock(cur + widths.pop(), ch * mult, emb_dim, cfg.dropout, res in attn, cfg.head_channels))
+                self.up.append(
+                    ResBlock(cur + widths.pop(), ch * mult, emb_dim, cfg.dropout, res in attn, cfg.head_channels)
+                )
                 cur = ch * mult
             if level > 0:
                 self.up.append(Upsample(cur))
@@ -211,7 +213,9 @@ class UNet(nn.Module):
         return unpatchify(self.conv_out(F.silu(self.norm_out(h))), self.cfg.patch_size)
 
 
-def edm_coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def edm_coefficients(
+    sigma: torch.Tensor, sigma_data: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_skip, c_out, c_in, c_noise) of EDM Table 1 for sigma of shape (B,), in sigma's dtype."""
     total = sigma**2 + sigma_data**2
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
@@ -233,7 +237,9 @@ class UNetDenoiser(Denoiser):
         self.sample_shape = cfg.sample_shape
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        c_skip, c_out, c_in, c_noise = (c.to(x.dtype) for c in edm_coefficients(sigma.to(torch.float64), self.config.sigma_data))
+        c_skip, c_out, c_in, c_noise = (
+            c.to(x.dtype) for c in edm_coefficients(sigma.to(torch.float64), self.config.sigma_data)
+        )
         dtype = self.net.conv_in.weight.dtype
         out = self.net((c_in[:, None, None, None] * x).to(dtype), c_noise.to(dtype))
         self.last_features = self.net.bottleneck

@@ -1,7 +1,7 @@
 """LD3 (arXiv 2405.15506): the N + 1 time points learned by gradient descent through the solver.
 
-Parameterisation (LD3's code in its logSNR mode, lambda = -log sigma): N logits theta give the increments softmax(theta) of
-u in [0, 1]; u_0 = 0, u_i = sum_{k<i} softmax(theta)_k, and log sigma_i = log sigma_max - u_i (log sigma_max -
+Parameterisation (LD3's code in its logSNR mode, lambda = -log sigma): N logits theta give the increments softmax(theta)
+of u in [0, 1]; u_0 = 0, u_i = sum_{k<i} softmax(theta)_k, and log sigma_i = log sigma_max - u_i (log sigma_max -
 log sigma_min). Every theta gives a strictly descending grid with the ends fixed. The loss is LD3's soft
 ("slack") objective: E_x [ min_{x' in B(x, r sigma_max)} ||Psi_theta(x') - Psi*(x)||^2 ], where Psi* is the
 teacher's sample from the latent x and Psi_theta the student's; the student may start anywhere in a small ball

@@ -24,7 +24,12 @@ SOLVERS: dict[str, SolverSpec] = {}
 
 
 def register_solver(
-    name: str, sample_fn: Callable[..., Any], evals_per_step: int, default_schedule: str, summary: str, requires: tuple[str, ...] = ()
+    name: str,
+    sample_fn: Callable[..., Any],
+    evals_per_step: int,
+    default_schedule: str,
+    summary: str,
+    requires: tuple[str, ...] = (),
 ) -> SolverSpec:
     """Add a solver. Its options and their defaults are ``sample_fn``'s keyword-only parameters (see
     ``diffsampler.solvers.options``); ``requires`` names options that must be given (artefact paths, loaded by
@@ -39,31 +44,57 @@ register_solver("heun", heun, 2, "polynomial", "Heun (EDM), second order, 2 NFE 
 register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step")
 register_solver("dpmpp", dpmpp, 1, "logsnr", "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step")
 register_solver(
-    "dpmpp_published", dpmpp_published, 1, "logsnr",
-    "DPM-Solver++ with the published 3M step (second order; the form of " "zju-pi/diff-sampler solver_utils.py and k-diffusion), 1 NFE per step",
+    "dpmpp_published",
+    dpmpp_published,
+    1,
+    "logsnr",
+    "DPM-Solver++ with the published 3M step (second order; the form of "
+    "zju-pi/diff-sampler solver_utils.py and k-diffusion), 1 NFE per step",
 )
 register_solver(
-    "unipc", unipc, 1, "logsnr", "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step"
+    "unipc",
+    unipc,
+    1,
+    "logsnr",
+    "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step",
 )
-register_solver("deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step")
-register_solver("ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step")
+register_solver(
+    "deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step"
+)
+register_solver(
+    "ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step"
+)
 register_solver(
     "ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step"
 )
 register_solver(
-    "ipndm_v_published", ipndm_v_published, 1, "polynomial",
+    "ipndm_v_published",
+    ipndm_v_published,
+    1,
+    "polynomial",
     "iPNDM_v with the official code's order 3-4 weights (not Adams-Bashforth; first order at order 4), 1 NFE per step",
 )
 register_solver(
-    "amed", amed_solver, 2, "polynomial",
-    "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step", requires=("predictor",),
+    "amed",
+    amed_solver,
+    2,
+    "polynomial",
+    "AMED-Solver: learned intermediate time per step (needs -o predictor=PATH), 2 NFE per step",
+    requires=("predictor",),
 )
 register_solver(
-    "amed-plugin", amed_plugin, 2, "polynomial",
-    "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step", requires=("predictor",),
+    "amed-plugin",
+    amed_plugin,
+    2,
+    "polynomial",
+    "AMED-Plugin on euler / dpm2 / ipndm / dpmpp (-o predictor=PATH, base from it), 2 NFE per step",
+    requires=("predictor",),
 )
 register_solver(
-    "dpm-solver-v3", dpm_solver_v3, 1, "logsnr",
+    "dpm-solver-v3",
+    dpm_solver_v3,
+    1,
+    "logsnr",
     "DPM-Solver-v3, multistep predictor-corrector with empirical model statistics (-o stats=FOLDER), 1 NFE per step",
     requires=("stats",),
 )

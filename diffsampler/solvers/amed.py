@@ -143,7 +143,12 @@ def _to_intermediate(student: Student, x: torch.Tensor, step: _Interval, history
 
 
 def _to_next(
-    student: Student, x: torch.Tensor, x_mid: torch.Tensor, denoised_mid: torch.Tensor, step: _Interval, history: list[Any]
+    student: Student,
+    x: torch.Tensor,
+    x_mid: torch.Tensor,
+    denoised_mid: torch.Tensor,
+    step: _Interval,
+    history: list[Any],
 ) -> torch.Tensor:
     """The second sub-step s -> t_next from the evaluation at s, its increment scaled by c (eq. 12 for ``amed``)."""
     c, t, t_next, s_col = per_sample(step.params.c, x), step.t, step.t_next, step.s_col
@@ -198,7 +203,10 @@ def _dpmpp_sub_step(x: torch.Tensor, history: list[Any], sigma: Any, sigma_next:
 
 def detach_history(history: list[Any]) -> list[Any]:
     """The multistep buffer with every tensor detached (the trainer's cut between intervals)."""
-    return [tuple(v.detach() if torch.is_tensor(v) else v for v in item) if isinstance(item, tuple) else item.detach() for item in history]
+    return [
+        tuple(v.detach() if torch.is_tensor(v) else v for v in item) if isinstance(item, tuple) else item.detach()
+        for item in history
+    ]
 
 
 def _as_predictor(predictor: Any) -> Predictor:
@@ -206,12 +214,19 @@ def _as_predictor(predictor: Any) -> Predictor:
     if predictor is None:
         raise UserError("AMED solvers need a trained predictor: pass -o predictor=PATH (see `diffsampler train-amed`)")
     if not callable(predictor):
-        raise UserError(f"AMED solvers take a loaded predictor, not {type(predictor).__name__}; run them through the prepare hook")
+        raise UserError(
+            f"AMED solvers take a loaded predictor, not {type(predictor).__name__}; run them through the prepare hook"
+        )
     return predictor
 
 
 def run_amed(
-    denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], predictor: Any, student: Student, cond: Any = None,
+    denoiser: DenoiserFn,
+    x: torch.Tensor,
+    sigmas: list[float],
+    predictor: Any,
+    student: Student,
+    cond: Any = None,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """All intervals of the grid with one predictor; the predictor follows x's device."""

@@ -109,7 +109,9 @@ def afs_derivative(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x / math.sqrt(1.0 + sigma**2)
 
 
-def first_derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any) -> torch.Tensor:
+def first_derivative(
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any
+) -> torch.Tensor:
     """dx/dsigma at the start of a step, by AFS on the first step when asked."""
     if afs and step == 0:
         return afs_derivative(x, sigma)
@@ -143,6 +145,8 @@ def multistep_order(step: int, num_steps: int, max_order: int, lower_order_final
     return min(order, num_steps - step) if lower_order_final else order
 
 
-def finish(denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any) -> torch.Tensor:
+def finish(
+    denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], denoise_to_zero: bool, cond: Any
+) -> torch.Tensor:
     """The optional final denoising x = D(x, sigma_min), one more NFE."""
     return denoiser(x, sigmas[-1], cond) if denoise_to_zero else x

@@ -94,7 +94,9 @@ def dpmpp(
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, data_estimate(denoiser, x, s, i, afs, thresholding, cond)][-order:]
         lambdas = [*lambdas, -math.log(s)][-order:]
-        x = dpmpp_step(x, history, lambdas, s, s_next, multistep_order(i, steps, order, lower_order_final), variant, _published_3m)
+        x = dpmpp_step(
+            x, history, lambdas, s, s_next, multistep_order(i, steps, order, lower_order_final), variant, _published_3m
+        )
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HALF_CORRECTOR_VP_TIME = 0.5
 """The half-corrector corrects only points at VP time t <= 0.5 (paper section 3.4 / README of the authors)."""
 
+
 def cumulative_trapezoid(y: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
     """out_n = sum_{i=1..n} (lambda_i - lambda_{i-1}) (y_i + y_{i-1}) / 2 along the first axis; out_0 = 0."""
     step = (lambdas[1:] - lambdas[:-1]).reshape(-1, *([1] * (y.ndim - 1)))
@@ -55,7 +56,8 @@ class Tables:
         if not all(torch.isfinite(t).all() for t in (self.I, self.B, self.C)):
             worst = int(s.abs().flatten(1).amax(dim=1).argmax())
             raise UserError(
-                f"the statistics' integrals overflow (|s| up to {float(s[worst].abs().max()):.3g} " f"at sigma {math.exp(-float(self.lambdas[worst])):.3g}); "
+                f"the statistics' integrals overflow (|s| up to {float(s[worst].abs().max()):.3g} "
+                f"at sigma {math.exp(-float(self.lambdas[worst])):.3g}); "
                 "recompute them with more data points (--num-data)"
             )
         self.l = l
@@ -87,7 +89,10 @@ class EmpiricalStatistics:
     def __post_init__(self) -> None:
         self.l, self.s, self.b = (torch.as_tensor(t, dtype=torch.float64).cpu() for t in (self.l, self.s, self.b))
         if not self.l.shape == self.s.shape == self.b.shape or self.l.ndim < 2 or self.l.shape[0] < 2:
-            raise UserError("statistics l, s, b need one shape (N + 1, ...) with N >= 1, got " f"{tuple(self.l.shape)}, {tuple(self.s.shape)}, {tuple(self.b.shape)}")
+            raise UserError(
+                "statistics l, s, b need one shape (N + 1, ...) with N >= 1, got "
+                f"{tuple(self.l.shape)}, {tuple(self.s.shape)}, {tuple(self.b.shape)}"
+            )
         if not all(torch.isfinite(t).all() for t in (self.l, self.s, self.b)):
             raise UserError("the statistics contain NaN or infinite values; recompute them")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -103,7 +108,9 @@ class EmpiricalStatistics:
 
     def lambdas(self) -> torch.Tensor:
         """The grid lambda_j = lambda_T + j (lambda_0 - lambda_T) / N, index 0 at sigma_max."""
-        return torch.linspace(-math.log(self.sigma_max), -math.log(self.sigma_min), self.num_intervals + 1, dtype=torch.float64)
+        return torch.linspace(
+            -math.log(self.sigma_max), -math.log(self.sigma_min), self.num_intervals + 1, dtype=torch.float64
+        )
 
     def tables(self, device: torch.device) -> Tables:
         key = str(device)
@@ -121,11 +128,15 @@ def snap_to_grid(sigmas: list[float], stats: EmpiricalStatistics) -> list[int]:
     positions = [n * (-math.log(s) - lam_t) / (lam_0 - lam_t) for s in sigmas]
     if positions[0] < -1e-6 or positions[-1] > n + 1e-6:
         raise UserError(
-            f"the sigma grid [{sigmas[-1]:g}, {sigmas[0]:g}] leaves the " f"statistics' range [{stats.sigma_min:g}, {stats.sigma_max:g}]; "
+            f"the sigma grid [{sigmas[-1]:g}, {sigmas[0]:g}] leaves the "
+            f"statistics' range [{stats.sigma_min:g}, {stats.sigma_max:g}]; "
             "sample within the range the statistics were computed for"
         )
     if len(sigmas) - 1 > n:
-        raise UserError(f"{len(sigmas) - 1} steps do not fit on statistics with {n} " "grid intervals; use fewer steps or a finer statistics grid")
+        raise UserError(
+            f"{len(sigmas) - 1} steps do not fit on statistics with {n} "
+            "grid intervals; use fewer steps or a finer statistics grid"
+        )
     idx = [min(max(round(p), 0), n) for p in positions]
     snapped = list(idx)
     for k in range(1, len(snapped)):
@@ -134,7 +145,10 @@ def snap_to_grid(sigmas: list[float], stats: EmpiricalStatistics) -> list[int]:
     for k in range(len(snapped) - 2, -1, -1):
         snapped[k] = min(snapped[k], snapped[k + 1] - 1)
     if snapped[0] < 0:
-        raise UserError(f"{len(sigmas) - 1} steps do not fit between grid points " f"{idx[0]} and {idx[-1]} of the statistics; use fewer steps")
+        raise UserError(
+            f"{len(sigmas) - 1} steps do not fit between grid points "
+            f"{idx[0]} and {idx[-1]} of the statistics; use fewer steps"
+        )
     if snapped != idx:
         log.debug("dpm-solver-v3: grid indices %s moved to %s so that no two steps share a point", idx, snapped)
     return snapped
@@ -223,9 +237,13 @@ def dpm_solver_v3(
     :class:`EmpiricalStatistics`; ``stats_sigma_min/max`` state the sigma range of folders without metadata.
     """
     if not isinstance(stats, EmpiricalStatistics):
-        raise UserError("dpm-solver-v3 needs empirical model statistics: pass -o stats=FOLDER (made by `diffsampler compute-ems`)")
+        raise UserError(
+            "dpm-solver-v3 needs empirical model statistics: pass -o stats=FOLDER (made by `diffsampler compute-ems`)"
+        )
     if tuple(x.shape[1:]) != stats.sample_shape:
-        raise UserError(f"statistics of sample shape {stats.sample_shape} do not fit samples of shape {tuple(x.shape[1:])}")
+        raise UserError(
+            f"statistics of sample shape {stats.sample_shape} do not fit samples of shape {tuple(x.shape[1:])}"
+        )
     idx = snap_to_grid(sigmas, stats)
     tab = stats.tables(x.device)
     grid_sigmas = [math.exp(-float(tab.lambdas[j])) for j in idx]

@@ -83,8 +83,12 @@ def published_weights(nodes: Sequence[float], sigma_next: float) -> list[float]:
     if len(g) == 3:
         q = g[0] * (g[0] + g[1]) / (g[1] * (g[1] + g[2]))
         hg1, hg2 = h + g[0], h + g[0] + g[1]
-        b = ((1 - h / (3 * hg1)) / 2 + (1 - h / (2 * hg1)) * h / (6 * hg2)) * h * hg1 * hg2 / (
-            g[0] * (g[0] + g[1]) * (g[0] + g[1] + g[2])
+        b = (
+            ((1 - h / (3 * hg1)) / 2 + (1 - h / (2 * hg1)) * h / (6 * hg2))
+            * h
+            * hg1
+            * hg2
+            / (g[0] * (g[0] + g[1]) * (g[0] + g[1] + g[2]))
         )
         extra = [1, -(1 + g[0] / g[1] + q), g[0] / g[1] + q * (1 + g[1] / g[2]), -q * g[0] / g[1]]
         weights = [w + b * e for w, e in zip([*weights, 0.0], extra)]

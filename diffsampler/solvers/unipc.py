@@ -95,7 +95,9 @@ def unipc(
             x = history[-1]
             break
         step_order = multistep_order(i, steps, order, lower_order_final)
-        x, fresh = unipc_step(denoiser, x, history, lambdas, s, s_next, step_order, variant, i < steps - 1, thresholding, cond)
+        x, fresh = unipc_step(
+            denoiser, x, history, lambdas, s, s_next, step_order, variant, i < steps - 1, thresholding, cond
+        )
         if fresh is not None:
             history = [*history, fresh][-order:]
             lambdas = [*lambdas, -math.log(s_next)][-order:]

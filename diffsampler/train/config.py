@@ -17,8 +17,17 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 RESUMABLE_KEYS = frozenset(
     {
-        "steps", "checkpoint_every", "log_every", "keep_checkpoints", "grid_samples", "grid_solver", "grid_nfe",
-        "time_limit_minutes", "cpu_budget_minutes", "threads", "device",
+        "steps",
+        "checkpoint_every",
+        "log_every",
+        "keep_checkpoints",
+        "grid_samples",
+        "grid_solver",
+        "grid_nfe",
+        "time_limit_minutes",
+        "cpu_budget_minutes",
+        "threads",
+        "device",
     }
 )
 """Keys a resumed run may change; every other key must equal the run's saved config."""

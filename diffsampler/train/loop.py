@@ -104,7 +104,9 @@ def _new_state(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Tr
         model = model.to(memory_format=torch.channels_last)
     prior = None if cfg.init_from is None else _warm_start(model, cfg.init_from)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]), eps=cfg.adam_eps)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]), eps=cfg.adam_eps
+    )
     return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed), prior=prior)
 
 
@@ -132,14 +134,20 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, data: TrainingData
                 "resume with the same value or start a run under another name"
             )
     if saved["data_sha256"] != data.sha256:
-        raise UserError(f"the training data differ from those of the run in {path.parent} (sha256 mismatch); resume with the same data")
+        raise UserError(
+            f"the training data differ from those of the run in {path.parent} (sha256 mismatch); "
+            "resume with the same data"
+        )
 
 
 def _load_state(path: Path, cfg: TrainConfig, data: TrainingData, device: torch.device) -> TrainState:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on damaged files
-        raise UserError(f"cannot read {path}: corrupt training state ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})") from exc
+        raise UserError(
+            f"cannot read {path}: corrupt training state "
+            f"({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})"
+        ) from exc
     if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
         raise UserError(f"{path} is not a diffsampler training state")
     _check_resumable(saved, cfg, data, path)
@@ -187,7 +195,9 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_bytes(path, (LOSS_HEADER + "".join(kept)).encode())
 
 
-def _write_checkpoint(folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device) -> None:
+def _write_checkpoint(
+    folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device
+) -> None:
     meta = {
         "step": state.step,
         "images_seen": state.step * cfg.batch_size,
@@ -244,7 +254,11 @@ def _train_step(state: TrainState, cfg: TrainConfig, images: torch.Tensor, devic
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     state.optimizer.step()
     state.step += 1
-    ema_update(state.ema, state.model, ema_beta(cfg.batch_size, state.step * cfg.batch_size, cfg.ema_halflife_images, cfg.ema_rampup))
+    ema_update(
+        state.ema,
+        state.model,
+        ema_beta(cfg.batch_size, state.step * cfg.batch_size, cfg.ema_halflife_images, cfg.ema_rampup),
+    )
     return loss.detach()
 
 
@@ -269,7 +283,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
 
 
 def _run(
-    folder: Path, state: TrainState, cfg: TrainConfig, data: TrainingData, device: torch.device, progress: ProgressFn | None
+    folder: Path,
+    state: TrainState,
+    cfg: TrainConfig,
+    data: TrainingData,
+    device: torch.device,
+    progress: ProgressFn | None,
 ) -> TrainOutcome:
     images = data.images.to(device)
     limit = None if cfg.time_limit_minutes is None else 60.0 * cfg.time_limit_minutes
@@ -291,7 +310,10 @@ def _run(
             elapsed = time.perf_counter() - window_start
             rate = len(window_losses) * cfg.batch_size / max(elapsed, 1e-9)
             with (folder / "loss.csv").open("a") as log:
-                log.write(f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n")
+                log.write(
+                    f"{state.step},{state.step * cfg.batch_size},{last_loss:.6g},{rate:.1f},"
+                    f"{state.training_seconds:.2f},{state.cpu_seconds:.2f}\n"
+                )
             report(progress, state.step, cfg.steps, f"loss {last_loss:.4f}  {rate:.0f} img/s")
             window_start, window_losses = time.perf_counter(), []
         if state.step % cfg.checkpoint_every == 0 or done or stopped_early:
@@ -299,4 +321,6 @@ def _run(
             window_start = time.perf_counter()
         if stopped_early:
             break
-    return TrainOutcome(folder, state.step, state.step * cfg.batch_size, last_loss, state.training_seconds, stopped_early)
+    return TrainOutcome(
+        folder, state.step, state.step * cfg.batch_size, last_loss, state.training_seconds, stopped_early
+    )

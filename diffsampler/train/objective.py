@@ -22,7 +22,9 @@ def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
-def edm_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, sigma_data: float) -> torch.Tensor:
+def edm_loss(
+    denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, sigma_data: float
+) -> torch.Tensor:
     """Mean over batch and pixels of lambda(sigma) (D(x0 + sigma n, sigma) - x0)^2, in float32."""
     s = sigma.to(x0.device, torch.float32)[:, None, None, None]
     denoised = denoiser(x0 + s * noise, sigma.to(x0.device))

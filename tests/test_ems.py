@@ -3,6 +3,8 @@ refusal of mismatched statistics, and `diffsampler compute-ems` (resumable) end 
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +400,23 @@ def test_statistics_whose_integrals_overflow_are_refused_in_one_line(tmp_path):
     write_statistics(folder, big["l"], big["s"], big["b"], {"sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX})
     result = _sample_v3(tmp_path, folder)
     assert result.exit_code == 2 and "integrals overflow" in result.output and result.output.strip().count("\n") == 0
+
+
+def test_compute_ems_prints_no_torch_jit_warning(tmp_path):
+    """torch's forward-mode AD warns that torch.jit.script is deprecated when it first loads; compute-ems hides it."""
+    script = Path(sys.executable).with_name("diffsampler")
+    args = [
+        str(script),
+        "compute-ems",
+        "--model",
+        "gmm-2d",
+        "--grid",
+        "4",
+        "--num-data",
+        "16",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "FutureWarning" not in result.stderr + result.stdout

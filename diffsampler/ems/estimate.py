@@ -15,6 +15,7 @@ once l and l' are known on the whole grid.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +23,11 @@ import torch
 
 from diffsampler.distributed import World, gather_objects
 from diffsampler.ems.moments import StreamingMoments
+
+# torch's forward-mode AD loads its JVP decompositions through torch.jit.script the first time, which warns
+# that torch.jit.script is deprecated: torch's own use, nothing a user can act on
+# (torch/_decomp/decompositions_for_jvp.py).
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2))
 """Covariances streamed per grid point, of (a, p, q): aa, ap, aq, pp, pq."""

@@ -22,7 +22,7 @@ from diffsampler.atomic import atomic_write_bytes
 from diffsampler.models.checkpoint import read_checkpoint
 from diffsampler.models.shipped import MANIFEST_FORMAT, MANIFEST_NAME, file_sha256, read_manifest, trained_dir
 
-DESCRIPTION = "EDM U-Net trained on Fashion-MNIST (padded to 32x32) on a 2-core CPU"
+DESCRIPTION = "Fashion-MNIST 32x32 EDM U-Net trained on a 2-core CPU (preview)"
 
 
 def final_loss(loss_csv: Path) -> float:

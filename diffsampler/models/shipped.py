@@ -74,8 +74,7 @@ def shipped_builder(name: str, entry: dict[str, Any], folder: Path | None = None
 
 def summary(entry: dict[str, Any]) -> str:
     """One line for `diffsampler list`: what the model is and how much training it had."""
-    unet = entry["unet"]
     return (
-        f"{entry['description']}; U-Net {entry['parameters'] / 1e6:.1f}M parameters, patch size {unet['patch_size']}, "
-        f"{entry['images_seen'] / 1e3:.0f}k images seen in {entry['cpu_seconds'] / 3600:.1f} CPU hours"
+        f"{entry['description']}: P = {entry['unet']['patch_size']}, {entry['parameters'] / 1e6:.1f}M parameters, "
+        f"{entry['images_seen'] / 1e3:.0f}k images in {entry['cpu_seconds'] / 60:.0f} CPU min"
     )

@@ -19,8 +19,9 @@ import shutil
 from pathlib import Path
 
 from diffsampler.atomic import atomic_write_bytes
+from diffsampler.digest import file_sha256
 from diffsampler.models.checkpoint import read_checkpoint
-from diffsampler.models.shipped import MANIFEST_FORMAT, MANIFEST_NAME, file_sha256, read_manifest, trained_dir
+from diffsampler.models.shipped import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest, trained_dir
 
 DESCRIPTION = "Fashion-MNIST 32x32 EDM U-Net trained on a 2-core CPU (preview)"
 

@@ -7,10 +7,11 @@ import torch
 from typer.testing import CliRunner
 
 from diffsampler.cli import app
+from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError
 from diffsampler.models import MODELS, load_model, register_model
 from diffsampler.models.checkpoint import read_checkpoint
-from diffsampler.models.shipped import file_sha256, read_manifest, shipped_builder, trained_dir
+from diffsampler.models.shipped import read_manifest, shipped_builder, trained_dir
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import SOLVERS, get_solver
 

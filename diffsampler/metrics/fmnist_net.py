@@ -11,7 +11,6 @@ no code runs) beside a JSON manifest (sha256, data hash, accuracy, training time
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -124,10 +124,6 @@ class FMNISTFeatures(nn.Module):
         return self.net(uint8_to_input(images.to(self.device))).argmax(dim=1)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @dataclass(frozen=True)
 class FMNISTWeights:
     """The shipped (or a given) weights file; ``identity`` (its sha256) keys caches of statistics made with it."""
@@ -172,11 +168,11 @@ def locate_fmnist(path: str | Path | None = None) -> FMNISTWeights:
         given = Path(path).expanduser()
         if not given.is_file():
             raise UserError(f"Fashion-MNIST classifier not found at {given}")
-        return FMNISTWeights(given, sha256_of(given), "given")
+        return FMNISTWeights(given, file_sha256(given), "given")
     if not WEIGHTS_FILE.is_file() or not MANIFEST_FILE.is_file():
         raise UserError(f"the shipped Fashion-MNIST classifier is missing ({WEIGHTS_FILE}); reinstall diffsampler")
     expected = json.loads(MANIFEST_FILE.read_text())["sha256"]
-    digest = sha256_of(WEIGHTS_FILE)
+    digest = file_sha256(WEIGHTS_FILE)
     if digest != expected:
         raise UserError(
             f"{WEIGHTS_FILE} has sha256 {digest[:12]}..., its manifest says {expected[:12]}...; reinstall diffsampler"

@@ -9,12 +9,12 @@ refused in one line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError
 from diffsampler.models.base import Denoiser
 
@@ -39,14 +39,6 @@ def read_manifest(folder: Path | None = None) -> dict[str, dict[str, Any]]:
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{path} is not a diffsampler model manifest; reinstall diffsampler")
     return dict(manifest["models"])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verified_path(name: str, entry: dict[str, Any], folder: Path | None = None) -> Path:

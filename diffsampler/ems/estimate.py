@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from diffsampler.distributed import World, gather_objects
 from diffsampler.ems.moments import StreamingMoments
@@ -28,6 +29,9 @@ from diffsampler.ems.moments import StreamingMoments
 # that torch.jit.script is deprecated: torch's own use, nothing a user can act on
 # (torch/_decomp/decompositions_for_jvp.py).
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+
+JVP_ATTENTION = [SDPBackend.MATH]
+"""Attention backend under forward-mode AD: the fused CPU kernel has no JVP rule (torch 2.14), the plain one has."""
 
 PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2))
 """Covariances streamed per grid point, of (a, p, q): aa, ap, aq, pp, pq."""
@@ -87,7 +91,7 @@ def point_record(
         x = (x0 + sigma * z).to(device)
         v = v.to(device)
         sig = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=device)
-        with torch.no_grad():
+        with torch.no_grad(), sdpa_kernel(JVP_ATTENTION):
             denoised, jv = torch.func.jvp(lambda y, s=sig: denoise(y, s), (x,), (v,))
             _, g = torch.func.jvp(denoise, (x, sig), (denoised - x, -sig))
         p = (x - denoised).to(torch.float64)

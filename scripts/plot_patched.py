@@ -58,8 +58,8 @@ def fd_cells(folder: Path) -> dict[tuple[str, int], float]:
         if row["metric"] != METRIC:
             continue
         for key, value in row.items():
-            if key.isdigit() and value not in ("", "n/a", "failed"):
-                table[row["solver"], int(key)] = float(value)
+            if key.startswith("nfe_") and value not in ("", "n/a", "failed"):
+                table[row["solver"], int(key[4:])] = float(value)
     return table
 
 

@@ -1,8 +1,9 @@
 """YAML experiment configs as typed, validated dataclasses, with command-line overrides.
 
 A config file holds the fields of one dataclass (unknown keys are refused with a "did you
-mean"); values given on the command line replace those of the file; every value is then
-type-checked and validated, and any problem is one ``UserError`` line naming the key.
+mean"); ``--set key=value`` items replace those of the file, and the command's own flags replace
+both; every value is then type-checked and validated, and any problem is one ``UserError`` line
+naming the key and where it came from.
 """
 
 from __future__ import annotations
@@ -99,13 +100,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
-    """An instance of the dataclass ``cls`` from ``values``, type-checked, then validated."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+def config_keys(cls: type) -> list[str]:
+    """The keys a config file or ``--set`` may give for the dataclass ``cls``."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def check_keys(cls: type, values: Mapping[str, Any], source: str) -> None:
+    """A UserError naming ``source`` (a file, ``--set``) for the first key that ``cls`` does not have."""
+    names = config_keys(cls)
     for key in values:
         if key not in names:
             raise unknown_choice(f"key in {source}", str(key), names)
+
+
+def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+    """An instance of the dataclass ``cls`` from ``values``, type-checked, then validated."""
+    check_keys(cls, values, source)
+    hints = typing.get_type_hints(cls)
     typed = {key: _coerce(key, value, hints[key]) for key, value in values.items()}
     obj = cls(**typed)
     validate = getattr(obj, "validate", None)
@@ -114,12 +125,34 @@ def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config"
     return obj
 
 
-def load_config(cls: type[C], path: str | Path | None, overrides: Mapping[str, Any]) -> C:
-    """``cls`` from the YAML file at ``path`` (if any) with the non-None ``overrides`` applied."""
+def config_values(cls: type, path: str | Path | None, sets: list[str] | None = None) -> dict[str, Any]:
+    """The raw values of the YAML file at ``path`` (if any) with the ``--set key=value`` items applied on top.
+
+    Each source's keys are checked on their own, so an unknown key names the file or ``--set``; a dotted key
+    (``options.afs=true``) sets one entry of a mapping key.
+    """
     values: dict[str, Any] = read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "options"
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(cls, values, source)
+    check_keys(cls, values, str(path))
+    assigned = parse_assignments(sets)
+    check_keys(cls, {key.partition(".")[0]: v for key, v in assigned.items()}, "--set")
+    for key, value in assigned.items():
+        head, dot, tail = key.partition(".")
+        if dot:
+            inner = values.get(head) or {}
+            if not isinstance(inner, Mapping):
+                raise UserError(f"--set {key}=...: '{head}' is not a mapping, so it has no key '{tail}'")
+            value = {**inner, tail: value}
+        values[head] = value
+    return values
+
+
+def load_config(
+    cls: type[C], path: str | Path | None, flags: Mapping[str, Any] | None = None, sets: list[str] | None = None
+) -> C:
+    """``cls`` from the YAML file at ``path`` (if any), then the ``--set`` items, then the non-None ``flags``."""
+    values = config_values(cls, path, sets)
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return build_config(cls, values, "--set" if path is None else str(path))
 
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any]:

@@ -223,14 +223,14 @@ def test_train_amed_and_sample_from_the_command_line(tmp_path):
         "train-amed",
         "--model",
         "gmm-2d",
-        "--student",
-        "ipndm",
+        "--set",
+        "student=ipndm",
         "--nfe",
         "3",
-        "--num-latents",
-        "64",
-        "--teacher-m",
-        "1",
+        "--set",
+        "num_latents=64",
+        "--set",
+        "teacher_m=1",
     ]
     result = runner.invoke(app, [*train, "--device", "cpu", "--out", str(tmp_path), "--name", "p"])
     assert result.exit_code == 0, result.output
@@ -254,5 +254,5 @@ def test_train_amed_and_sample_from_the_command_line(tmp_path):
     result = runner.invoke(app, [*sample, "--nfe", "5", "--name", "other", "-o", f"predictor={tmp_path / 'p.pt'}"])
     assert result.exit_code == 2 and "trained for NFE 3, not 5" in result.output
     assert not (tmp_path / "other").exists()
-    result = runner.invoke(app, [*train, "--student", "ipnmd", "--out", str(tmp_path)])
+    result = runner.invoke(app, [*train, "--set", "student=ipnmd", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "did you mean 'ipndm'" in result.output

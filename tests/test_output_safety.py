@@ -27,7 +27,7 @@ from fid_helpers import StandInNetwork
 
 runner = CliRunner()
 SAMPLE = ["sample", "--model", "gmm-2d", "--solver", "euler", "--nfe", "3", "--num-samples", "4"]
-EMS = ["compute-ems", "--model", "gmm-2d", "--grid", "2", "--num-data", "8", "--batch", "8"]
+EMS = ["compute-ems", "--model", "gmm-2d", "--set", "grid=2", "--set", "num_data=8", "--batch-size", "8"]
 BENCH = [
     "benchmark",
     "--model",
@@ -227,7 +227,7 @@ def test_ctrl_c_in_compute_ems_says_how_far_it_got(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(ems_run, "point_record", interrupt_third)
-    result = runner.invoke(app, [*EMS, "--grid", "4", "--out", str(tmp_path / "e")])
+    result = runner.invoke(app, [*EMS, "--set", "grid=4", "--out", str(tmp_path / "e")])
     assert result.exit_code == 130 and "2 of 5 grid points done" in result.output and "same command" in result.output
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from diffsampler.config import build_config, check_run_settings, read_yaml
+from diffsampler.config import build_config, check_run_settings, config_values
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.schedule_file import is_schedule_path, read_schedule
 from diffsampler.schedules import SCHEDULES
@@ -180,14 +180,17 @@ def select_solvers(config_items: list[Any] | None, names: list[str]) -> list[Any
 
 
 def benchmark_config(
-    path: str | Path | None, overrides: Mapping[str, Any], solver_names: list[str] | None = None
+    path: str | Path | None,
+    overrides: Mapping[str, Any],
+    solver_names: list[str] | None = None,
+    sets: list[str] | None = None,
 ) -> BenchmarkConfig:
-    """The config file (if any) with the non-None command-line ``overrides`` and ``--solvers`` applied."""
-    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    """The config file (if any) with ``--set`` items, the non-None flags ``overrides`` and ``--solvers`` applied."""
+    values = config_values(BenchmarkConfig, path, sets)
     if solver_names is not None:
         file_solvers = values.get("solvers")
         if file_solvers is not None and not isinstance(file_solvers, list):
             raise UserError(f"config key 'solvers' must be a list, got {file_solvers!r}")
         values["solvers"] = select_solvers(file_solvers, solver_names)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(BenchmarkConfig, values, str(path) if path is not None else "options")
+    return build_config(BenchmarkConfig, values, str(path) if path is not None else "--set")

@@ -61,11 +61,12 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _launch_rank() -> int:
-    """This process's torchrun rank (0 without torchrun); ranks other than 0 stay quiet."""
+def _main_rank() -> bool:
+    """True in the process that draws and prints: torchrun's rank 0, or the only process (the others stay quiet;
+    the engines let only ``world.is_main`` write files)."""
     from diffsampler.distributed import launch_rank
 
-    return launch_rank()
+    return launch_rank() == 0
 
 
 def _leave_process_group(completed: bool) -> None:
@@ -132,7 +133,7 @@ def sample(
     cfg.options = {**cfg.options, **parse_assignments(option)}
     cfg.model_options = {**cfg.model_options, **parse_assignments(model_option)}
     result = run_sample(cfg)
-    if not result.reporter:
+    if not _main_rank():
         return
     console.print(
         f"{result.num_samples} samples of {cfg.model} with {cfg.solver}: NFE {result.nfe} "
@@ -166,9 +167,9 @@ def train_amed(
         model=model, schedule=schedule, nfe=nfe, batch_size=batch_size, seed=seed, device=device, out=out, name=name
     )
     cfg = load_config(AmedTrainConfig, config, flags, sets)
-    with progress_bar("AMED", console, enabled=_launch_rank() == 0) as bar:
+    with progress_bar("AMED", console, enabled=_main_rank()) as bar:
         path, result = train_and_save(cfg, lambda rep: bar(ProgressEvent(rep.step, rep.total, rep.describe())))
-    if _launch_rank() != 0:
+    if not _main_rank():
         return
     meta = result.meta
     console.print(
@@ -257,9 +258,9 @@ def benchmark(
         out=out,
     )
     cfg = benchmark_config(config, flags, names(solvers), sets)
-    with progress_bar("benchmark", err_console, enabled=_launch_rank() == 0) as bar:
+    with progress_bar("benchmark", err_console, enabled=_main_rank()) as bar:
         outcome = run_benchmark(cfg, fresh, bar)
-    if not outcome.reporter:
+    if not _main_rank():
         return
     for table in rich_tables(outcome.report):
         console.print(table)
@@ -347,9 +348,9 @@ def compute_ems(
 
     flags = dict(model=model, data=data, batch_size=batch_size, seed=seed, device=device, out=out)
     cfg = load_config(EmsConfig, config, flags, sets)
-    with progress_bar("compute-ems", err_console, enabled=_launch_rank() == 0, transient=True) as bar:
+    with progress_bar("compute-ems", err_console, enabled=_main_rank(), transient=True) as bar:
         result = run(cfg, bar)
-    if _launch_rank() != 0:
+    if not _main_rank():
         return
     console.print(
         f"statistics of {cfg.model} on {result.num_intervals + 1} grid points from {result.num_data} data points "
@@ -479,7 +480,7 @@ def fid(
     batch_size = batch_size if batch_size is not None else getattr(weights, "batch_size", None)
     with _image_progress(f"{features} features") as progress:
         report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress, world)
-    if not world.is_main:
+    if not _main_rank():
         return
     kid_text = f"  KID {report.kid:.6f}" if report.kid is not None else ""
     name = "FID" if features == "inception" else f"FD_{features}"

@@ -15,11 +15,11 @@ from diffsampler import distributed
 from diffsampler.artefacts import prepare_options
 from diffsampler.atomic import atomic_dir, check_name, check_replaceable
 from diffsampler.config import SampleConfig
-from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
-from diffsampler.models import Denoiser, load_model, model_label
+from diffsampler.models import Denoiser, model_label
+from diffsampler.run_setup import setup_run
 from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label, warn_other_model, warn_other_nfe
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
@@ -155,25 +155,23 @@ class SampleOutcome:
     steps: int
     schedule: str
     seconds: float
-    reporter: bool = True
 
 
 def run_sample(cfg: SampleConfig) -> SampleOutcome:
     """Generate ``cfg.num_samples`` samples and write samples.npz, meta.json and a PNG into one folder."""
     if cfg.name is not None:
         check_name(cfg.name)
-    denoiser = load_model(cfg.model, cfg.trust_pickle, cfg.model_options)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
-    world, device = distributed.setup(resolve_device(cfg.device))
-    denoiser.to(device)
+    setup = setup_run(cfg.model, cfg.device, (cfg.sigma_min, cfg.sigma_max), cfg.trust_pickle, cfg.model_options)
+    denoiser, world, device = setup.denoiser, setup.world, setup.device
     if is_schedule_path(cfg.schedule):
         warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)
     plan = plan_grid(
         spec,
         options,
-        denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min,
-        denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max,
+        setup.sigma_min,
+        setup.sigma_max,
         cfg.nfe,
         cfg.schedule,
         cfg.rho,
@@ -188,7 +186,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     job = Generation(denoiser, spec, run_options, plan, cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
     samples = generate_sharded(job, range(cfg.num_samples), world)
     seconds = time.perf_counter() - tic
-    outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds, world.is_main)
+    outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds)
     if not world.is_main:
         return outcome
     latents = {"latents": samples.numpy()} if denoiser.latent else {}

@@ -22,9 +22,9 @@ from diffsampler.amed.checkpoint import save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
 from diffsampler.atomic import check_name, check_writable_file
-from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
-from diffsampler.models import Denoiser, load_model
+from diffsampler.models import Denoiser
+from diffsampler.run_setup import setup_run
 from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.schedules import SCHEDULES, get_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
@@ -108,16 +108,15 @@ class _Setup:
 
 
 def _setup(cfg: AmedTrainConfig) -> _Setup:
-    world, device = distributed.setup(resolve_device(cfg.device))
+    run = setup_run(cfg.model, cfg.device, (cfg.sigma_min, cfg.sigma_max))
+    world, device, sigma_min, sigma_max = run.world, run.device, run.sigma_min, run.sigma_max
     last_batch = cfg.num_latents % cfg.batch_size or cfg.batch_size
     if min(cfg.batch_size, last_batch) < world.size:
         raise UserError(
             f"every batch needs at least one latent per rank: batch_size {cfg.batch_size} and num_latents "
             f"{cfg.num_latents} leave a batch of {min(cfg.batch_size, last_batch)} for {world.size} ranks"
         )
-    denoiser = load_model(cfg.model).to(device).eval().requires_grad_(False)
-    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
-    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
+    denoiser = run.denoiser.eval().requires_grad_(False)
     plan = plan_grid(
         get_solver(cfg.solver), {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,11 @@ from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
-from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
-from diffsampler.models import Denoiser, load_model, model_label
+from diffsampler.models import Denoiser, model_label
 from diffsampler.progress import ProgressFn, report
+from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, prepared_options
 from diffsampler.solvers import get_solver
 
@@ -38,7 +38,6 @@ class BenchmarkOutcome:
     sampled: int
     reused: int
     seconds: float
-    reporter: bool = True
 
 
 def default_run_name(model: str) -> str:
@@ -161,14 +160,6 @@ def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     return metrics
 
 
-def _sigma_range(cfg: BenchmarkConfig, denoiser: Denoiser) -> tuple[float, float]:
-    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
-    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
-    if not 0 < sigma_min < sigma_max:
-        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    return sigma_min, sigma_max
-
-
 def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples: int) -> list[Metric]:
     """The metrics without a current record of ``cell``: none yet, a damaged one, or one made on another sigma grid
     (a schedule file edited in place, a learned schedule searched by other code)."""
@@ -285,11 +276,15 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     """
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
-    denoiser = load_model(cfg.model)
+    setup = setup_run(cfg.model, cfg.device, (cfg.sigma_min, cfg.sigma_max))
+    denoiser, world, device, sigma_min, sigma_max = (
+        setup.denoiser,
+        setup.world,
+        setup.device,
+        setup.sigma_min,
+        setup.sigma_max,
+    )
     metrics = _checked_metrics(cfg, denoiser)
-    world, device = distributed.setup(resolve_device(cfg.device))
-    denoiser.to(device)
-    sigma_min, sigma_max = _sigma_range(cfg, denoiser)
     out = Path(cfg.out)
     warn_schedule_files(entries, denoiser)
     learned = learned_schedules(cfg.model, denoiser, device, cfg.dtype, out / ".cache" / "schedules", progress)
@@ -323,7 +318,6 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:
         write_reports(store.folder, result)
-    outcome = BenchmarkOutcome(
+    return BenchmarkOutcome(
         store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all
     )
-    return replace(outcome, reporter=world.is_main)

@@ -23,13 +23,13 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable, ensure_writable_dir
-from diffsampler.device import resolve_device
 from diffsampler.ems.config import EmsConfig
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.errors import UNREADABLE_FILE, UserError, resumable
-from diffsampler.models import Denoiser, load_model
+from diffsampler.models import Denoiser
 from diffsampler.progress import ProgressFn, report
+from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, plan_grid
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
@@ -155,9 +155,8 @@ def _save_point(path: Path, record: torch.Tensor) -> None:
 def compute_ems(cfg: EmsConfig, progress: ProgressFn | None = None) -> EmsOutcome:
     """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
     cfg.validate()
-    denoiser = load_model(cfg.model)
-    _, dev = distributed.setup(resolve_device(cfg.device))
-    denoiser.to(dev).eval()
+    setup = setup_run(cfg.model, cfg.device)
+    denoiser, dev = setup.denoiser.eval(), setup.device
     folder = (
         Path(cfg.out)
         if cfg.out

@@ -14,9 +14,9 @@ import torch
 
 from diffsampler import __version__
 from diffsampler.config import check_run_settings
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.sampling import resolve_device
 from diffsampler.schedule_file import (
     ScheduleArtefact,
     grid_of,

@@ -7,13 +7,14 @@ drawn (each default is declared once, in the dataclass; torch loads only for hel
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 from typing import Any, Mapping
 
 import typer
 from typer.core import TyperCommand
+
+from diffsampler.config import flat_dict
 
 CONFIG_HELP = "YAML config file ({where}); --set items and the flags below override its keys."
 SET_HELP = (
@@ -56,13 +57,6 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _defaults(cls: type) -> dict[str, Any]:
-    return {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
-        for f in dataclasses.fields(cls)
-    }
-
-
 def show_value(value: Any) -> str:
     """A flag's default as its help shows it: on/off for booleans, comma-separated lists (as --nfe takes them)."""
     if isinstance(value, bool):
@@ -81,7 +75,7 @@ def _describe(command: TyperCommand, target: str, unset: Mapping[str, str]) -> N
     """Add 'Default X.' to each flag of a config key and list every key with its default in the epilog (once)."""
     if getattr(command, "_described", False):
         return
-    defaults = _defaults(_load(target))
+    defaults = flat_dict(_load(target)())
     shown = {**defaults, **{key: _load(where) for key, where in unset.items() if defaults.get(key) is None}}
     for param in command.params:
         value = shown.get(str(param.name))

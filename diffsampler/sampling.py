@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,7 +14,7 @@ import torch
 from diffsampler import distributed
 from diffsampler.artefacts import prepare_options
 from diffsampler.atomic import atomic_dir, check_name, check_replaceable
-from diffsampler.config import SampleConfig
+from diffsampler.config import SampleConfig, flat_dict
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
@@ -163,7 +163,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         check_name(cfg.name)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
-    setup = setup_run(cfg.model, cfg.device, (cfg.sigma_min, cfg.sigma_max), cfg.trust_pickle, cfg.model_options)
+    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), cfg.trust_pickle, cfg.model_options)
     denoiser, world, device = setup.denoiser, setup.world, setup.device
     if is_schedule_path(cfg.schedule):
         warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)
@@ -183,7 +183,9 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     check_replaceable(folder, "sample")
     run_options = prepared_options(spec, options, denoiser, plan)
     tic = time.perf_counter()
-    job = Generation(denoiser, spec, run_options, plan, cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
+    job = Generation(
+        denoiser, spec, run_options, plan, cfg.run.seed, cfg.run.batch_size, device, getattr(torch, cfg.run.dtype)
+    )
     samples = generate_sharded(job, range(cfg.num_samples), world)
     seconds = time.perf_counter() - tic
     outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds)
@@ -191,18 +193,18 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         return outcome
     latents = {"latents": samples.numpy()} if denoiser.latent else {}
     if denoiser.latent:
-        samples = decode(denoiser, samples, cfg.batch_size, device)
+        samples = decode(denoiser, samples, cfg.run.batch_size, device)
     with atomic_dir(folder, "sample") as tmp:
         np.savez(
             tmp / "samples.npz",
             samples=samples.numpy(),
             sigmas=plan.sigmas.numpy(),
             indices=np.arange(cfg.num_samples),
-            seed=np.int64(cfg.seed),
+            seed=np.int64(cfg.run.seed),
             **latents,
         )
         meta = {
-            "config": asdict(cfg),
+            "config": flat_dict(cfg),
             "options": options,
             "model": denoiser.describe(),
             "solver": spec.name,

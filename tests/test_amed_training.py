@@ -10,6 +10,7 @@ from diffsampler.amed.checkpoint import load_predictor, save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor
 from diffsampler.amed.train import train_amed
+from diffsampler.config import build_config
 from diffsampler.errors import UserError
 from diffsampler.models import load_model
 from diffsampler.sampling import plan_grid, prepared_options
@@ -44,7 +45,7 @@ def _config(**kw):
         device="cpu",
         seed=0,
     )
-    return AmedTrainConfig(**{**base, **kw})
+    return build_config(AmedTrainConfig, {**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_training_beats_untrained_predictor_and_baselines(evaluation, student, n
         return _error(out, ref)
 
     trained = amed_error(result.predictor)
-    others = {"untrained": amed_error(AMEDPredictor(result.predictor.config, seed=cfg.seed))}
+    others = {"untrained": amed_error(AMEDPredictor(result.predictor.config, seed=cfg.run.seed))}
     if student == "amed":
         for name in ("dpm2", "heun"):
             others[name] = _error(get_solver(name).sample(model, z, grid, {"afs": True}), ref)

@@ -211,13 +211,9 @@ def _config_class(target: str):
 def test_help_defaults_are_the_config_defaults(command, config):
     """The CLI's flags default to None (a config file's value wins); the defaults their help states must be the
     dataclass's, which is where they are declared, and the help lists every key of the config."""
-    import dataclasses
+    from diffsampler.config import flat_dict
 
-    cls = _config_class(config)
-    defaults = {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        for f in dataclasses.fields(cls)
-    }
+    defaults = flat_dict(_config_class(config)())
     stated = _help_defaults(command)
     assert len(stated) >= 4, stated  # the parse finds them
     for option, text in stated.items():
@@ -241,11 +237,11 @@ def test_help_defaults_are_the_config_defaults(command, config):
 @pytest.mark.parametrize("command, config", CONFIG_COMMANDS)
 def test_every_flag_of_a_config_command_is_a_config_key(command, config):
     """One form: --config, --set and flags that each stand for one config key (plus a few actions)."""
-    import dataclasses
-
     import typer.main
 
-    keys = {f.name for f in dataclasses.fields(_config_class(config))}
+    from diffsampler.config import config_keys
+
+    keys = set(config_keys(_config_class(config)))
     actions = {"config", "sets", "option", "model_option", "fresh", "resume"}
     params = typer.main.get_command(app).commands[command].params
     assert {p.name for p in params} - actions <= keys

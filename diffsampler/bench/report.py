@@ -137,7 +137,7 @@ def build_report(
     throughput = MetricTable(
         "samples_per_second", "samples per second, sampling alone", True, _mark_best(rows(speed), True)
     )
-    return Report(cfg.model, cfg.num_samples, cfg.seed, budgets, tables, throughput, footnotes, notes, cell_rows)
+    return Report(cfg.model, cfg.num_samples, cfg.run.seed, budgets, tables, throughput, footnotes, notes, cell_rows)
 
 
 def _md_escape(text: str) -> str:

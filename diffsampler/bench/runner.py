@@ -77,8 +77,8 @@ def _manifest(
         "model": cfg.model,
         "model_sha256": desc["sha256"],
         "sample_shape": desc["sample_shape"],
-        "seed": cfg.seed,
-        "dtype": cfg.dtype,
+        "seed": cfg.run.seed,
+        "dtype": cfg.run.dtype,
         "sigma_min": sigma_min,
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
@@ -129,7 +129,7 @@ def _record(
         "steps": cell.plan.steps,
         "sigmas": cell.plan.sigmas.tolist(),
         "num_samples": cfg.num_samples,
-        "seed": cfg.seed,
+        "seed": cfg.run.seed,
         "metric": metric.name,
         "value": value,
         "error": error,
@@ -216,7 +216,14 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     tic = time.perf_counter()
     try:
         job = Generation(
-            denoiser, spec, options, cell.plan, cfg.seed, cfg.batch_size, run.ctx.device, getattr(torch, cfg.dtype)
+            denoiser,
+            spec,
+            options,
+            cell.plan,
+            cfg.run.seed,
+            cfg.run.batch_size,
+            run.ctx.device,
+            getattr(torch, cfg.run.dtype),
         )
         samples = generate_sharded(job, range(cfg.num_samples), world)
     except UserError as exc:
@@ -227,7 +234,7 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
         "sampling_seconds": seconds,
         "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
         "device": str(run.ctx.device),
-        "batch_size": cfg.batch_size,
+        "batch_size": cfg.run.batch_size,
         "world_size": world.size,
     }
     if samples is not None and world.is_main:
@@ -276,7 +283,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     """
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
-    setup = setup_run(cfg.model, cfg.device, (cfg.sigma_min, cfg.sigma_max))
+    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max))
     denoiser, world, device, sigma_min, sigma_max = (
         setup.denoiser,
         setup.world,
@@ -287,7 +294,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     metrics = _checked_metrics(cfg, denoiser)
     out = Path(cfg.out)
     warn_schedule_files(entries, denoiser)
-    learned = learned_schedules(cfg.model, denoiser, device, cfg.dtype, out / ".cache" / "schedules", progress)
+    learned = learned_schedules(cfg.model, denoiser, device, cfg.run.dtype, out / ".cache" / "schedules", progress)
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
@@ -297,12 +304,12 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     ctx = MetricContext(
         denoiser,
         cfg.model,
-        cfg.seed,
+        cfg.run.seed,
         cfg.num_samples,
         sigma_max,
         sigma_min,
         device,
-        cfg.batch_size,
+        cfg.run.batch_size,
         out / ".cache",
         {k: dict(v) for k, v in cfg.metric_options.items()},
         world=world,

@@ -242,3 +242,15 @@ def test_warm_start_copies_weights_and_carries_totals(trained, data, tmp_path):
     assert meta["prior"]["cpu_seconds"] > 0
     with pytest.raises(UserError, match="not a U-Net of this run's shape"):
         train(dataclasses.replace(cfg, name="other", init_from=source, channels=16))
+
+
+def test_the_unet_shape_comes_from_the_training_configs_own_keys():
+    """TrainConfig gives every U-Net shape key flat (the YAML files and shipped manifests use them); the U-Net
+    config is built from them and the data's image shape."""
+    from diffsampler.train.config import UNET_KEYS
+
+    cfg = TrainConfig(channels=16, channel_mult=[1, 2], dropout=0.2, patch_size=2)
+    unet = cfg.unet_config(3, 16)
+    assert (unet.image_channels, unet.image_size) == (3, 16)
+    assert all(getattr(unet, key) == getattr(cfg, key) for key in UNET_KEYS)
+    assert unet.channel_mult is not cfg.channel_mult

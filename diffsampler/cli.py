@@ -114,7 +114,7 @@ def sample(
 ) -> None:
     """Draw samples with one solver at one NFE budget; write samples.npz, meta.json and a PNG."""
     from diffsampler.config import SampleConfig, load_config, parse_assignments
-    from diffsampler.sampling import run_sample
+    from diffsampler.sample_run import run_sample
 
     flags = dict(
         model=model,

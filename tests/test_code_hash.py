@@ -51,6 +51,8 @@ def edit(path: Path) -> None:
         ("solvers/base.py", ALL, False),
         ("schedules.py", ALL, True),
         ("sampling.py", ALL, False),
+        ("sample_run.py", set(), False),  # the `sample` command: no cell's samples depend on it
+        ("run_setup.py", set(), False),
         ("models/gaussian_mixture.py", ALL, False),
         ("metrics/reference.py", set(), True),
         ("metrics/pixel_frechet.py", set(), True),

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffsampler import sampling
+from diffsampler import sample_run
 from diffsampler.amed import train as amed_train
 from diffsampler.bench import runner as runner_module
 from diffsampler.cli import app
@@ -157,7 +157,7 @@ def test_a_full_disk_during_sample_is_one_line_and_leaves_nothing(tmp_path, monk
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(sampling.np, "savez", full)
+    monkeypatch.setattr(sample_run.np, "savez", full)
     result = runner.invoke(app, [*SAMPLE, "--out", str(tmp_path / "out"), "--name", "run"])
     one_line_exit_2(result, "No space left on device", "run")
     assert list((tmp_path / "out").iterdir()) == []

@@ -12,7 +12,7 @@ from typing import Any
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
-from diffsampler.bench.metrics import Metric
+from diffsampler.bench.metric_registry import Metric
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
 from diffsampler.bench.plots import plot_metric
 from diffsampler.bench.store import ResultStore

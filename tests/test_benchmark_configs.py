@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from diffsampler.bench.config import benchmark_config, solver_entries
-from diffsampler.bench.metrics import METRICS
+from diffsampler.bench.metric_registry import METRICS
 from diffsampler.bench.plan import LEARNED_SCHEDULES, options_at_budget, plan_cells
 from diffsampler.models import MODELS, is_model_path
 

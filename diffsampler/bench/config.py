@@ -14,6 +14,9 @@ from diffsampler.schedules import SCHEDULES
 from diffsampler.solvers import SOLVERS, get_solver
 
 DEFAULT_NFE = [3, 5, 7, 9]
+NFE_PLACEHOLDER = "{nfe}"
+"""In a string option or a schedule file path it stands for the cell's budget: one entry can name a predictor or
+a schedule file per NFE (a budget whose file is missing is n/a)."""
 ENTRY_KEYS = ("solver", "label", "options", "schedule", "rho", "search")
 LEARNED_SCHEDULES = ("gits", "ld3")
 """Schedules searched per NFE for the entry's solver (``diffsampler.search``), cached by model hash and settings."""
@@ -127,7 +130,8 @@ def _entry(item: Any) -> SolverEntry:
         )
     schedule = item.get("schedule")
     if isinstance(schedule, str) and is_schedule_path(schedule):
-        read_schedule(schedule)
+        if NFE_PLACEHOLDER not in schedule:
+            read_schedule(schedule)
     elif schedule is not None and schedule not in SCHEDULES and schedule not in LEARNED_SCHEDULES:
         raise unknown_choice("schedule", str(schedule), [*SCHEDULES, *LEARNED_SCHEDULES, "PATH.json"])
     search = item.get("search")

@@ -293,7 +293,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     )
     metrics = _checked_metrics(cfg, denoiser)
     out = Path(cfg.out)
-    warn_schedule_files(entries, denoiser)
+    warn_schedule_files(entries, cfg.nfe, denoiser)
     learned = learned_schedules(cfg.model, denoiser, device, cfg.run.dtype, out / ".cache" / "schedules", progress)
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from diffsampler.cli_config import COMMON_HELP, config_command, config_option, flag, set_option
 from diffsampler.errors import Interrupted, UserError
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -60,11 +61,12 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _launch_rank() -> int:
-    """This process's torchrun rank (0 without torchrun); ranks other than 0 stay quiet."""
+def _main_rank() -> bool:
+    """True in the process that draws and prints: torchrun's rank 0, or the only process (the others stay quiet;
+    the engines let only ``world.is_main`` write files)."""
     from diffsampler.distributed import launch_rank
 
-    return launch_rank()
+    return launch_rank() == 0
 
 
 def _leave_process_group(completed: bool) -> None:
@@ -83,24 +85,12 @@ def _root(
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _float_list(text: Optional[str]) -> Optional[list[float]]:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError as exc:
-        raise UserError(f"--sigmas must be comma-separated numbers, got '{text}'") from exc
-
-
-@app.command()
+@app.command(cls=config_command("diffsampler.config:SampleConfig", {"nfe": "diffsampler.sampling:DEFAULT_NFE"}))
 @user_errors
 def sample(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML config (configs/sample/*.yaml); options below override it."
-    ),
-    model: Optional[str] = typer.Option(
-        None, help="Model name or diffusers:PATH / edm-pkl:PATH (see `diffsampler list`). Default gmm-fmnist."
-    ),
+    config: Optional[Path] = config_option("configs/sample/*.yaml"),
+    sets: Optional[List[str]] = set_option(),
+    model: Optional[str] = flag("model"),
     model_option: Optional[List[str]] = typer.Option(
         None,
         "--model-option",
@@ -109,55 +99,41 @@ def sample(
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", metavar="", help="Allow loading a pickle (EDM .pkl): it runs code stored in the file."
     ),
-    solver: Optional[str] = typer.Option(None, help="Solver name (see `diffsampler list`). Default dpm2."),
-    nfe: Optional[int] = typer.Option(None, help="Network evaluations per sample. Default 10."),
-    schedule: Optional[str] = typer.Option(
-        None, help="Sigma schedule name, or a schedule file PATH.json (search-schedule); default: the solver's own."
-    ),
-    rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7, time_uniform: 1 or 2)."),
-    sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
-    sigma_max: Optional[float] = typer.Option(None, help="Largest sigma of the grid; default: the model's."),
-    sigmas: Optional[str] = typer.Option(
-        None, help="Explicit grid, comma-separated and descending (replaces schedule)."
-    ),
+    solver: Optional[str] = flag("solver"),
+    schedule: Optional[str] = flag("schedule"),
+    nfe: Optional[int] = flag("nfe"),
     option: Optional[List[str]] = typer.Option(
-        None, "--option", "-o", help="Solver option key=value, repeatable (e.g. -o afs=true)."
+        None, "--option", "-o", help="Solver option key=value, repeatable (e.g. -o afs=true; = --set options.afs=true)."
     ),
-    num_samples: Optional[int] = typer.Option(None, help="Number of samples. Default 64."),
-    batch_size: Optional[int] = typer.Option(None, help="Samples per network call. Default 256."),
-    seed: Optional[int] = typer.Option(None, help="Seed; sample i uses a generator seeded by (seed, i). Default 0."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. Default auto."),
-    dtype: Optional[str] = typer.Option(None, help="float32 or float64 for the state x. Default float32."),
-    out: Optional[str] = typer.Option(None, help="Parent folder of the output. Default results/samples."),
-    name: Optional[str] = typer.Option(None, help="Output folder name. Default <model>-<solver>-nfe<N>."),
+    num_samples: Optional[int] = flag("num_samples"),
+    batch_size: Optional[int] = flag("batch_size"),
+    seed: Optional[int] = flag("seed"),
+    device: Optional[str] = flag("device"),
+    out: Optional[str] = flag("out"),
+    name: Optional[str] = flag("name", "Output folder name; unset: <model>-<solver>-nfe<N>."),
 ) -> None:
     """Draw samples with one solver at one NFE budget; write samples.npz, meta.json and a PNG."""
     from diffsampler.config import SampleConfig, load_config, parse_assignments
-    from diffsampler.sampling import run_sample
+    from diffsampler.sample_run import run_sample
 
-    overrides = dict(
+    flags = dict(
         model=model,
         trust_pickle=trust_pickle or None,
         solver=solver,
-        nfe=nfe,
         schedule=schedule,
-        rho=rho,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-        sigmas=_float_list(sigmas),
+        nfe=nfe,
         num_samples=num_samples,
         batch_size=batch_size,
         seed=seed,
         device=device,
-        dtype=dtype,
         out=out,
         name=name,
     )
-    cfg = load_config(SampleConfig, config, overrides)
+    cfg = load_config(SampleConfig, config, flags, sets)
     cfg.options = {**cfg.options, **parse_assignments(option)}
     cfg.model_options = {**cfg.model_options, **parse_assignments(model_option)}
     result = run_sample(cfg)
-    if not result.reporter:
+    if not _main_rank():
         return
     console.print(
         f"{result.num_samples} samples of {cfg.model} with {cfg.solver}: NFE {result.nfe} "
@@ -166,38 +142,19 @@ def sample(
     )
 
 
-@app.command("train-amed")
+@app.command("train-amed", cls=config_command("diffsampler.amed.config:AmedTrainConfig"))
 @user_errors
 def train_amed(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML config (configs/amed/*.yaml); options below override it."
-    ),
-    model: Optional[str] = typer.Option(None, help="Model name. Default gmm-fmnist."),
-    student: Optional[str] = typer.Option(
-        None, help="amed (AMED-Solver) or a base for AMED-Plugin: euler, dpm2, ipndm, dpmpp. Default amed."
-    ),
-    nfe: Optional[int] = typer.Option(None, help="NFE the predictor is trained for (odd budgets need AFS). Default 5."),
-    afs: Optional[bool] = typer.Option(None, "--afs/--no-afs", metavar="", help="Analytical first step. Default on."),
-    schedule: Optional[str] = typer.Option(None, help="Sigma schedule; default logsnr for dpmpp, else polynomial."),
-    rho: Optional[float] = typer.Option(None, help="Schedule exponent (polynomial: 7)."),
-    sigma_min: Optional[float] = typer.Option(None, help="Smallest sigma of the grid; default: the model's."),
-    sigma_max: Optional[float] = typer.Option(None, help="Largest sigma of the grid; default: the model's."),
-    scale_dir: Optional[float] = typer.Option(
-        None, help="Direction scale c in [1 - k, 1 + k]; 0 fixes c = 1. Default 0."
-    ),
-    scale_time: Optional[float] = typer.Option(None, help="Time scale a in [1 - k, 1 + k]; 0 fixes a = 1. Default 0."),
-    max_order: Optional[int] = typer.Option(None, help="Multistep order of ipndm (default 4) or dpmpp (default 3)."),
-    teacher: Optional[str] = typer.Option(None, help="Teacher solver: heun, dpm2 or euler. Default heun."),
-    teacher_m: Optional[int] = typer.Option(None, help="Extra teacher points per student interval (M). Default 3."),
-    num_latents: Optional[int] = typer.Option(None, help="Training trajectories per epoch. Default 10000."),
-    batch_size: Optional[int] = typer.Option(None, help="Trajectories per optimizer batch. Default 128."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate. Default 5e-3."),
-    epochs: Optional[int] = typer.Option(None, help="Passes over the latents. Default 1."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the latents and the predictor's initialisation. Default 0."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. Default auto."),
-    dtype: Optional[str] = typer.Option(None, help="float32 or float64 for the state x. Default float32."),
-    out: Optional[str] = typer.Option(None, help="Folder of the checkpoint. Default results/amed."),
-    name: Optional[str] = typer.Option(None, help="Checkpoint name (without .pt)."),
+    config: Optional[Path] = config_option("configs/amed/*.yaml"),
+    sets: Optional[List[str]] = set_option(),
+    model: Optional[str] = flag("model"),
+    schedule: Optional[str] = flag("schedule", "Sigma schedule; unset: logsnr for student dpmpp, else polynomial."),
+    nfe: Optional[int] = flag("nfe", "NFE the predictor is trained for (odd budgets need afs)."),
+    batch_size: Optional[int] = flag("batch_size", "Trajectories per optimizer batch."),
+    seed: Optional[int] = flag("seed", "Seed of the latents and the predictor's initialisation."),
+    device: Optional[str] = flag("device"),
+    out: Optional[str] = flag("out", "Folder of the checkpoint."),
+    name: Optional[str] = flag("name", "Checkpoint name (without .pt); unset: <model>-<student>-nfe<N>-<schedule>."),
 ) -> None:
     """Distil an AMED predictor (arXiv 2312.00094) for one model, solver, NFE and schedule."""
     from diffsampler.amed.config import AmedTrainConfig
@@ -206,34 +163,13 @@ def train_amed(
     from diffsampler.progress import ProgressEvent
     from diffsampler.terminal import progress_bar
 
-    overrides = dict(
-        model=model,
-        student=student,
-        nfe=nfe,
-        afs=afs,
-        schedule=schedule,
-        rho=rho,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-        scale_dir=scale_dir,
-        scale_time=scale_time,
-        max_order=max_order,
-        teacher=teacher,
-        teacher_m=teacher_m,
-        num_latents=num_latents,
-        batch_size=batch_size,
-        lr=lr,
-        epochs=epochs,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        out=out,
-        name=name,
+    flags = dict(
+        model=model, schedule=schedule, nfe=nfe, batch_size=batch_size, seed=seed, device=device, out=out, name=name
     )
-    cfg = load_config(AmedTrainConfig, config, overrides)
-    with progress_bar("AMED", console, enabled=_launch_rank() == 0) as bar:
+    cfg = load_config(AmedTrainConfig, config, flags, sets)
+    with progress_bar("AMED", console, enabled=_main_rank()) as bar:
         path, result = train_and_save(cfg, lambda rep: bar(ProgressEvent(rep.step, rep.total, rep.describe())))
-    if _launch_rank() != 0:
+    if not _main_rank():
         return
     meta = result.meta
     console.print(
@@ -245,23 +181,28 @@ def train_amed(
     )
 
 
-@app.command("train-model")
+@app.command("train-model", cls=config_command("diffsampler.train:TrainConfig"))
 @user_errors
 def train_model(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML training config (configs/train/*.yaml)."),
+    config: Optional[Path] = config_option("configs/train/*.yaml"),
+    sets: Optional[List[str]] = set_option(),
     resume: bool = typer.Option(
         False, "--resume", metavar="", help="Continue the run <out>/<name> from its train-state.pt."
     ),
-    overrides: Optional[List[str]] = typer.Argument(
-        None, metavar="KEY=VALUE", help="Config overrides key=value (e.g. steps=2000 patch_size=2)."
-    ),
+    data: Optional[str] = flag("data"),
+    batch_size: Optional[int] = flag("batch_size", "Images per optimizer step."),
+    seed: Optional[int] = flag("seed", "Seed of the initialisation, the data order and the noise."),
+    device: Optional[str] = flag("device"),
+    out: Optional[str] = flag("out", "Parent folder of runs."),
+    name: Optional[str] = flag("name", "Run name: the run's folder is <out>/<name>."),
 ) -> None:
     """Train an EDM U-Net denoiser (optionally PDM-patched); write checkpoints, sample grids and a loss log."""
-    from diffsampler.config import load_config, parse_assignments
+    from diffsampler.config import load_config
     from diffsampler.terminal import progress_bar
     from diffsampler.train import TrainConfig, train
 
-    cfg = load_config(TrainConfig, config, parse_assignments(overrides))
+    flags = dict(data=data, batch_size=batch_size, seed=seed, device=device, out=out, name=name)
+    cfg = load_config(TrainConfig, config, flags, sets)
     with progress_bar("train", console) as bar:
         result = train(cfg, resume=resume, progress=bar)
     loss = "-" if result.last_loss is None else f"{result.last_loss:.4f}"
@@ -273,38 +214,28 @@ def train_model(
     )
 
 
-@app.command()
+@app.command(cls=config_command("diffsampler.bench.config:BenchmarkConfig"))
 @user_errors
 def benchmark(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML config (configs/benchmark/*.yaml); options below override it."
+    config: Optional[Path] = config_option("configs/benchmark/*.yaml"),
+    sets: Optional[List[str]] = set_option(),
+    nfe: Optional[str] = flag("nfe", "NFE budgets: 3,5,7,9 or 3-10 (or a mix, 3-5,8)."),
+    solvers: Optional[str] = flag(
+        "solvers",
+        "Comma-separated labels of the config's solvers or registered solver names; unset: every training-free solver.",
     ),
-    nfe: Optional[str] = typer.Option(None, help="NFE budgets: 3,5,7,9 or 3-10 (or a mix, 3-5,8). Default 3,5,7,9."),
-    solvers: Optional[str] = typer.Option(
-        None,
-        help="Comma-separated labels of the config's solvers or registered solver names. "
-        "Default: every training-free solver.",
+    model: Optional[str] = flag("model"),
+    metrics: Optional[str] = flag(
+        "metrics", "Comma-separated metrics (rmse, max_error, pixel_fd, ...); unset: those the model supports."
     ),
-    model: Optional[str] = typer.Option(None, help="Model name (see `diffsampler list`). Default gmm-fmnist."),
-    metrics: Optional[str] = typer.Option(
-        None, help="Comma-separated metrics (rmse, max_error, pixel_fd, ...). Default: those the model supports."
+    num_samples: Optional[int] = flag(
+        "num_samples", "Samples per cell (latents seeded per index: more samples extend, never change)."
     ),
-    num_samples: Optional[int] = typer.Option(
-        None, help="Samples per cell (latents seeded per index: more samples extend, never change). Default 256."
-    ),
-    batch_size: Optional[int] = typer.Option(None, help="Samples per network call. Default 256."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the latents (sample i uses (seed, i)). Default 0."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. Default auto."),
-    auto_afs: Optional[bool] = typer.Option(
-        None,
-        "--auto-afs/--no-auto-afs",
-        metavar="",
-        help="Let 2-NFE-per-step solvers meet odd budgets with AFS. Default on.",
-    ),
-    name: Optional[str] = typer.Option(
-        None, help="Run name: results go to OUT/NAME (a rerun resumes). Default: the model name."
-    ),
-    out: Optional[str] = typer.Option(None, help="Parent folder of runs. Default results."),
+    batch_size: Optional[int] = flag("batch_size"),
+    seed: Optional[int] = flag("seed", "Seed of the latents (sample i uses (seed, i))."),
+    device: Optional[str] = flag("device"),
+    name: Optional[str] = flag("name", "Run name: results go to OUT/NAME (a rerun resumes); unset: the model name."),
+    out: Optional[str] = flag("out", "Parent folder of runs."),
     fresh: bool = typer.Option(False, "--fresh", metavar="", help="Delete the run's earlier records and start over."),
 ) -> None:
     """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
@@ -315,7 +246,7 @@ def benchmark(
     def names(text: Optional[str]) -> Optional[list[str]]:
         return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
 
-    overrides = dict(
+    flags = dict(
         nfe=None if nfe is None else parse_nfe(nfe),
         model=model,
         metrics=names(metrics),
@@ -323,14 +254,13 @@ def benchmark(
         batch_size=batch_size,
         seed=seed,
         device=device,
-        auto_afs=auto_afs,
         name=name,
         out=out,
     )
-    cfg = benchmark_config(config, overrides, names(solvers))
-    with progress_bar("benchmark", err_console, enabled=_launch_rank() == 0) as bar:
+    cfg = benchmark_config(config, flags, names(solvers), sets)
+    with progress_bar("benchmark", err_console, enabled=_main_rank()) as bar:
         outcome = run_benchmark(cfg, fresh, bar)
-    if not outcome.reporter:
+    if not _main_rank():
         return
     for table in rich_tables(outcome.report):
         console.print(table)
@@ -348,66 +278,44 @@ def benchmark(
     )
 
 
-@app.command("search-schedule")
+@app.command("search-schedule", cls=config_command("diffsampler.search.run:SearchConfig"))
 @user_errors
 def search_schedule(
-    method: str = typer.Option(
-        "gits", help="gits (arXiv 2405.11326, dynamic programming) or ld3 (arXiv 2405.15506, learned by Adam)."
+    config: Optional[Path] = config_option("a file of SearchConfig keys"),
+    sets: Optional[List[str]] = set_option(),
+    method: Optional[str] = flag(
+        "method", "gits (arXiv 2405.11326, dynamic programming) or ld3 (arXiv 2405.15506, learned by Adam)."
     ),
-    model: str = typer.Option("gmm-fmnist", help="Model name or checkpoint path (see `diffsampler list`)."),
-    solver: str = typer.Option("ipndm", help="Solver the schedule is made for."),
+    model: Optional[str] = flag("model"),
+    solver: Optional[str] = flag("solver", "Solver the schedule is made for."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Solver option key=value, repeatable."),
-    nfe: int = typer.Option(5, help="NFE budget of the schedule."),
-    num_samples: Optional[int] = typer.Option(None, help="Teacher samples. Default 256 (gits), 100 (ld3)."),
-    seed: int = typer.Option(
-        1, help="Seed of the teacher latents (the benchmark's default seed is 0, so they differ)."
-    ),
-    teacher_steps: Optional[int] = typer.Option(
-        None, help="iPNDM teacher steps. Default 10 x steps (gits: the candidate grid), 60 (ld3)."
-    ),
-    metric: str = typer.Option("dev", help="GITS step cost: dev (the paper's trajectory deviation) or l2."),
-    coeff: float = typer.Option(1.15, help="GITS weight growth per step in the dynamic program (the paper's 1.15)."),
-    init: Optional[str] = typer.Option(
-        None, help="LD3 starting grid: a schedule name or file PATH.json (e.g. a GITS grid); default: the solver's own."
-    ),
-    iterations: int = typer.Option(100, help="LD3 Adam iterations."),
-    lr: float = typer.Option(0.05, help="LD3 learning rate of the grid logits."),
-    slack: bool = typer.Option(
-        True, "--slack/--no-slack", help="LD3's soft objective (student latents in a small ball)."
-    ),
-    batch_size: int = typer.Option(256, help="Samples per network call of the teacher."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("float64", help="float64 (analytic models) or float32 (networks)."),
-    out: Optional[str] = typer.Option(
-        None, help="Schedule file to write. Default results/schedules/<model>-<solver>-<method>-nfe<N>.json."
+    nfe: Optional[int] = flag("nfe", "NFE budget of the schedule."),
+    num_samples: Optional[int] = flag("num_samples", "Teacher samples; unset: 256 (gits), 100 (ld3)."),
+    seed: Optional[int] = flag("seed", "Seed of the teacher latents (the benchmark's default seed differs)."),
+    batch_size: Optional[int] = flag("batch_size", "Samples per network call of the teacher."),
+    device: Optional[str] = flag("device"),
+    out: Optional[str] = flag(
+        "out", "Schedule file to write; unset: results/schedules/<model>-<solver>-<method>-nfe<N>.json."
     ),
 ) -> None:
-    """Search a sigma grid for one model, solver and NFE; write it as a schedule file for --schedule PATH.json."""
-    from diffsampler.config import build_config, parse_assignments
+    """Search a sigma grid for one model, solver and NFE; write it as a schedule file for schedule=PATH.json."""
+    from diffsampler.config import load_config, parse_assignments
     from diffsampler.search.run import SearchConfig
     from diffsampler.search.run import search_schedule as run
 
-    values = dict(
+    flags = dict(
         method=method,
         model=model,
         solver=solver,
-        options=parse_assignments(option),
         nfe=nfe,
         num_samples=num_samples,
         seed=seed,
-        teacher_steps=teacher_steps,
-        metric=metric,
-        coeff=coeff,
-        init=init,
-        iterations=iterations,
-        lr=lr,
-        slack=slack,
         batch_size=batch_size,
         device=device,
-        dtype=dtype,
         out=out,
     )
-    cfg = build_config(SearchConfig, values)
+    cfg = load_config(SearchConfig, config, flags, sets)
+    cfg.options = {**cfg.options, **parse_assignments(option)}
     with err_console.status("searching") as status:
         artefact, path = run(cfg, lambda text: status.update(text))
     grid = ", ".join(f"{s:.4g}" for s in artefact.sigmas)
@@ -417,44 +325,35 @@ def search_schedule(
     )
 
 
-@app.command("compute-ems")
+@app.command("compute-ems", cls=config_command("diffsampler.ems.config:EmsConfig"))
 @user_errors
 def compute_ems(
-    model: str = typer.Option(
-        "gmm-fmnist", show_default=False, help="Model name (see `diffsampler list`). Default gmm-fmnist."
-    ),
-    data: Optional[str] = typer.Option(
-        None, help="Data source (fashion-mnist[:test], image folder, .zip, .npz); default: samples of the model."
-    ),
-    grid: int = typer.Option(
-        120,
-        show_default=False,
-        help="Grid intervals N: statistics at N + 1 points uniform in lambda = -log(sigma). Default 120.",
-    ),
-    num_data: int = typer.Option(
-        1024, show_default=False, help="Data points K (the same K at every grid point). Default 1024."
-    ),
-    batch: int = typer.Option(
-        256, show_default=False, help="Data points per JVP batch (bounds the memory). Default 256."
-    ),
-    seed: int = typer.Option(
-        0, show_default=False, help="Seed of the data subset, the noise and the probes. Default 0."
-    ),
-    out: Optional[str] = typer.Option(
-        None, help="Output folder. Default results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>."
-    ),
-    device: str = typer.Option("auto", show_default=False, help="auto, cpu or cuda. Default auto."),
+    config: Optional[Path] = config_option("configs/ems/*.yaml"),
+    sets: Optional[List[str]] = set_option(),
+    model: Optional[str] = flag("model"),
+    data: Optional[str] = flag("data", COMMON_HELP["data"] + " Unset: samples of the model."),
+    batch_size: Optional[int] = flag("batch_size", "Data points per JVP batch (bounds the memory)."),
+    seed: Optional[int] = flag("seed", "Seed of the data subset, the noise and the probes."),
+    device: Optional[str] = flag("device"),
+    out: Optional[str] = flag("out", "Output folder; unset: results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>."),
 ) -> None:
-    """Estimate DPM-Solver-v3's statistics l, s, b; write l.npz, sb.npz and meta.json (resumable)."""
+    """Estimate DPM-Solver-v3's statistics l, s, b; write l.npz, sb.npz and meta.json (resumable).
+
+    The grid has N + 1 points uniform in lambda = -log(sigma) (--set grid=N) and K data points (--set num_data=K).
+    """
+    from diffsampler.config import load_config
+    from diffsampler.ems.config import EmsConfig
     from diffsampler.ems.run import compute_ems as run
     from diffsampler.terminal import progress_bar
 
-    with progress_bar("compute-ems", err_console, enabled=_launch_rank() == 0, transient=True) as bar:
-        result = run(model, data, grid, num_data, batch, seed, out, device, bar)
-    if _launch_rank() != 0:
+    flags = dict(model=model, data=data, batch_size=batch_size, seed=seed, device=device, out=out)
+    cfg = load_config(EmsConfig, config, flags, sets)
+    with progress_bar("compute-ems", err_console, enabled=_main_rank(), transient=True) as bar:
+        result = run(cfg, bar)
+    if not _main_rank():
         return
     console.print(
-        f"statistics of {model} on {result.num_intervals + 1} grid points from {result.num_data} data points "
+        f"statistics of {cfg.model} on {result.num_intervals + 1} grid points from {result.num_data} data points "
         f"in {result.seconds:.1f} s ({result.resumed_points} points resumed) -> {result.folder}",
         highlight=False,
     )
@@ -581,7 +480,7 @@ def fid(
     batch_size = batch_size if batch_size is not None else getattr(weights, "batch_size", None)
     with _image_progress(f"{features} features") as progress:
         report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress, world)
-    if not world.is_main:
+    if not _main_rank():
         return
     kid_text = f"  KID {report.kid:.6f}" if report.kid is not None else ""
     name = "FID" if features == "inception" else f"FD_{features}"

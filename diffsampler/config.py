@@ -1,8 +1,9 @@
 """YAML experiment configs as typed, validated dataclasses, with command-line overrides.
 
 A config file holds the fields of one dataclass (unknown keys are refused with a "did you
-mean"); values given on the command line replace those of the file; every value is then
-type-checked and validated, and any problem is one ``UserError`` line naming the key.
+mean"); ``--set key=value`` items replace those of the file, and the command's own flags replace
+both; every value is then type-checked and validated, and any problem is one ``UserError`` line
+naming the key and where it came from.
 """
 
 from __future__ import annotations
@@ -99,14 +100,59 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
-    """An instance of the dataclass ``cls`` from ``values``, type-checked, then validated."""
+FLAT = {"flat": True}
+"""Field metadata of a nested settings dataclass whose keys files, ``--set`` and records give at the top level."""
+
+
+def _flat_fields(cls: type) -> dict[str, type]:
+    """The nested settings fields of ``cls`` (marked ``FLAT``) and their dataclasses."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.metadata.get("flat")}
+
+
+def config_keys(cls: type) -> list[str]:
+    """The keys a config file or ``--set`` may give for the dataclass ``cls`` (nested settings' keys flat)."""
+    nested = _flat_fields(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        keys += config_keys(nested[f.name]) if f.name in nested else [f.name]
+    return keys
+
+
+def flat_dict(obj: Any) -> dict[str, Any]:
+    """``dataclasses.asdict(obj)`` with the keys of nested settings at the top level where the field stands: the
+    form of config files and of the configs recorded in outputs and cache keys."""
+    nested = _flat_fields(type(obj))
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(obj).items():
+        out.update(flat_dict(getattr(obj, key)) if key in nested else {key: value})
+    return out
+
+
+def check_keys(cls: type, values: Mapping[str, Any], source: str) -> None:
+    """A UserError naming ``source`` (a file, ``--set``) for the first key that ``cls`` does not have."""
+    names = config_keys(cls)
     for key in values:
         if key not in names:
             raise unknown_choice(f"key in {source}", str(key), names)
-    typed = {key: _coerce(key, value, hints[key]) for key, value in values.items()}
+
+
+def _typed(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {key: _coerce(key, value, hints[key]) for key, value in values.items()}
+
+
+def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+    """An instance of the dataclass ``cls`` from ``values``, type-checked, then validated."""
+    check_keys(cls, values, source)
+    hints = typing.get_type_hints(cls)
+    typed: dict[str, Any] = {}
+    factories: dict[str, Any] = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name, sub in _flat_fields(cls).items():
+        given = {key: values[key] for key in config_keys(sub) if key in values}
+        typed[name] = dataclasses.replace(factories[name](), **_typed(sub, given))
+    nested = set(config_keys(cls)) - set(hints)
+    typed.update(_typed(cls, {key: value for key, value in values.items() if key not in nested}))
     obj = cls(**typed)
     validate = getattr(obj, "validate", None)
     if validate is not None:
@@ -114,12 +160,34 @@ def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config"
     return obj
 
 
-def load_config(cls: type[C], path: str | Path | None, overrides: Mapping[str, Any]) -> C:
-    """``cls`` from the YAML file at ``path`` (if any) with the non-None ``overrides`` applied."""
+def config_values(cls: type, path: str | Path | None, sets: list[str] | None = None) -> dict[str, Any]:
+    """The raw values of the YAML file at ``path`` (if any) with the ``--set key=value`` items applied on top.
+
+    Each source's keys are checked on their own, so an unknown key names the file or ``--set``; a dotted key
+    (``options.afs=true``) sets one entry of a mapping key.
+    """
     values: dict[str, Any] = read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "options"
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(cls, values, source)
+    check_keys(cls, values, str(path))
+    assigned = parse_assignments(sets)
+    check_keys(cls, {key.partition(".")[0]: v for key, v in assigned.items()}, "--set")
+    for key, value in assigned.items():
+        head, dot, tail = key.partition(".")
+        if dot:
+            inner = values.get(head) or {}
+            if not isinstance(inner, Mapping):
+                raise UserError(f"--set {key}=...: '{head}' is not a mapping, so it has no key '{tail}'")
+            value = {**inner, tail: value}
+        values[head] = value
+    return values
+
+
+def load_config(
+    cls: type[C], path: str | Path | None, flags: Mapping[str, Any] | None = None, sets: list[str] | None = None
+) -> C:
+    """``cls`` from the YAML file at ``path`` (if any), then the ``--set`` items, then the non-None ``flags``."""
+    values = config_values(cls, path, sets)
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return build_config(cls, values, "--set" if path is None else str(path))
 
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any]:
@@ -148,15 +216,30 @@ def check_seed(seed: int) -> None:
         raise UserError(f"seed must be an integer from 0 to 2^63 - 1 = {MAX_SEED}, got {seed}")
 
 
-def check_run_settings(batch_size: int, seed: int, device: str, dtype: str) -> None:
-    """The settings every generating command shares: a positive batch, a seed in range, a known device and dtype."""
-    if batch_size < 1:
-        raise UserError(f"batch_size must be at least 1, got {batch_size}")
-    check_seed(seed)
-    if device not in DEVICES:
-        raise unknown_choice("device", device, DEVICES)
-    if dtype not in DTYPES:
-        raise unknown_choice("dtype", dtype, DTYPES)
+@dataclass
+class RunSettings:
+    """How a generating command runs: samples per network call, the seed (sample i uses (seed, i)), the device,
+    and the dtype of the state x (the network may run lower). Nested in a config, with its keys flat in files."""
+
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        """A positive batch, a seed in range, a known device and dtype."""
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_seed(self.seed)
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.dtype not in DTYPES:
+            raise unknown_choice("dtype", self.dtype, DTYPES)
+
+
+def run_settings(**defaults: Any) -> Any:
+    """The ``run`` field of a config: its RunSettings, with this command's own ``defaults`` where they differ."""
+    return field(default_factory=lambda: RunSettings(**defaults), metadata=FLAT)
 
 
 @dataclass
@@ -175,10 +258,7 @@ class SampleConfig:
     sigmas: list[float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 64
-    batch_size: int = 256
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
+    run: RunSettings = run_settings()
     out: str = "results/samples"
     name: str | None = None
 
@@ -187,6 +267,6 @@ class SampleConfig:
             raise UserError(f"nfe must be at least 1, got {self.nfe}")
         if self.num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {self.num_samples}")
-        check_run_settings(self.batch_size, self.seed, self.device, self.dtype)
+        self.run.validate()
         if self.sigmas is not None and (self.schedule is not None or self.rho is not None):
             raise UserError("give either an explicit 'sigmas' list or a 'schedule' (with 'rho'), not both")

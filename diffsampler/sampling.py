@@ -1,28 +1,23 @@
-"""Composing a model, a solver and a sigma grid into samples: what `diffsampler sample` runs."""
+"""Composing a model, a solver and a sigma grid into samples: the generation every command shares.
+
+What a benchmark cell's samples depend on (``diffsampler.codehash.SHARED``), so it holds no command or config
+code: `diffsampler sample` itself is ``diffsampler.sample_run``."""
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from diffsampler import distributed
 from diffsampler.artefacts import prepare_options
-from diffsampler.atomic import atomic_dir, check_name, check_replaceable
-from diffsampler.config import SampleConfig
-from diffsampler.device import resolve_device
 from diffsampler.errors import UserError
-from diffsampler.images import save_grid, save_scatter
 from diffsampler.latents import standard_normal
-from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label, warn_other_model, warn_other_nfe
+from diffsampler.models import Denoiser
+from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label, warn_other_nfe
 from diffsampler.schedules import get_sigmas, validate_sigmas
-from diffsampler.solvers import SolverSpec, get_solver
+from diffsampler.solvers import SolverSpec
 
 DEFAULT_NFE = 10
 
@@ -143,82 +138,3 @@ def generate_sharded(job: Generation, indices: range, world: distributed.World) 
         raise failure or UserError(f"{job.spec.name} at NFE {job.plan.nfe} failed on another rank (see its error)")
     local = torch.cat(parts) if parts else torch.empty((0, *job.denoiser.sample_shape))
     return distributed.gather_batches(local, indices, job.batch_size, world)
-
-
-@dataclass(frozen=True)
-class SampleOutcome:
-    """What `diffsampler sample` did: where, how many, at what cost."""
-
-    folder: Path
-    num_samples: int
-    nfe: int
-    steps: int
-    schedule: str
-    seconds: float
-    reporter: bool = True
-
-
-def run_sample(cfg: SampleConfig) -> SampleOutcome:
-    """Generate ``cfg.num_samples`` samples and write samples.npz, meta.json and a PNG into one folder."""
-    if cfg.name is not None:
-        check_name(cfg.name)
-    denoiser = load_model(cfg.model, cfg.trust_pickle, cfg.model_options)
-    spec = get_solver(cfg.solver)
-    options = spec.resolve_options(cfg.options)
-    world, device = distributed.setup(resolve_device(cfg.device))
-    denoiser.to(device)
-    if is_schedule_path(cfg.schedule):
-        warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)
-    plan = plan_grid(
-        spec,
-        options,
-        denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min,
-        denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max,
-        cfg.nfe,
-        cfg.schedule,
-        cfg.rho,
-        cfg.sigmas,
-        denoiser.discrete_sigmas,
-    )
-    name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
-    folder = Path(cfg.out) / check_name(name)
-    check_replaceable(folder, "sample")
-    run_options = prepared_options(spec, options, denoiser, plan)
-    tic = time.perf_counter()
-    job = Generation(denoiser, spec, run_options, plan, cfg.seed, cfg.batch_size, device, getattr(torch, cfg.dtype))
-    samples = generate_sharded(job, range(cfg.num_samples), world)
-    seconds = time.perf_counter() - tic
-    outcome = SampleOutcome(folder, cfg.num_samples, plan.nfe, plan.steps, plan.schedule, seconds, world.is_main)
-    if not world.is_main:
-        return outcome
-    latents = {"latents": samples.numpy()} if denoiser.latent else {}
-    if denoiser.latent:
-        samples = decode(denoiser, samples, cfg.batch_size, device)
-    with atomic_dir(folder, "sample") as tmp:
-        np.savez(
-            tmp / "samples.npz",
-            samples=samples.numpy(),
-            sigmas=plan.sigmas.numpy(),
-            indices=np.arange(cfg.num_samples),
-            seed=np.int64(cfg.seed),
-            **latents,
-        )
-        meta = {
-            "config": asdict(cfg),
-            "options": options,
-            "model": denoiser.describe(),
-            "solver": spec.name,
-            "schedule": plan.schedule,
-            "nfe": plan.nfe,
-            "steps": plan.steps,
-            "sigmas": plan.sigmas.tolist(),
-            "seconds": seconds,
-            "device": str(device),
-            "world_size": world.size,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        if samples.ndim == 4:
-            save_grid(samples, tmp / "grid.png")
-        elif denoiser.sample_shape == (2,):
-            save_scatter(samples, tmp / "scatter.png")
-    return outcome

@@ -2,7 +2,7 @@
 # Train one config on the GPU machine and bring the checkpoint back (see ../shared/gpu/README.md).
 #
 # Send it as the command of one GPU run, from the checkout root:
-#   bash scripts/gpu-train.sh configs/train/fmnist-p1.yaml [key=value ...]
+#   bash scripts/gpu-train.sh configs/train/fmnist-p1.yaml [key=value ...]   (each passed on as --set key=value)
 # The run folder lives in $RUNS/<name> (default /root/runs), outside the checkout, so it survives between commands
 # while the machine stays warm: sending the same command again resumes from train-state.pt (the
 # configs stop themselves after time_limit_minutes, inside the 10-minute limit of one command).
@@ -18,19 +18,21 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d /tmp/site ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 
 name=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' "$config")
+sets=()
 for arg in "$@"; do
   case "$arg" in name=*) name=${arg#name=} ;; esac
+  sets+=(--set "$arg")
 done
 runs=${RUNS:-/root/runs}
-extra=(out="$runs")
-[ -f /root/stage/train-images-idx3-ubyte.gz ] && extra+=(data=fashion-mnist=/root/stage)
+extra=(--out "$runs")
+[ -f /root/stage/train-images-idx3-ubyte.gz ] && extra+=(--data fashion-mnist=/root/stage)
 resume=()
 [ -f "$runs/$name/train-state.pt" ] && resume=(--resume)
 
 out=${OUT:-/tmp/out}/$name
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 -m diffsampler train-model --config "$config" "${resume[@]}" "${extra[@]}" "$@" 2>&1 | tail -n 40 | tee "$out/train.log"
+python3 -m diffsampler train-model --config "$config" "${resume[@]}" "${extra[@]}" "${sets[@]}" 2>&1 | tail -n 40 | tee "$out/train.log"
 
 run=$runs/$name
 cp "$run/model.pt" "$run/config.yaml" "$run/loss.csv" "$out/"

@@ -10,6 +10,7 @@ from diffsampler.amed.checkpoint import load_predictor, save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor
 from diffsampler.amed.train import train_amed
+from diffsampler.config import build_config
 from diffsampler.errors import UserError
 from diffsampler.models import load_model
 from diffsampler.sampling import plan_grid, prepared_options
@@ -44,7 +45,7 @@ def _config(**kw):
         device="cpu",
         seed=0,
     )
-    return AmedTrainConfig(**{**base, **kw})
+    return build_config(AmedTrainConfig, {**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_training_beats_untrained_predictor_and_baselines(evaluation, student, n
         return _error(out, ref)
 
     trained = amed_error(result.predictor)
-    others = {"untrained": amed_error(AMEDPredictor(result.predictor.config, seed=cfg.seed))}
+    others = {"untrained": amed_error(AMEDPredictor(result.predictor.config, seed=cfg.run.seed))}
     if student == "amed":
         for name in ("dpm2", "heun"):
             others[name] = _error(get_solver(name).sample(model, z, grid, {"afs": True}), ref)
@@ -223,14 +224,14 @@ def test_train_amed_and_sample_from_the_command_line(tmp_path):
         "train-amed",
         "--model",
         "gmm-2d",
-        "--student",
-        "ipndm",
+        "--set",
+        "student=ipndm",
         "--nfe",
         "3",
-        "--num-latents",
-        "64",
-        "--teacher-m",
-        "1",
+        "--set",
+        "num_latents=64",
+        "--set",
+        "teacher_m=1",
     ]
     result = runner.invoke(app, [*train, "--device", "cpu", "--out", str(tmp_path), "--name", "p"])
     assert result.exit_code == 0, result.output
@@ -254,5 +255,5 @@ def test_train_amed_and_sample_from_the_command_line(tmp_path):
     result = runner.invoke(app, [*sample, "--nfe", "5", "--name", "other", "-o", f"predictor={tmp_path / 'p.pt'}"])
     assert result.exit_code == 2 and "trained for NFE 3, not 5" in result.output
     assert not (tmp_path / "other").exists()
-    result = runner.invoke(app, [*train, "--student", "ipnmd", "--out", str(tmp_path)])
+    result = runner.invoke(app, [*train, "--set", "student=ipnmd", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "did you mean 'ipndm'" in result.output

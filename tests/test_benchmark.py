@@ -46,7 +46,7 @@ def test_parse_nfe_lists_and_ranges():
 
 
 def test_reports_agree_with_records(tmp_path):
-    result = bench(tmp_path, "--nfe", "2,3,4", "--no-auto-afs")
+    result = bench(tmp_path, "--nfe", "2,3,4", "--set", "auto_afs=false")
     assert result.exit_code == 0, result.output
     folder = tmp_path / "run"
     recs = [json.loads(b) for b in records(folder).values()]

@@ -84,8 +84,8 @@ def test_explicit_sigma_grid(tmp_path):
             "gmm-2d",
             "--solver",
             "euler",
-            "--sigmas",
-            "80,5,1,0.1",
+            "--set",
+            "sigmas=[80, 5, 1, 0.1]",
             "--out",
             str(tmp_path),
             "--name",
@@ -105,7 +105,10 @@ def test_explicit_sigma_grid(tmp_path):
         (["--config", "missing.yaml"], "config file not found: missing.yaml"),
         (["--solver", "heun", "--nfe", "5"], "heun uses 2 NFE per step"),
         (["-o", "asf=true"], "did you mean 'afs'"),
-        (["--sigmas", "1,2,3"], "strictly descending"),
+        (["--set", "sigmas=[1, 2, 3]"], "strictly descending"),
+        (["--set", "sigmas=1"], "'sigmas' must be a list"),
+        (["--set", "nfe=five"], "'nfe' must be an integer"),
+        (["--set", "solvr=heun"], "unknown key in --set 'solvr' (did you mean 'solver'?)"),
         (["--schedule", "cosine"], "unknown schedule 'cosine'"),
     ],
 )
@@ -177,39 +180,42 @@ def test_python_dash_m_entry_point():
 
 
 def _help_defaults(command: str) -> dict[str, str]:
-    """option name -> the X of 'Default X.' in its help text (the one way defaults are shown)."""
+    """option name -> the X of 'Default X.' in the help text of its flag, from the help as drawn."""
     import re
 
-    import typer.main
-
-    params = typer.main.get_command(app).commands[command].params
+    text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "1000"}).output
     return {
-        p.name: m.group(1) for p in params if p.help and (m := re.search(r"Default ([^:<][^ ]*?)\.(?: |$)", p.help))
+        m.group(1).replace("-", "_"): m.group(2)
+        for m in re.finditer(r"--([a-z-]+)\b[^\n]*? Default ([^:<][^ ]*?)\.(?: |$)", text, flags=re.M)
     }
 
 
-@pytest.mark.parametrize(
-    "command, config",
-    [
-        ("sample", "diffsampler.config:SampleConfig"),
-        ("benchmark", "diffsampler.bench.config:BenchmarkConfig"),
-        ("train-amed", "diffsampler.amed.config:AmedTrainConfig"),
-    ],
-)
-def test_help_defaults_are_the_config_defaults(command, config):
-    """The CLI's options default to None (a config file's value wins); the defaults their help states must be the
-    dataclass's, which is where they are declared."""
-    import dataclasses
+CONFIG_COMMANDS = [
+    ("sample", "diffsampler.config:SampleConfig"),
+    ("benchmark", "diffsampler.bench.config:BenchmarkConfig"),
+    ("train-amed", "diffsampler.amed.config:AmedTrainConfig"),
+    ("train-model", "diffsampler.train:TrainConfig"),
+    ("compute-ems", "diffsampler.ems.config:EmsConfig"),
+    ("search-schedule", "diffsampler.search.run:SearchConfig"),
+]
+
+
+def _config_class(target: str):
     import importlib
 
-    module, name = config.split(":")
-    cls = getattr(importlib.import_module(module), name)
-    defaults = {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        for f in dataclasses.fields(cls)
-    }
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("command, config", CONFIG_COMMANDS)
+def test_help_defaults_are_the_config_defaults(command, config):
+    """The CLI's flags default to None (a config file's value wins); the defaults their help states must be the
+    dataclass's, which is where they are declared, and the help lists every key of the config."""
+    from diffsampler.config import flat_dict
+
+    defaults = flat_dict(_config_class(config)())
     stated = _help_defaults(command)
-    assert len(stated) >= 6, stated  # the parse finds them
+    assert len(stated) >= 4, stated  # the parse finds them
     for option, text in stated.items():
         value = defaults[option]
         if value is None and (command, option) == ("sample", "nfe"):
@@ -224,10 +230,26 @@ def test_help_defaults_are_the_config_defaults(command, config):
             assert text == ",".join(map(str, value)), option
         else:
             assert text == str(value), option
+    listed = runner.invoke(app, [command, "--help"], env={"COLUMNS": "1000"}).output
+    assert all(f" {key}=" in listed for key in defaults), listed
+
+
+@pytest.mark.parametrize("command, config", CONFIG_COMMANDS)
+def test_every_flag_of_a_config_command_is_a_config_key(command, config):
+    """One form: --config, --set and flags that each stand for one config key (plus a few actions)."""
+    import typer.main
+
+    from diffsampler.config import config_keys
+
+    keys = set(config_keys(_config_class(config)))
+    actions = {"config", "sets", "option", "model_option", "fresh", "resume"}
+    params = typer.main.get_command(app).commands[command].params
+    assert {p.name for p in params} - actions <= keys
 
 
 @pytest.mark.parametrize(
-    "command", ["sample", "train-amed", "train-model", "benchmark", "compute-ems", "ref-stats", "fid"]
+    "command",
+    ["sample", "train-amed", "train-model", "benchmark", "compute-ems", "search-schedule", "ref-stats", "fid"],
 )
 def test_help_shows_defaults_one_way_and_no_bool_metavar_on_flags(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from diffsampler import codehash
 from diffsampler.artefacts import PREPARE_HOOKS
-from diffsampler.bench.metrics import METRICS
+from diffsampler.bench.metric_registry import METRICS
 from diffsampler.cli import app
 from diffsampler.solvers import SOLVERS
 
@@ -51,6 +51,8 @@ def edit(path: Path) -> None:
         ("solvers/base.py", ALL, False),
         ("schedules.py", ALL, True),
         ("sampling.py", ALL, False),
+        ("sample_run.py", set(), False),  # the `sample` command: no cell's samples depend on it
+        ("run_setup.py", set(), False),
         ("models/gaussian_mixture.py", ALL, False),
         ("metrics/reference.py", set(), True),
         ("metrics/pixel_frechet.py", set(), True),
@@ -113,7 +115,8 @@ def test_resume_recomputes_only_the_cells_whose_code_changed(tmp_path, package_c
     third = runner.invoke(app, args)
     assert third.exit_code == 0 and "4 cells sampled, 0 reused" in third.output
     final = {str(p.relative_to(records)): p.read_bytes() for p in records.rglob("*.json")}
-    # All metrics live in bench/metrics.py, which imports pixel_frechet: both are recomputed, the samples reused.
+    # All metrics live in bench/metric_registry.py, which imports pixel_frechet: both are recomputed, the samples
+    # reused.
     assert final.keys() == after.keys() and all(final[k] != after[k] for k in final)
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert manifest["metrics"]["pixel_fd"]["code"] == codehash.metric_code(

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from diffsampler.cli import app
 from diffsampler.ems import run as ems_run
+from diffsampler.ems.config import EmsConfig
 from diffsampler.metrics.ref_stats import reference_statistics
 
 from fid_helpers import StandInNetwork, random_images
@@ -68,8 +69,8 @@ def test_a_damaged_reference_cache_is_solved_again(tmp_path, caplog):
 
 
 def test_a_damaged_compute_ems_point_is_computed_again(tmp_path, monkeypatch, caplog):
-    args = dict(model="gmm-2d", data=None, grid=4, num_data=8, batch=8, seed=1, device="cpu", progress=None)
-    ems_run.compute_ems(out=str(tmp_path / "whole"), **args)
+    args = dict(model="gmm-2d", data=None, grid=4, num_data=8, batch_size=8, seed=1, device="cpu")
+    ems_run.compute_ems(EmsConfig(out=str(tmp_path / "whole"), **args))
     real, done = ems_run.point_record, []
 
     def stop_after_three(*a, **k):
@@ -80,10 +81,10 @@ def test_a_damaged_compute_ems_point_is_computed_again(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(ems_run, "point_record", stop_after_three)
     with pytest.raises(KeyboardInterrupt):
-        ems_run.compute_ems(out=str(tmp_path / "cut"), **args)
+        ems_run.compute_ems(EmsConfig(out=str(tmp_path / "cut"), **args))
     monkeypatch.setattr(ems_run, "point_record", real)
     (tmp_path / "cut.partial" / "point_00001.npy").write_bytes(GARBAGE)
-    outcome = ems_run.compute_ems(out=str(tmp_path / "cut"), **args)
+    outcome = ems_run.compute_ems(EmsConfig(out=str(tmp_path / "cut"), **args))
     assert outcome.resumed_points == 2 and warned(caplog, "point_00001.npy is damaged")
     for name, key in (("l.npz", "l"), ("sb.npz", "s"), ("sb.npz", "b")):
         assert np.array_equal(np.load(tmp_path / "whole" / name)[key], np.load(tmp_path / "cut" / name)[key])
@@ -94,7 +95,7 @@ def test_a_damaged_partial_run_file_starts_the_partial_run_over(tmp_path, caplog
     partial.mkdir()
     (partial / "run.json").write_bytes(GARBAGE)
     np.save(partial / "point_00000.npy", np.zeros(3))
-    ems_run.compute_ems("gmm-2d", None, 2, 8, 8, 0, str(tmp_path / "s"), "cpu")
+    ems_run.compute_ems(EmsConfig("gmm-2d", None, 2, 8, 8, 0, "cpu", str(tmp_path / "s")))
     assert warned(caplog, "starts over") and not partial.exists()
     assert np.load(tmp_path / "s" / "l.npz")["l"].shape == (3, 2)
 
@@ -103,7 +104,7 @@ def test_a_damaged_user_statistics_file_is_refused_in_one_line(tmp_path):
     stats = tmp_path / "stats"
     assert (
         runner.invoke(
-            app, ["compute-ems", "--model", "gmm-2d", "--grid", "8", "--num-data", "8", "--out", str(stats)]
+            app, ["compute-ems", "--model", "gmm-2d", "--set", "grid=8", "--set", "num_data=8", "--out", str(stats)]
         ).exit_code
         == 0
     )

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from diffsampler.cli import app
 from diffsampler.ems import run as ems_run
+from diffsampler.ems.config import EmsConfig
 from diffsampler.ems.estimate import (
     lambda_grid,
     point_generator,
@@ -253,9 +254,10 @@ def test_sample_cli_refuses_mismatched_statistics_with_one_line_and_exit_2(tmp_p
         sha="0" * 64 if case == "model" else sha,
         meta=case == "model" or case == "range",
     )
-    extra = {"shape": ("-o", "stats_sigma_min=0.002", "-o", "stats_sigma_max=80"), "range": ("--sigma-max", "40")}.get(
-        case, ()
-    )
+    extra = {
+        "shape": ("-o", "stats_sigma_min=0.002", "-o", "stats_sigma_max=80"),
+        "range": ("--set", "sigma_max=40"),
+    }.get(case, ())
     result = _sample_v3(tmp_path, folder, *extra)
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0
@@ -279,11 +281,11 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
             "compute-ems",
             "--model",
             "gmm-2d",
-            "--grid",
-            "30",
-            "--num-data",
-            "16",
-            "--batch",
+            "--set",
+            "grid=30",
+            "--set",
+            "num_data=16",
+            "--batch-size",
             "16",
             "--out",
             str(out),
@@ -339,8 +341,8 @@ def test_compute_ems_cli_writes_statistics_and_sample_uses_them(tmp_path):
 
 
 def test_compute_ems_resumes_per_grid_point_and_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = dict(model="gmm-2d", data=None, grid=5, num_data=12, batch=5, seed=3, device="cpu")
-    ems_run.compute_ems(out=str(tmp_path / "whole"), **args)
+    args = dict(model="gmm-2d", data=None, grid=5, num_data=12, batch_size=5, seed=3, device="cpu")
+    ems_run.compute_ems(EmsConfig(out=str(tmp_path / "whole"), **args))
     real = ems_run.point_record
     done = []
 
@@ -352,27 +354,27 @@ def test_compute_ems_resumes_per_grid_point_and_reproduces_an_uninterrupted_run(
 
     monkeypatch.setattr(ems_run, "point_record", failing)
     with pytest.raises(KeyboardInterrupt):
-        ems_run.compute_ems(out=str(tmp_path / "cut"), **args)
+        ems_run.compute_ems(EmsConfig(out=str(tmp_path / "cut"), **args))
     assert not (tmp_path / "cut").exists()
     assert len(list((tmp_path / "cut.partial").glob("point_*.npy"))) == 3
     monkeypatch.setattr(ems_run, "point_record", real)
-    outcome = ems_run.compute_ems(out=str(tmp_path / "cut"), **args)
+    outcome = ems_run.compute_ems(EmsConfig(out=str(tmp_path / "cut"), **args))
     assert outcome.resumed_points == 3 and not (tmp_path / "cut.partial").exists()
     for name, key in (("l.npz", "l"), ("sb.npz", "s"), ("sb.npz", "b")):
         assert np.array_equal(np.load(tmp_path / "whole" / name)[key], np.load(tmp_path / "cut" / name)[key])
     with pytest.raises(UserError, match="unfinished run with other settings"):
         (tmp_path / "other.partial").mkdir()
         (tmp_path / "other.partial" / "run.json").write_text("{}")
-        ems_run.compute_ems(out=str(tmp_path / "other"), **args)
+        ems_run.compute_ems(EmsConfig(out=str(tmp_path / "other"), **args))
 
 
 def test_compute_ems_rejects_bad_input():
-    with pytest.raises(UserError, match="--grid must be at least 2"):
-        ems_run.compute_ems("gmm-2d", grid=1)
+    with pytest.raises(UserError, match="grid must be at least 2"):
+        ems_run.compute_ems(EmsConfig("gmm-2d", grid=1))
     with pytest.raises(UserError, match="unknown model"):
-        ems_run.compute_ems("nope")
+        ems_run.compute_ems(EmsConfig("nope"))
     with pytest.raises(UserError, match="unknown device 'gpu'"):
-        ems_run.compute_ems("gmm-2d", device="gpu")
+        ems_run.compute_ems(EmsConfig("gmm-2d", device="gpu"))
 
 
 def test_compute_ems_from_image_data_checks_size(tmp_path):
@@ -380,11 +382,15 @@ def test_compute_ems_from_image_data_checks_size(tmp_path):
     np.savez(tmp_path / "d.npz", images=images)
     with pytest.raises(UserError, match="exceeds the 6 images"):
         ems_run.compute_ems(
-            "gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu"
+            EmsConfig(
+                "gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=8, out=str(tmp_path / "o"), device="cpu"
+            )
         )
     with pytest.raises(UserError, match=r"have shape \(1, 8, 8\) but the model takes \(1, 32, 32\)"):
         ems_run.compute_ems(
-            "gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu"
+            EmsConfig(
+                "gmm-fmnist", data=str(tmp_path / "d.npz"), grid=2, num_data=4, out=str(tmp_path / "o"), device="cpu"
+            )
         )
 
 
@@ -410,10 +416,10 @@ def test_compute_ems_prints_no_torch_jit_warning(tmp_path):
         "compute-ems",
         "--model",
         "gmm-2d",
-        "--grid",
-        "4",
-        "--num-data",
-        "16",
+        "--set",
+        "grid=4",
+        "--set",
+        "num_data=16",
         "--out",
         str(tmp_path / "s"),
     ]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffsampler.bench import metrics as bench_metrics
+from diffsampler.bench import metric_registry as bench_metrics
 from diffsampler.cli import app
 from diffsampler.models import load_model
 from diffsampler.sampling import Generation, generate, plan_grid

@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from diffsampler.bench.metrics import _fmnist_features, get_metric
+from diffsampler.bench.metric_registry import _fmnist_features, get_metric
 from diffsampler.cli import app
 from diffsampler.data.datasets import fashion_mnist
 from diffsampler.distributed import current

@@ -260,3 +260,24 @@ def test_search_schedule_command_writes_a_file_that_sample_uses(tmp_path):
     assert json.loads((tmp_path / "run" / "meta.json").read_text())["sigmas"] == art.sigmas
     bad = runner.invoke(app, ["search-schedule", "--method", "gist", "--model", "gmm-2d"])
     assert bad.exit_code == 2 and "did you mean 'gits'" in bad.output
+
+
+def test_benchmark_schedule_path_with_nfe_placeholder_reads_one_file_per_budget(tmp_path):
+    # {nfe} in a schedule path names one file per budget (e.g. a GITS grid searched for one solver, reused by
+    # another): each column runs on its own file's exact grid, and a budget without a file is n/a.
+    grids = {3: [80.0, 2.0, 0.3, 0.002], 5: [80.0, 10.0, 2.0, 0.5, 0.1, 0.002]}
+    for nfe, sigmas in grids.items():
+        (tmp_path / f"grid-nfe{nfe}.json").write_text(json.dumps({"sigmas": sigmas}))
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        "model: gmm-2d\nnfe: [3, 4, 5]\nnum_samples: 8\nmetrics: [rmse]\n"
+        f"solvers:\n  - {{solver: euler, label: euler file, schedule: '{tmp_path}/grid-nfe{{nfe}}.json'}}\n"
+    )
+    result = runner.invoke(app, ["benchmark", "--config", str(config), "--out", str(tmp_path), "--name", "run"])
+    assert result.exit_code == 0, result.output
+    rows = {int(r["nfe"]): r for r in csv.DictReader((tmp_path / "run" / "sigmas.csv").open())}
+    assert sorted(rows) == [3, 5]
+    for nfe, sigmas in grids.items():
+        assert [float(s) for s in rows[nfe]["sigmas"].split()] == sigmas
+    table = next(r for r in csv.DictReader((tmp_path / "run" / "table.csv").open()) if r["metric"] == "rmse")
+    assert table["nfe_4"] == "n/a" and float(table["nfe_3"]) > float(table["nfe_5"]) > 0

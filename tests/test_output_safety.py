@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffsampler import sampling
+from diffsampler import sample_run
 from diffsampler.amed import train as amed_train
 from diffsampler.bench import runner as runner_module
 from diffsampler.cli import app
@@ -27,7 +27,7 @@ from fid_helpers import StandInNetwork
 
 runner = CliRunner()
 SAMPLE = ["sample", "--model", "gmm-2d", "--solver", "euler", "--nfe", "3", "--num-samples", "4"]
-EMS = ["compute-ems", "--model", "gmm-2d", "--grid", "2", "--num-data", "8", "--batch", "8"]
+EMS = ["compute-ems", "--model", "gmm-2d", "--set", "grid=2", "--set", "num_data=8", "--batch-size", "8"]
 BENCH = [
     "benchmark",
     "--model",
@@ -157,7 +157,7 @@ def test_a_full_disk_during_sample_is_one_line_and_leaves_nothing(tmp_path, monk
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(sampling.np, "savez", full)
+    monkeypatch.setattr(sample_run.np, "savez", full)
     result = runner.invoke(app, [*SAMPLE, "--out", str(tmp_path / "out"), "--name", "run"])
     one_line_exit_2(result, "No space left on device", "run")
     assert list((tmp_path / "out").iterdir()) == []
@@ -227,7 +227,7 @@ def test_ctrl_c_in_compute_ems_says_how_far_it_got(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(ems_run, "point_record", interrupt_third)
-    result = runner.invoke(app, [*EMS, "--grid", "4", "--out", str(tmp_path / "e")])
+    result = runner.invoke(app, [*EMS, "--set", "grid=4", "--out", str(tmp_path / "e")])
     assert result.exit_code == 130 and "2 of 5 grid points done" in result.output and "same command" in result.output
 
 

@@ -167,8 +167,8 @@ def test_benchmark_refuses_a_bad_label_before_any_cell_runs(tmp_path):
     [
         ["sample", "--num-samples", "2"],
         ["benchmark", "--model", "gmm-2d", "--solvers", "euler", "--nfe", "4", "--num-samples", "2"],
-        ["train-amed", "--model", "gmm-2d", "--num-latents", "8"],
-        ["compute-ems", "--model", "gmm-2d", "--grid", "2", "--num-data", "2"],
+        ["train-amed", "--model", "gmm-2d", "--set", "num_latents=8"],
+        ["compute-ems", "--model", "gmm-2d", "--set", "grid=2", "--set", "num_data=2"],
     ],
 )
 @pytest.mark.parametrize("seed", ["99999999999999999999", str(2**63), "-1"])

@@ -136,7 +136,7 @@ def test_resume_refuses_a_changed_config(tmp_path, data):
 
 def test_cli_trains_and_the_checkpoint_samples(tmp_path, data):
     overrides = [
-        f"{k}={v}"
+        item
         for k, v in {
             **TINY,
             "data": data,
@@ -146,6 +146,7 @@ def test_cli_trains_and_the_checkpoint_samples(tmp_path, data):
             "log_every": 1,
             "checkpoint_every": 3,
         }.items()
+        for item in ("--set", f"{k}={v}")
     ]
     result = runner.invoke(app, ["train-model", "--config", str(ROOT / "configs/train/tiny-cpu.yaml"), *overrides])
     assert result.exit_code == 0, result.output
@@ -176,9 +177,13 @@ def test_cli_trains_and_the_checkpoint_samples(tmp_path, data):
     assert again.exit_code == 2 and "already exists" in again.output
 
 
-def test_cli_refuses_unknown_key():
-    result = runner.invoke(app, ["train-model", "chanels=8"])
-    assert result.exit_code == 2 and "chanels" in result.output
+def test_cli_refuses_unknown_key_naming_its_source(tmp_path):
+    result = runner.invoke(app, ["train-model", "--set", "chanels=8"])
+    assert result.exit_code == 2 and "unknown key in --set 'chanels' (did you mean 'channels'?)" in result.output
+    config = tmp_path / "t.yaml"
+    config.write_text("steps: 3\nchanels: 8\n")
+    result = runner.invoke(app, ["train-model", "--config", str(config), "--set", "steps=4"])
+    assert result.exit_code == 2 and f"unknown key in {config} 'chanels'" in result.output.replace("\n", "")
 
 
 def test_grid_budget_the_solver_cannot_meet_is_refused_before_training():
@@ -237,3 +242,15 @@ def test_warm_start_copies_weights_and_carries_totals(trained, data, tmp_path):
     assert meta["prior"]["cpu_seconds"] > 0
     with pytest.raises(UserError, match="not a U-Net of this run's shape"):
         train(dataclasses.replace(cfg, name="other", init_from=source, channels=16))
+
+
+def test_the_unet_shape_comes_from_the_training_configs_own_keys():
+    """TrainConfig gives every U-Net shape key flat (the YAML files and shipped manifests use them); the U-Net
+    config is built from them and the data's image shape."""
+    from diffsampler.train.config import UNET_KEYS
+
+    cfg = TrainConfig(channels=16, channel_mult=[1, 2], dropout=0.2, patch_size=2)
+    unet = cfg.unet_config(3, 16)
+    assert (unet.image_channels, unet.image_size) == (3, 16)
+    assert all(getattr(unet, key) == getattr(cfg, key) for key in UNET_KEYS)
+    assert unet.channel_mult is not cfg.channel_mult

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from diffsampler.amed.checkpoint import load_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.train import StepReport, train_and_save
+from diffsampler.config import build_config, flat_dict
 from diffsampler.models import load_model
 
 VOLATILE = ("device", "out", "name")
@@ -24,7 +25,7 @@ VOLATILE = ("device", "out", "name")
 
 def training_identity(cfg: AmedTrainConfig, model_sha256: str) -> dict[str, Any]:
     """What determines a trained predictor: the config without ``VOLATILE`` fields, and the model's hash."""
-    config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
+    config = {k: v for k, v in flat_dict(cfg).items() if k not in VOLATILE}
     return {"config": config, "model_sha256": model_sha256}
 
 
@@ -42,7 +43,9 @@ def cached_predictor(cfg: AmedTrainConfig, report: Callable[[StepReport], None] 
     path = cache_path(cfg, sha)
     if path.is_file():
         meta = load_predictor(path).meta
-        if training_identity(AmedTrainConfig(**meta["config"]), meta["model"]["sha256"]) == training_identity(cfg, sha):
+        if training_identity(
+            build_config(AmedTrainConfig, meta["config"]), meta["model"]["sha256"]
+        ) == training_identity(cfg, sha):
             return path, False
     train_and_save(replace(cfg, name=path.stem), report)
     return path, True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffsampler.config import DEVICES, DTYPES, check_seed
+from diffsampler.config import RunSettings, run_settings
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
@@ -27,18 +27,15 @@ class AmedTrainConfig:
     teacher: str = "heun"
     teacher_m: int = 3
     num_latents: int = 10000
-    batch_size: int = 128
+    run: RunSettings = run_settings(batch_size=128)
     lr: float = 5e-3
     epochs: int = 1
-    seed: int = 0
     scale_dir: float = 0.0
     scale_time: float = 0.0
     max_order: int | None = None
     lower_order_final: bool = True
     hidden_dim: int = 128
     bottleneck_dim: int = 4
-    device: str = "auto"
-    dtype: str = "float32"
     out: str = "results/amed"
     name: str | None = None
 
@@ -72,12 +69,12 @@ class AmedTrainConfig:
             raise UserError(f"nfe must be at least 2 (one AMED step, or 3 with afs), got {self.nfe}")
         if self.teacher_m < 1:
             raise UserError(f"teacher_m (extra teacher points per interval) must be at least 1, got {self.teacher_m}")
-        for key in ("num_latents", "batch_size", "epochs", "hidden_dim", "bottleneck_dim"):
+        for key in ("num_latents", "epochs", "hidden_dim", "bottleneck_dim"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
-        check_seed(self.seed)
+        self.run.validate()
         for key in ("scale_dir", "scale_time"):
             if not 0 <= getattr(self, key) < 1:
                 raise UserError(f"{key} must be in [0, 1) (the scale lies in [1 - k, 1 + k]), got {getattr(self, key)}")
@@ -88,7 +85,3 @@ class AmedTrainConfig:
                     "max_order applies to students ipndm (1-4) and dpmpp "
                     f"(1-3), got {self.max_order} for {self.student}"
                 )
-        if self.device not in DEVICES:
-            raise unknown_choice("device", self.device, DEVICES)
-        if self.dtype not in DTYPES:
-            raise unknown_choice("dtype", self.dtype, DTYPES)

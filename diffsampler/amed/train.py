@@ -11,7 +11,7 @@ predictor is trained; the gradient flows through the frozen model's intermediate
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,9 +22,10 @@ from diffsampler.amed.checkpoint import save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
 from diffsampler.atomic import check_name, check_writable_file
-from diffsampler.device import resolve_device
+from diffsampler.config import flat_dict
 from diffsampler.errors import UserError
-from diffsampler.models import Denoiser, load_model
+from diffsampler.models import Denoiser
+from diffsampler.run_setup import setup_run
 from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.schedules import SCHEDULES, get_sigmas
 from diffsampler.solvers import SolverSpec, get_solver
@@ -108,22 +109,29 @@ class _Setup:
 
 
 def _setup(cfg: AmedTrainConfig) -> _Setup:
-    world, device = distributed.setup(resolve_device(cfg.device))
-    last_batch = cfg.num_latents % cfg.batch_size or cfg.batch_size
-    if min(cfg.batch_size, last_batch) < world.size:
+    run = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max))
+    world, device, sigma_min, sigma_max = run.world, run.device, run.sigma_min, run.sigma_max
+    last_batch = cfg.num_latents % cfg.run.batch_size or cfg.run.batch_size
+    if min(cfg.run.batch_size, last_batch) < world.size:
         raise UserError(
-            f"every batch needs at least one latent per rank: batch_size {cfg.batch_size} and num_latents "
-            f"{cfg.num_latents} leave a batch of {min(cfg.batch_size, last_batch)} for {world.size} ranks"
+            f"every batch needs at least one latent per rank: batch_size {cfg.run.batch_size} and num_latents "
+            f"{cfg.num_latents} leave a batch of {min(cfg.run.batch_size, last_batch)} for {world.size} ranks"
         )
-    denoiser = load_model(cfg.model).to(device).eval().requires_grad_(False)
-    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
-    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
+    denoiser = run.denoiser.eval().requires_grad_(False)
     plan = plan_grid(
         get_solver(cfg.solver), {"afs": cfg.afs}, sigma_min, sigma_max, cfg.nfe, cfg.resolved_schedule, cfg.rho
     )
     fine = teacher_grid(cfg, plan.sigmas, sigma_min, sigma_max)
     return _Setup(
-        denoiser, world, device, getattr(torch, cfg.dtype), sigma_min, sigma_max, plan, fine, get_solver(cfg.teacher)
+        denoiser,
+        world,
+        device,
+        getattr(torch, cfg.run.dtype),
+        sigma_min,
+        sigma_max,
+        plan,
+        fine,
+        get_solver(cfg.teacher),
     )
 
 
@@ -192,7 +200,7 @@ def _meta(
         "teacher_nfe": setup.teacher.nfe(plan.steps * (cfg.teacher_m + 1)),
         "feature_source": source,
         "num_parameters": predictor.num_parameters,
-        "config": asdict(cfg),
+        "config": flat_dict(cfg),
         "final_loss": sum(losses[-plan.steps :]) / plan.steps,
         "device": str(setup.device),
         "world_size": setup.world.size,
@@ -216,16 +224,16 @@ def train_amed(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None
         scale_dir=cfg.scale_dir,
         scale_time=cfg.scale_time,
     )
-    predictor = AMEDPredictor(pcfg, seed=cfg.seed).to(setup.device).train()
+    predictor = AMEDPredictor(pcfg, seed=cfg.run.seed).to(setup.device).train()
     optimizer = torch.optim.Adam(predictor.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.run.seed)
     latents = torch.randn((cfg.num_latents, *setup.denoiser.sample_shape), generator=gen) * setup.sigma_max
-    total = cfg.epochs * -(-cfg.num_latents // cfg.batch_size) * setup.plan.steps
+    total = cfg.epochs * -(-cfg.num_latents // cfg.run.batch_size) * setup.plan.steps
     losses: list[float] = []
     for _ in range(cfg.epochs):
         order = torch.randperm(cfg.num_latents, generator=gen)
-        for start in range(0, cfg.num_latents, cfg.batch_size):
-            picked = order[start : start + cfg.batch_size]
+        for start in range(0, cfg.num_latents, cfg.run.batch_size):
+            picked = order[start : start + cfg.run.batch_size]
             rows = distributed.my_rows(len(picked), setup.world)
             z = latents[picked[rows.start : rows.stop]].to(setup.device, setup.dtype)
             for n, loss, params in _train_batch(cfg, setup, predictor, optimizer, z, len(picked)):

@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from diffsampler.config import build_config, check_run_settings, read_yaml
+from diffsampler.config import RunSettings, build_config, config_values, run_settings
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.schedule_file import is_schedule_path, read_schedule
 from diffsampler.schedules import SCHEDULES
 from diffsampler.solvers import SOLVERS, get_solver
 
 DEFAULT_NFE = [3, 5, 7, 9]
+NFE_PLACEHOLDER = "{nfe}"
+"""In a string option or a schedule file path it stands for the cell's budget: one entry can name a predictor or
+a schedule file per NFE (a budget whose file is missing is n/a)."""
 ENTRY_KEYS = ("solver", "label", "options", "schedule", "rho", "search")
 LEARNED_SCHEDULES = ("gits", "ld3")
 """Schedules searched per NFE for the entry's solver (``diffsampler.search``), cached by model hash and settings."""
@@ -35,10 +38,7 @@ class BenchmarkConfig:
     metrics: list[str] | None = None
     metric_options: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 256
-    batch_size: int = 256
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
+    run: RunSettings = run_settings()
     sigma_min: float | None = None
     sigma_max: float | None = None
     auto_afs: bool = True
@@ -53,7 +53,7 @@ class BenchmarkConfig:
             raise UserError(f"NFE budgets must be at least 1, got {bad[0]}")
         if self.num_samples < 2:
             raise UserError(f"num_samples must be at least 2, got {self.num_samples}")
-        check_run_settings(self.batch_size, self.seed, self.device, self.dtype)
+        self.run.validate()
         if self.metrics is not None and not self.metrics:
             raise UserError("the metric list is empty; name at least one metric or leave it out for the defaults")
         if self.solvers is not None and not self.solvers:
@@ -130,7 +130,8 @@ def _entry(item: Any) -> SolverEntry:
         )
     schedule = item.get("schedule")
     if isinstance(schedule, str) and is_schedule_path(schedule):
-        read_schedule(schedule)
+        if NFE_PLACEHOLDER not in schedule:
+            read_schedule(schedule)
     elif schedule is not None and schedule not in SCHEDULES and schedule not in LEARNED_SCHEDULES:
         raise unknown_choice("schedule", str(schedule), [*SCHEDULES, *LEARNED_SCHEDULES, "PATH.json"])
     search = item.get("search")
@@ -180,14 +181,17 @@ def select_solvers(config_items: list[Any] | None, names: list[str]) -> list[Any
 
 
 def benchmark_config(
-    path: str | Path | None, overrides: Mapping[str, Any], solver_names: list[str] | None = None
+    path: str | Path | None,
+    overrides: Mapping[str, Any],
+    solver_names: list[str] | None = None,
+    sets: list[str] | None = None,
 ) -> BenchmarkConfig:
-    """The config file (if any) with the non-None command-line ``overrides`` and ``--solvers`` applied."""
-    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    """The config file (if any) with ``--set`` items, the non-None flags ``overrides`` and ``--solvers`` applied."""
+    values = config_values(BenchmarkConfig, path, sets)
     if solver_names is not None:
         file_solvers = values.get("solvers")
         if file_solvers is not None and not isinstance(file_solvers, list):
             raise UserError(f"config key 'solvers' must be a list, got {file_solvers!r}")
         values["solvers"] = select_solvers(file_solvers, solver_names)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(BenchmarkConfig, values, str(path) if path is not None else "options")
+    return build_config(BenchmarkConfig, values, str(path) if path is not None else "--set")

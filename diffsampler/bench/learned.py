@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from diffsampler.bench.config import SolverEntry
+from diffsampler.bench.config import NFE_PLACEHOLDER, SolverEntry
 from diffsampler.bench.plan import LearnedSchedule
 from diffsampler.config import build_config
 from diffsampler.models import Denoiser
@@ -45,8 +45,13 @@ def learned_schedules(
     return resolve
 
 
-def warn_schedule_files(entries: list[SolverEntry], denoiser: Denoiser) -> None:
-    """One warning line for each schedule file made for another model."""
+def warn_schedule_files(entries: list[SolverEntry], budgets: list[int], denoiser: Denoiser) -> None:
+    """One warning line for each schedule file (per budget where its path names one per NFE) made for another
+    model; files that are missing are left to the cells, which report them n/a."""
     for entry in entries:
-        if is_schedule_path(entry.schedule):
-            warn_other_model(str(entry.schedule), denoiser.content_hash(), entry.solver)
+        if not is_schedule_path(entry.schedule):
+            continue
+        paths = dict.fromkeys(str(entry.schedule).replace(NFE_PLACEHOLDER, str(nfe)) for nfe in budgets)
+        for path in paths:
+            if Path(path).is_file():
+                warn_other_model(path, denoiser.content_hash(), entry.solver)

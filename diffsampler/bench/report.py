@@ -12,7 +12,7 @@ from typing import Any
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
-from diffsampler.bench.metrics import Metric
+from diffsampler.bench.metric_registry import Metric
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
 from diffsampler.bench.plots import plot_metric
 from diffsampler.bench.store import ResultStore
@@ -137,7 +137,7 @@ def build_report(
     throughput = MetricTable(
         "samples_per_second", "samples per second, sampling alone", True, _mark_best(rows(speed), True)
     )
-    return Report(cfg.model, cfg.num_samples, cfg.seed, budgets, tables, throughput, footnotes, notes, cell_rows)
+    return Report(cfg.model, cfg.num_samples, cfg.run.seed, budgets, tables, throughput, footnotes, notes, cell_rows)
 
 
 def _md_escape(text: str) -> str:

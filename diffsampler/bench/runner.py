@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +15,16 @@ from diffsampler.artefacts import PREPARE_HOOKS
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.learned import learned_schedules, warn_schedule_files
-from diffsampler.bench.metrics import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
+from diffsampler.bench.metric_registry import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
-from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
-from diffsampler.models import Denoiser, load_model, model_label
+from diffsampler.models import Denoiser, model_label
 from diffsampler.progress import ProgressFn, report
+from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, prepared_options
 from diffsampler.solvers import get_solver
 
@@ -38,7 +38,6 @@ class BenchmarkOutcome:
     sampled: int
     reused: int
     seconds: float
-    reporter: bool = True
 
 
 def default_run_name(model: str) -> str:
@@ -78,8 +77,8 @@ def _manifest(
         "model": cfg.model,
         "model_sha256": desc["sha256"],
         "sample_shape": desc["sample_shape"],
-        "seed": cfg.seed,
-        "dtype": cfg.dtype,
+        "seed": cfg.run.seed,
+        "dtype": cfg.run.dtype,
         "sigma_min": sigma_min,
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
@@ -130,7 +129,7 @@ def _record(
         "steps": cell.plan.steps,
         "sigmas": cell.plan.sigmas.tolist(),
         "num_samples": cfg.num_samples,
-        "seed": cfg.seed,
+        "seed": cfg.run.seed,
         "metric": metric.name,
         "value": value,
         "error": error,
@@ -159,14 +158,6 @@ def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
     return metrics
-
-
-def _sigma_range(cfg: BenchmarkConfig, denoiser: Denoiser) -> tuple[float, float]:
-    sigma_min = denoiser.sigma_min if cfg.sigma_min is None else cfg.sigma_min
-    sigma_max = denoiser.sigma_max if cfg.sigma_max is None else cfg.sigma_max
-    if not 0 < sigma_min < sigma_max:
-        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    return sigma_min, sigma_max
 
 
 def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples: int) -> list[Metric]:
@@ -225,7 +216,14 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     tic = time.perf_counter()
     try:
         job = Generation(
-            denoiser, spec, options, cell.plan, cfg.seed, cfg.batch_size, run.ctx.device, getattr(torch, cfg.dtype)
+            denoiser,
+            spec,
+            options,
+            cell.plan,
+            cfg.run.seed,
+            cfg.run.batch_size,
+            run.ctx.device,
+            getattr(torch, cfg.run.dtype),
         )
         samples = generate_sharded(job, range(cfg.num_samples), world)
     except UserError as exc:
@@ -236,7 +234,7 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
         "sampling_seconds": seconds,
         "samples_per_second": cfg.num_samples / seconds if seconds > 0 else None,
         "device": str(run.ctx.device),
-        "batch_size": cfg.batch_size,
+        "batch_size": cfg.run.batch_size,
         "world_size": world.size,
     }
     if samples is not None and world.is_main:
@@ -285,14 +283,18 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     """
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
-    denoiser = load_model(cfg.model)
+    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max))
+    denoiser, world, device, sigma_min, sigma_max = (
+        setup.denoiser,
+        setup.world,
+        setup.device,
+        setup.sigma_min,
+        setup.sigma_max,
+    )
     metrics = _checked_metrics(cfg, denoiser)
-    world, device = distributed.setup(resolve_device(cfg.device))
-    denoiser.to(device)
-    sigma_min, sigma_max = _sigma_range(cfg, denoiser)
     out = Path(cfg.out)
-    warn_schedule_files(entries, denoiser)
-    learned = learned_schedules(cfg.model, denoiser, device, cfg.dtype, out / ".cache" / "schedules", progress)
+    warn_schedule_files(entries, cfg.nfe, denoiser)
+    learned = learned_schedules(cfg.model, denoiser, device, cfg.run.dtype, out / ".cache" / "schedules", progress)
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
@@ -302,12 +304,12 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     ctx = MetricContext(
         denoiser,
         cfg.model,
-        cfg.seed,
+        cfg.run.seed,
         cfg.num_samples,
         sigma_max,
         sigma_min,
         device,
-        cfg.batch_size,
+        cfg.run.batch_size,
         out / ".cache",
         {k: dict(v) for k, v in cfg.metric_options.items()},
         world=world,
@@ -323,7 +325,6 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:
         write_reports(store.folder, result)
-    outcome = BenchmarkOutcome(
+    return BenchmarkOutcome(
         store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all
     )
-    return replace(outcome, reporter=world.is_main)

@@ -106,7 +106,7 @@ def check_statistics(stats: EmpiricalStatistics, model: Mapping[str, Any], sigma
         raise UserError(
             f"the statistics cover sigma {stats.sigma_min:g} to {stats.sigma_max:g} "
             f"but the sampling grid runs {grid[0]:g} to {grid[1]:g}; "
-            f"sample with --sigma-min {stats.sigma_min:g} --sigma-max "
+            f"sample with --set sigma_min={stats.sigma_min:g} --set sigma_max="
             f"{stats.sigma_max:g} or compute statistics for this range"
         )
 

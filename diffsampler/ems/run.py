@@ -23,13 +23,13 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable, ensure_writable_dir
-from diffsampler.config import DEVICES, check_seed
-from diffsampler.device import resolve_device
+from diffsampler.ems.config import EmsConfig
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
-from diffsampler.errors import UNREADABLE_FILE, UserError, resumable, unknown_choice
-from diffsampler.models import Denoiser, load_model
+from diffsampler.errors import UNREADABLE_FILE, UserError, resumable
+from diffsampler.models import Denoiser
 from diffsampler.progress import ProgressFn, report
+from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, plan_grid
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
@@ -74,7 +74,7 @@ def data_points(
 
     images = load_images(source)
     if images.shape[0] < num_data:
-        raise UserError(f"--num-data {num_data} exceeds the {images.shape[0]} images in {source}; lower --num-data")
+        raise UserError(f"num_data {num_data} exceeds the {images.shape[0]} images in {source}; lower num_data")
     pick = (
         torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:num_data].sort().values.numpy()
     )
@@ -152,36 +152,24 @@ def _save_point(path: Path, record: torch.Tensor) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def compute_ems(
-    model: str,
-    data: str | None = None,
-    grid: int = 120,
-    num_data: int = 1024,
-    batch: int = 256,
-    seed: int = 0,
-    out: str | None = None,
-    device: str = "auto",
-    progress: ProgressFn | None = None,
-) -> EmsOutcome:
+def compute_ems(cfg: EmsConfig, progress: ProgressFn | None = None) -> EmsOutcome:
     """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
-    if grid < 2:
-        raise UserError(f"--grid must be at least 2 intervals, got {grid}")
-    if num_data < 2 or batch < 1:
-        raise UserError(f"--num-data must be at least 2 and --batch at least 1, got {num_data} and {batch}")
-    check_seed(seed)
-    if device not in DEVICES:
-        raise unknown_choice("device", device, DEVICES)
-    denoiser = load_model(model)
-    _, dev = distributed.setup(resolve_device(device))
-    denoiser.to(dev).eval()
-    folder = Path(out) if out else default_out(model, denoiser.sigma_min, denoiser.sigma_max, grid, num_data)
+    cfg.validate()
+    setup = setup_run(cfg.model, cfg.device)
+    denoiser, dev = setup.denoiser.eval(), setup.device
+    folder = (
+        Path(cfg.out)
+        if cfg.out
+        else default_out(cfg.model, denoiser.sigma_min, denoiser.sigma_max, cfg.grid, cfg.num_data)
+    )
     check_replaceable(folder, COMMAND)
     check_partial(partial_folder(folder))
-    identity = _identity(denoiser, data, grid, num_data, batch, seed)
+    identity = _identity(denoiser, cfg.data, cfg.grid, cfg.num_data, cfg.batch_size, cfg.seed)
     tic = time.perf_counter()
-    points, data_note = data_points(denoiser, data, num_data, seed, batch, dev)
-    meta = {"model_name": model, "data": data_note, "data_seconds": time.perf_counter() - tic}
-    return estimate_to_folder(denoiser, points, EmsJob(grid, batch, seed, folder, dev), meta, identity, progress)
+    points, data_note = data_points(denoiser, cfg.data, cfg.num_data, cfg.seed, cfg.batch_size, dev)
+    meta = {"model_name": cfg.model, "data": data_note, "data_seconds": time.perf_counter() - tic}
+    job = EmsJob(cfg.grid, cfg.batch_size, cfg.seed, folder, dev)
+    return estimate_to_folder(denoiser, points, job, meta, identity, progress)
 
 
 def unusable_reason(stats: dict[str, Any], sigma_min: float, sigma_max: float) -> str:

@@ -6,17 +6,17 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from diffsampler import __version__
-from diffsampler.config import check_run_settings
+from diffsampler.config import RunSettings, flat_dict, run_settings
+from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.sampling import resolve_device
 from diffsampler.schedule_file import (
     ScheduleArtefact,
     grid_of,
@@ -51,7 +51,6 @@ class SearchConfig:
     options: dict[str, Any] = field(default_factory=dict)
     nfe: int = 5
     num_samples: int | None = None
-    seed: int = 1
     teacher_steps: int | None = None
     metric: str = "dev"
     coeff: float = DEFAULT_COEFF
@@ -59,9 +58,7 @@ class SearchConfig:
     iterations: int = 100
     lr: float = 0.05
     slack: bool = True
-    batch_size: int = 256
-    device: str = "auto"
-    dtype: str = "float64"
+    run: RunSettings = run_settings(seed=1, dtype="float64")
     out: str | None = None
 
     def validate(self) -> None:
@@ -73,16 +70,16 @@ class SearchConfig:
             raise UserError("nfe and num_samples must be at least 1")
         if self.iterations < 0 or self.lr <= 0 or self.coeff <= 0:
             raise UserError("iterations must be >= 0, lr and coeff positive")
-        check_run_settings(self.batch_size, self.seed, self.device, self.dtype)
+        self.run.validate()
 
     def settings(self, teacher_steps: int | None = None) -> dict[str, Any]:
         """What the method depends on besides model, solver and NFE (recorded in the schedule file)."""
         common = {
             "num_samples": self.samples,
-            "seed": self.seed,
+            "seed": self.run.seed,
             "teacher": "ipndm",
             "teacher_steps": teacher_steps or self.teacher_steps,
-            "dtype": self.dtype,
+            "dtype": self.run.dtype,
         }
         if self.method == "gits":
             return {**common, "metric": self.metric, "coeff": self.coeff, "candidates": "polynomial rho=7"}
@@ -123,13 +120,13 @@ def search_grid(cfg: SearchConfig, denoiser: Denoiser, progress: Progress | None
     teacher_steps = _teacher_steps(cfg, steps)
     if cfg.method == "gits" and teacher_steps < steps:
         raise UserError(f"GITS needs at least {steps} teacher steps (candidate intervals), got {teacher_steps}")
-    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+    device, dtype = resolve_device(cfg.run.device), getattr(torch, cfg.run.dtype)
     denoiser.to(device)
     sigma_min, sigma_max = denoiser.sigma_min, denoiser.sigma_max
-    x = latents(denoiser.sample_shape, cfg.samples, cfg.seed, sigma_max, dtype, device)
+    x = latents(denoiser.sample_shape, cfg.samples, cfg.run.seed, sigma_max, dtype, device)
     say = progress or (lambda _: None)
     say(f"teacher: iPNDM, {teacher_steps} steps, {cfg.samples} samples")
-    traj = teacher_trajectory(denoiser, x, polynomial(teacher_steps, sigma_min, sigma_max), cfg.batch_size)
+    traj = teacher_trajectory(denoiser, x, polynomial(teacher_steps, sigma_min, sigma_max), cfg.run.batch_size)
     extra: dict[str, Any] = {}
     if cfg.method == "gits":
         grid = gits_sigmas(traj, steps, cfg.metric, cfg.coeff)
@@ -180,7 +177,7 @@ def cached_schedule(cfg: SearchConfig, denoiser: Denoiser, folder: Path, progres
         "solver": spec.name,
         "options": spec.resolve_options(cfg.options),
         "nfe": cfg.nfe,
-        **asdict(cfg),
+        **flat_dict(cfg),
     }
     key.pop("out"), key.pop("model")
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

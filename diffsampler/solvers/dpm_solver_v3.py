@@ -58,7 +58,7 @@ class Tables:
             raise UserError(
                 f"the statistics' integrals overflow (|s| up to {float(s[worst].abs().max()):.3g} "
                 f"at sigma {math.exp(-float(self.lambdas[worst])):.3g}); "
-                "recompute them with more data points (--num-data)"
+                "recompute them with more data points (num_data)"
             )
         self.l = l
         self._weights: dict[tuple[int, int, int], torch.Tensor] = {}

@@ -5,6 +5,8 @@ Read from YAML with ``diffsampler.config.load_config`` (unknown keys refused, ty
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from diffsampler.config import DEVICES, check_seed
@@ -31,6 +33,9 @@ RESUMABLE_KEYS = frozenset(
     }
 )
 """Keys a resumed run may change; every other key must equal the run's saved config."""
+
+UNET_KEYS = tuple(f.name for f in dataclasses.fields(UNetConfig) if f.name not in ("image_channels", "image_size"))
+"""The U-Net's shape keys, given flat in a training config; the image channels and size come from the data."""
 
 
 @dataclass
@@ -123,20 +128,8 @@ class TrainConfig:
         grid_solver.steps_for_nfe(self.grid_nfe, grid_solver.resolve_options({}))
 
     def unet_config(self, image_channels: int, image_size: int) -> UNetConfig:
-        """The U-Net shape for images of this size, validated."""
-        cfg = UNetConfig(
-            image_channels=image_channels,
-            image_size=image_size,
-            channels=self.channels,
-            channel_mult=list(self.channel_mult),
-            num_blocks=self.num_blocks,
-            attention_resolutions=list(self.attention_resolutions),
-            head_channels=self.head_channels,
-            dropout=self.dropout,
-            patch_size=self.patch_size,
-            sigma_data=self.sigma_data,
-            sigma_min=self.sigma_min,
-            sigma_max=self.sigma_max,
-        )
+        """The U-Net shape for images of this size (the other shape keys are this config's), validated."""
+        shape = {key: copy.deepcopy(getattr(self, key)) for key in UNET_KEYS}
+        cfg = UNetConfig(image_channels=image_channels, image_size=image_size, **shape)
         cfg.validate()
         return cfg

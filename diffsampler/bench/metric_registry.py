@@ -1,4 +1,7 @@
-"""The benchmark's metrics: a registry name -> function of (samples, context) returning one number.
+"""The benchmark's metric registry: a name -> function of (samples, context) returning one number.
+
+The measurements themselves (FID, feature networks, reference solutions) are ``diffsampler.metrics``; this module
+adapts them to a benchmark cell and registers them.
 
 A metric may have a ``prepare`` hook (run once before the grid, e.g. a reference solution or
 reference statistics; it may return a one-line note kept in the records and reports) and an
@@ -22,6 +25,28 @@ from diffsampler.models import Denoiser
 
 
 @dataclass
+class FeatureReference:
+    """A feature network (on the run's device), the reference statistics it is compared with, and the one-line note
+    the records keep about both."""
+
+    network: Any
+    stats: Any
+    note: str
+
+
+@dataclass
+class MetricState:
+    """What the metrics prepare once per run and reuse in every cell."""
+
+    reference: ReferenceCache | None = None
+    """Reference ODE solutions from the run's latents (rmse, max_error)."""
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None
+    """The analytic model's exact mean and covariance square root (pixel_fd)."""
+    features: dict[str, FeatureReference] = field(default_factory=dict)
+    """By metric name (fid, fd_fmnist, kid_fmnist): its feature network and reference."""
+
+
+@dataclass
 class MetricContext:
     """What a metric may need besides the samples: the model, the latents' seed and count, a cache folder."""
 
@@ -35,7 +60,7 @@ class MetricContext:
     batch_size: int
     cache_dir: Path | None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    memo: dict[str, Any] = field(default_factory=dict)
+    state: MetricState = field(default_factory=MetricState)
     world: World = field(default_factory=World)
 
 
@@ -82,12 +107,12 @@ def get_metric(name: str) -> Metric:
 
 
 def _reference_cache(ctx: MetricContext) -> ReferenceCache:
-    if "reference" not in ctx.memo:
+    if ctx.state.reference is None:
         folder = None if ctx.cache_dir is None else ctx.cache_dir / "reference"
-        ctx.memo["reference"] = ReferenceCache(
+        ctx.state.reference = ReferenceCache(
             ctx.denoiser, ctx.seed, ctx.sigma_start, ctx.sigma_end, ctx.device, ctx.batch_size, folder
         )
-    return ctx.memo["reference"]
+    return ctx.state.reference
 
 
 def prepare_reference(ctx: MetricContext) -> str:
@@ -111,17 +136,22 @@ def _no_moments(denoiser: Denoiser) -> str | None:
     )
 
 
+def _moments(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's exact mean and the square root of its covariance, computed once."""
+    if ctx.state.moments is None:
+        mean, cov = ctx.denoiser.moments()  # type: ignore[operator]
+        ctx.state.moments = (mean.detach().cpu().double(), symmetric_sqrt(cov.detach().cpu()))
+    return ctx.state.moments
+
+
 def prepare_moments(ctx: MetricContext) -> str:
     """The model's exact mean and the square root of its covariance, once."""
-    if "moments" not in ctx.memo:
-        mean, cov = ctx.denoiser.moments()  # type: ignore[operator]
-        ctx.memo["moments"] = (mean.detach().cpu().double(), symmetric_sqrt(cov.detach().cpu()))
+    _moments(ctx)
     return "pixel_fd: against the exact mean and covariance of the analytic model"
 
 
 def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
-    prepare_moments(ctx)
-    mean, cov_sqrt = ctx.memo["moments"]
+    mean, cov_sqrt = _moments(ctx)
     return frechet_to_gaussian(samples, mean, cov_sqrt)
 
 
@@ -146,7 +176,7 @@ def prepare_fid(ctx: MetricContext) -> str:
         if key not in FID_OPTIONS:
             raise unknown_choice("key in metric_options.fid", str(key), FID_OPTIONS)
     opts = {**FID_OPTIONS, **given}
-    if "fid" not in ctx.memo:
+    if "fid" not in ctx.state.features:
         weights = locate_inception(opts["inception"])
         ref = str(opts["ref"])
         if is_statistics_file(ref):
@@ -161,19 +191,20 @@ def prepare_fid(ctx: MetricContext) -> str:
                 f"the FID reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
                 f"but the model makes {size[0]}x{size[1]}; use a reference of the same size"
             )
-        ctx.memo["fid"] = (weights.load(ctx.device), stats)
-        ctx.memo["fid_note"] = (
+        note = (
             f"fid: clean-fid protocol, Inception weights from {weights.origin}, "
             f"reference {ref} ({stats.num_images} images)"
         )
-    return ctx.memo["fid_note"]
+        ctx.state.features["fid"] = FeatureReference(weights.load(ctx.device), stats, note)
+    return ctx.state.features["fid"].note
 
 
 def frechet_inception_distance(samples: torch.Tensor, ctx: MetricContext) -> float:
     from diffsampler.metrics.fid import batch_statistics, fid_from_statistics, model_range_to_uint8
     from diffsampler.metrics.scoring import default_batch_size
 
-    network, reference = ctx.memo["fid"]
+    prepared = ctx.state.features["fid"]
+    network, reference = prepared.network, prepared.stats
     size = default_batch_size(ctx.device)
     batches = (model_range_to_uint8(samples[i : i + size]) for i in range(0, samples.shape[0], size))
     return fid_from_statistics(batch_statistics(network, batches, world=ctx.world), reference)
@@ -216,7 +247,7 @@ def _not_fmnist_images(denoiser: Denoiser) -> str | None:
 
 
 def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str:
-    """Load the classifier and the reference statistics (with the features for KID) into ``ctx.memo[name]``, once."""
+    """Load the classifier and the reference statistics (with the features for KID) into ``ctx.state``, once."""
     from diffsampler.metrics.fmnist_net import locate_fmnist
     from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
 
@@ -225,7 +256,7 @@ def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str
         if key not in FMNIST_OPTIONS:
             raise unknown_choice(f"key in metric_options.{name}", str(key), FMNIST_OPTIONS)
     opts = {**FMNIST_OPTIONS, **given}
-    if name not in ctx.memo:
+    if name not in ctx.state.features:
         weights, ref = locate_fmnist(opts["weights"]), str(opts["ref"])
         if is_statistics_file(ref):
             stats = load_statistics(ref)
@@ -241,12 +272,12 @@ def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str
                 f"the {name} reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
                 f"but the model makes {size[0]}x{size[1]}"
             )
-        ctx.memo[name] = (weights.load(ctx.device), stats)
-        ctx.memo[name + "_note"] = (
+        note = (
             f"{name}: Fashion-MNIST classifier {weights.identity[:12]} ({weights.origin}), "
             f"reference {ref} ({stats.num_images} images)"
         )
-    return ctx.memo[name + "_note"]
+        ctx.state.features[name] = FeatureReference(weights.load(ctx.device), stats, note)
+    return ctx.state.features[name].note
 
 
 def _fmnist_features(samples: torch.Tensor, network: Any, world: World | None, keep: bool):
@@ -261,16 +292,17 @@ def fmnist_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
     """Frechet distance (arXiv 1706.08500 eq. 6) in the classifier's 128-d features; moments merged across ranks."""
     from diffsampler.metrics.fid import fid_from_statistics
 
-    network, reference = ctx.memo["fd_fmnist"]
-    return fid_from_statistics(_fmnist_features(samples, network, ctx.world, False), reference)
+    prepared = ctx.state.features["fd_fmnist"]
+    return fid_from_statistics(_fmnist_features(samples, prepared.network, ctx.world, False), prepared.stats)
 
 
 def fmnist_kid(samples: torch.Tensor, ctx: MetricContext) -> float:
     """KID (arXiv 1801.01401) in the classifier's features; every rank holds all samples and scores them alone."""
     from diffsampler.metrics.fid import kernel_inception_distance
 
-    network, reference = ctx.memo["kid_fmnist"]
-    return kernel_inception_distance(_fmnist_features(samples, network, None, True).features, reference.features)
+    prepared = ctx.state.features["kid_fmnist"]
+    features = _fmnist_features(samples, prepared.network, None, True).features
+    return kernel_inception_distance(features, prepared.stats.features)
 
 
 register_metric(

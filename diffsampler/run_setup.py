@@ -1,0 +1,44 @@
+"""The one setup of every command that runs a model: load it, join the process group, place it, and fix the
+sigma range (the config's ``sigma_min`` / ``sigma_max`` where given, else the model's own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from diffsampler import distributed
+from diffsampler.device import resolve_device
+from diffsampler.errors import UserError
+from diffsampler.models import Denoiser, load_model
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """The loaded model on this rank's device, the process group (rank 0 of 1 without torchrun), the sigma range."""
+
+    denoiser: Denoiser
+    world: distributed.World
+    device: torch.device
+    sigma_min: float
+    sigma_max: float
+
+
+def setup_run(
+    model: str,
+    device: str,
+    sigma_range: tuple[float | None, float | None] = (None, None),
+    trust_pickle: bool = False,
+    model_options: Mapping[str, Any] | None = None,
+) -> RunSetup:
+    """Load ``model``, join torchrun's process group (if any), move the model to this rank's device and resolve
+    ``sigma_range`` (None: the model's end); a range without 0 < sigma_min < sigma_max is a UserError."""
+    denoiser = load_model(model, trust_pickle, model_options)
+    world, dev = distributed.setup(resolve_device(device))
+    denoiser.to(dev)
+    lo = denoiser.sigma_min if sigma_range[0] is None else sigma_range[0]
+    hi = denoiser.sigma_max if sigma_range[1] is None else sigma_range[1]
+    if not 0 < lo < hi:
+        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={lo}, sigma_max={hi}")
+    return RunSetup(denoiser, world, dev, lo, hi)

@@ -1,12 +1,16 @@
 """The shipped benchmark configs load and validate without running: solvers, options, metrics, grids for every cell."""
 
+import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from diffsampler.bench.config import benchmark_config, solver_entries
 from diffsampler.bench.metric_registry import METRICS
 from diffsampler.bench.plan import LEARNED_SCHEDULES, options_at_budget, plan_cells
+from diffsampler.cli import app
 from diffsampler.models import MODELS, is_model_path
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "benchmark").glob("*.yaml"))
@@ -71,3 +75,24 @@ def test_p1_table_names_one_predictor_per_budget():
     ]
     assert [c.options["afs"] for c in cells] == [True, False]
     assert options_at_budget({"order": 3, "stats": "a/{nfe}/{nfe}"}, 5) == {"order": 3, "stats": "a/5/5"}
+
+
+def test_p1_table_runs_on_the_shipped_model_with_its_committed_artefacts(tmp_path, monkeypatch):
+    """The fmnist-p1 table's rows, AMED predictors and DPM-Solver-v3 statistics included (the files committed under
+    results/ that the table was made with), run on the built-in model at NFE 5 with a handful of samples, so the
+    config and its artefacts stay runnable. The GITS row is left out (its search costs minutes); fd_fmnist is
+    scored against a small image file made here, so the test needs no dataset."""
+    root = CONFIGS[0].parents[2]
+    np.savez(tmp_path / "ref.npz", images=np.random.default_rng(0).integers(0, 256, (16, 32, 32, 1), dtype=np.uint8))
+    entries = solver_entries(benchmark_config(CONFIGS[0].parent / "fmnist-p1-table.yaml", {}).solvers)
+    labels = [e.label for e in entries if e.schedule not in LEARNED_SCHEDULES]
+    options = f"metric_options={{fd_fmnist: {{ref: '{tmp_path / 'ref.npz'}'}}}}"
+    args = ["benchmark", "--config", "configs/benchmark/fmnist-p1-table.yaml", "--nfe", "5", "--num-samples", "4"]
+    args += ["--batch-size", "4", "--solvers", ",".join(labels), "--set", "metrics=[fd_fmnist]", "--set", options]
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = csv.DictReader((tmp_path / "fmnist-p1-table" / "table.csv").open())
+    fd = {row["solver"]: row["nfe_5"] for row in table if row["metric"] == "fd_fmnist"}
+    assert sorted(fd) == sorted(labels)
+    assert all(float(value) > 0 for value in fd.values()), fd

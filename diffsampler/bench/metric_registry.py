@@ -165,17 +165,32 @@ def _not_images(denoiser: Denoiser) -> str | None:
     return None if len(shape) == 3 and shape[0] in (1, 3) else "needs image samples of shape (1 or 3, H, W)"
 
 
+def _metric_options(ctx: MetricContext, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``metric_options.<name>`` over the metric's defaults; an unknown key is refused in one line."""
+    given = ctx.options.get(name, {})
+    for key in given:
+        if key not in defaults:
+            raise unknown_choice(f"key in metric_options.{name}", str(key), defaults)
+    return {**defaults, **given}
+
+
+def _check_reference_size(ctx: MetricContext, label: str, ref: str, stats: Any, advice: str = "") -> None:
+    """Refuse reference statistics of images of another size than the model's samples."""
+    size = tuple(ctx.denoiser.sample_shape[1:])
+    if stats.image_size is not None and tuple(stats.image_size) != size:
+        raise UserError(
+            f"the {label} reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
+            f"but the model makes {size[0]}x{size[1]}{advice}"
+        )
+
+
 def prepare_fid(ctx: MetricContext) -> str:
     """Locate the Inception weights and load (or compute and cache) the reference statistics, once."""
     from diffsampler.metrics.inception import locate_inception
     from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
     from diffsampler.metrics.scoring import default_batch_size
 
-    given = ctx.options.get("fid", {})
-    for key in given:
-        if key not in FID_OPTIONS:
-            raise unknown_choice("key in metric_options.fid", str(key), FID_OPTIONS)
-    opts = {**FID_OPTIONS, **given}
+    opts = _metric_options(ctx, "fid", FID_OPTIONS)
     if "fid" not in ctx.state.features:
         weights = locate_inception(opts["inception"])
         ref = str(opts["ref"])
@@ -185,12 +200,7 @@ def prepare_fid(ctx: MetricContext) -> str:
             stats = reference_statistics(
                 ref, weights, opts["cache_dir"], default_batch_size(ctx.device), ctx.device
             ).stats
-        size = tuple(ctx.denoiser.sample_shape[1:])
-        if stats.image_size is not None and tuple(stats.image_size) != size:
-            raise UserError(
-                f"the FID reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
-                f"but the model makes {size[0]}x{size[1]}; use a reference of the same size"
-            )
+        _check_reference_size(ctx, "FID", ref, stats, "; use a reference of the same size")
         note = (
             f"fid: clean-fid protocol, Inception weights from {weights.origin}, "
             f"reference {ref} ({stats.num_images} images)"
@@ -251,11 +261,7 @@ def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str
     from diffsampler.metrics.fmnist_net import locate_fmnist
     from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
 
-    given = ctx.options.get(name, {})
-    for key in given:
-        if key not in FMNIST_OPTIONS:
-            raise unknown_choice(f"key in metric_options.{name}", str(key), FMNIST_OPTIONS)
-    opts = {**FMNIST_OPTIONS, **given}
+    opts = _metric_options(ctx, name, FMNIST_OPTIONS)
     if name not in ctx.state.features:
         weights, ref = locate_fmnist(opts["weights"]), str(opts["ref"])
         if is_statistics_file(ref):
@@ -266,12 +272,7 @@ def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str
             stats = reference_statistics(
                 ref, weights, opts["cache_dir"], weights.batch_size, ctx.device, keep_features
             ).stats
-        size = tuple(ctx.denoiser.sample_shape[1:])
-        if stats.image_size is not None and tuple(stats.image_size) != size:
-            raise UserError(
-                f"the {name} reference {ref} holds {stats.image_size[0]}x{stats.image_size[1]} images "
-                f"but the model makes {size[0]}x{size[1]}"
-            )
+        _check_reference_size(ctx, name, ref, stats)
         note = (
             f"{name}: Fashion-MNIST classifier {weights.identity[:12]} ({weights.origin}), "
             f"reference {ref} ({stats.num_images} images)"

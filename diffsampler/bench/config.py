@@ -22,6 +22,11 @@ LEARNED_SCHEDULES = ("gits", "ld3")
 """Schedules searched per NFE for the entry's solver (``diffsampler.search``), cached by model hash and settings."""
 
 
+def at_budget(text: str, nfe: int) -> str:
+    """``text`` with every NFE_PLACEHOLDER replaced by the cell's budget ``nfe``."""
+    return text.replace(NFE_PLACEHOLDER, str(nfe))
+
+
 @dataclass
 class BenchmarkConfig:
     """``diffsampler benchmark``: one model, a list of solver entries, NFE budgets and metrics.

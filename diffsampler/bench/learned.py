@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from diffsampler.bench.config import NFE_PLACEHOLDER, SolverEntry
+from diffsampler.bench.config import SolverEntry, at_budget
 from diffsampler.bench.plan import LearnedSchedule
 from diffsampler.config import build_config
 from diffsampler.models import Denoiser
@@ -51,7 +51,7 @@ def warn_schedule_files(entries: list[SolverEntry], budgets: list[int], denoiser
     for entry in entries:
         if not is_schedule_path(entry.schedule):
             continue
-        paths = dict.fromkeys(str(entry.schedule).replace(NFE_PLACEHOLDER, str(nfe)) for nfe in budgets)
+        paths = dict.fromkeys(at_budget(str(entry.schedule), nfe) for nfe in budgets)
         for path in paths:
             if Path(path).is_file():
                 warn_other_model(path, denoiser.content_hash(), entry.solver)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from diffsampler.bench.config import LEARNED_SCHEDULES, NFE_PLACEHOLDER, SolverEntry
+from diffsampler.bench.config import LEARNED_SCHEDULES, SolverEntry, at_budget
 from diffsampler.errors import UserError
 from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.schedule_file import is_schedule_path
@@ -36,7 +36,7 @@ class Cell:
 
 def options_at_budget(options: dict[str, Any], nfe: int) -> dict[str, Any]:
     """``options`` with every NFE_PLACEHOLDER in a string value replaced by ``nfe``."""
-    return {k: v.replace(NFE_PLACEHOLDER, str(nfe)) if isinstance(v, str) else v for k, v in options.items()}
+    return {k: at_budget(v, nfe) if isinstance(v, str) else v for k, v in options.items()}
 
 
 LearnedSchedule = Callable[[SolverEntry, int, dict[str, Any]], str]
@@ -53,7 +53,7 @@ def _plan(
 ) -> GridPlan:
     """plan_grid for the entry; a learned schedule is searched first, a schedule file must cost exactly ``nfe``."""
     spec = get_solver(entry.solver)
-    schedule = entry.schedule.replace(NFE_PLACEHOLDER, str(nfe)) if entry.schedule else None
+    schedule = at_budget(entry.schedule, nfe) if entry.schedule else None
     if schedule in LEARNED_SCHEDULES:
         if learned is None:
             raise UserError(

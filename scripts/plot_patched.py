@@ -34,7 +34,6 @@ from diffsampler.solvers import get_solver  # noqa: E402
 
 METRIC = "fd_fmnist"
 PDM_SPEC = "configs/models/fmnist-cpu-pdm.yaml"
-BENCH_CONFIG = "configs/benchmark/fmnist-p1-table.yaml"
 
 
 def ms_per_image_nfe(name: str, batch: int, repeats: int) -> float:
@@ -76,20 +75,15 @@ class SideCounter:
         return torch.zeros_like(x)
 
 
-def label_solvers() -> dict[str, str]:
-    """Benchmark label -> solver name, from the table config (a plain name is its own label)."""
-    items = yaml.safe_load(Path(BENCH_CONFIG).read_text())["solvers"]
-    return {i: i for i in items if isinstance(i, str)} | {
-        i.get("label", i["solver"]): i["solver"] for i in items if isinstance(i, dict)
-    }
-
-
 def pdm_calls(folder: Path, switch: float) -> dict[tuple[str, int], tuple[int, int]]:
-    """(label, NFE) -> (calls above the switch, calls below) of each cell of the two-network run."""
-    solvers, calls = label_solvers(), {}
+    """(label, NFE) -> (calls above the switch, calls below) of each cell of the two-network run (each label's
+    solver and options from the run's own run.json)."""
+    entries, calls = json.loads((folder / "run.json").read_text())["solvers"], {}
     for row in csv.DictReader((folder / "sigmas.csv").open()):
-        spec = get_solver(solvers.get(row["solver"], row["solver"]))
-        options = spec.resolve_options({"afs": row["afs"] == "True"} if "afs" in spec.options else {})
+        entry = entries[row["solver"]]
+        spec = get_solver(entry["solver"])
+        given = {**entry["options"], **({"afs": row["afs"] == "True"} if "afs" in spec.options else {})}
+        options = spec.resolve_options(given)
         sigmas = torch.tensor([float(s) for s in row["sigmas"].split()], dtype=torch.float64)
         counter = SideCounter(switch)
         spec.sample(counter, torch.zeros(1, 1, dtype=torch.float64), sigmas, options)

@@ -23,7 +23,9 @@ from diffsampler.errors import UserError
 from diffsampler.models.unet import UNetConfig, UNetDenoiser
 
 FORMAT = "diffsampler-unet"
-VERSION = 1
+VERSION = 2
+LEGACY_NOISE_EMBEDDING_SCALE = {1: 1000.0}
+"""The noise-embedding scale every checkpoint of an earlier version was trained with (its config lacks the key)."""
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -77,10 +79,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a diffsampler model checkpoint (no '{FORMAT}' format tag)")
-    if payload.get("version") != VERSION:
-        raise UserError(
-            f"{path} has checkpoint version {payload.get('version')}; this diffsampler reads version {VERSION}"
-        )
+    version = payload.get("version")
+    if version != VERSION and version not in LEGACY_NOISE_EMBEDDING_SCALE:
+        raise UserError(f"{path} has checkpoint version {version}; this diffsampler reads versions 1 to {VERSION}")
     state = payload.get("state_dict")
     if not isinstance(state, dict) or weights_sha256(state) != payload.get("weights_sha256"):
         raise UserError(f"checkpoint {path} is corrupt: its weights do not match the stored sha256")
@@ -95,7 +96,10 @@ def load_checkpoint(path: str | Path) -> UNetDenoiser:
     the same outputs (scripts/bench_unet_cpu.py).
     """
     payload = read_checkpoint(path)
-    cfg = build_config(UNetConfig, payload["unet"], f"checkpoint {path}")
+    unet = dict(payload["unet"])
+    if payload["version"] in LEGACY_NOISE_EMBEDDING_SCALE:
+        unet.setdefault("noise_embedding_scale", LEGACY_NOISE_EMBEDDING_SCALE[payload["version"]])
+    cfg = build_config(UNetConfig, unet, f"checkpoint {path}")
     model = UNetDenoiser(cfg)
     expected = model.state_dict()
     state = payload["state_dict"]

@@ -44,6 +44,11 @@ class UNetConfig:
     sigma_data: float = 0.5
     sigma_min: float = 0.002
     sigma_max: float = 80.0
+    noise_embedding_scale: float = 1.0
+    """Multiplier of c_noise inside the sinusoidal embedding. 1 keeps the embedding smooth in sigma, as EDM's
+    positional embedding of c_noise = ln(sigma)/4 (arXiv 2206.00364). Checkpoints of version 1 used 1000 (DDPM's
+    integer-timestep scale): their highest feature turns 250 radians per unit of ln(sigma), so D(x, sigma) of an
+    undertrained network wiggles in sigma and no ODE solver converges on it."""
 
     def validate(self) -> None:
         if self.image_channels < 1 or self.channels < 1 or self.num_blocks < 0 or self.head_channels < 1:
@@ -62,6 +67,8 @@ class UNetConfig:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.sigma_data <= 0 or not 0 < self.sigma_min < self.sigma_max:
             raise UserError("sigma_data must be positive and 0 < sigma_min < sigma_max")
+        if not 0 < self.noise_embedding_scale < math.inf:
+            raise UserError(f"noise_embedding_scale must be positive and finite, got {self.noise_embedding_scale}")
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -82,11 +89,11 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
-def noise_embedding(c_noise: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding [cos(1000 c w_k), sin(1000 c w_k)], w_k = 10000^(-k / (dim/2)) (DDPM, arXiv 2006.11239)."""
+def noise_embedding(c_noise: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """Sinusoidal embedding [cos(a c w_k), sin(a c w_k)], w_k = 10000^(-k / (dim/2)) (DDPM, arXiv 2006.11239), a = scale."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
-    args = 1000.0 * c_noise.float()[:, None] * freqs[None]
+    args = scale * c_noise.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
@@ -199,7 +206,7 @@ class UNet(nn.Module):
         self.bottleneck: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(self.emb(noise_embedding(c_noise, self.cfg.channels).to(x.dtype)))
+        emb = F.silu(self.emb(noise_embedding(c_noise, self.cfg.channels, self.cfg.noise_embedding_scale).to(x.dtype)))
         h = self.conv_in(patchify(x, self.cfg.patch_size))
         skips = [h]
         for block in self.down:

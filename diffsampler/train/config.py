@@ -59,6 +59,7 @@ class TrainConfig:
     sigma_data: float = 0.5
     sigma_min: float = 0.002
     sigma_max: float = 80.0
+    noise_embedding_scale: float = UNetConfig.noise_embedding_scale
 
     p_mean: float = -1.2
     p_std: float = 1.2

@@ -88,7 +88,7 @@ def _tiny_p1_artefacts(folder: Path) -> None:
         args = ["train-amed", *common, "--nfe", "5", "--set", f"student={student}", "--set", "num_latents=4"]
         result = runner.invoke(app, [*args, "--out", str(folder / "results" / "amed"), "--name", name])
         assert result.exit_code == 0, result.output
-    stats = folder / "results" / "ems" / "fmnist-p1" / "0.002_80_40_128"
+    stats = folder / "results" / "ems" / "fmnist-p1" / "0.002_80_20_64"
     args = ["compute-ems", *common, "--set", "grid=5", "--set", "num_data=16", "--out", str(stats)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -90,7 +90,8 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 def noise_embedding(c_noise: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
-    """Sinusoidal embedding [cos(a c w_k), sin(a c w_k)], w_k = 10000^(-k / (dim/2)) (DDPM, arXiv 2006.11239), a = scale."""
+    """Sinusoidal embedding [cos(a c w_k), sin(a c w_k)], w_k = 10000^(-k / (dim/2)), a = ``scale``
+    (DDPM, arXiv 2006.11239)."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
     args = scale * c_noise.float()[:, None] * freqs[None]

@@ -66,7 +66,9 @@ def save_checkpoint(path: str | Path, model: UNetDenoiser, meta: Mapping[str, An
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checked checkpoint dict; a missing, corrupt, foreign or tampered file is a UserError."""
+    """The checked checkpoint dict; a missing, corrupt, foreign or tampered file is a UserError. The ``unet`` config
+    of an earlier version is completed with the noise-embedding scale it was trained with, so every reader (loading,
+    shipping) sees the config that reproduces the network."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model checkpoint not found: {path}")
@@ -85,6 +87,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or weights_sha256(state) != payload.get("weights_sha256"):
         raise UserError(f"checkpoint {path} is corrupt: its weights do not match the stored sha256")
+    if version in LEGACY_NOISE_EMBEDDING_SCALE:
+        payload["unet"] = {"noise_embedding_scale": LEGACY_NOISE_EMBEDDING_SCALE[version], **payload["unet"]}
     return payload
 
 
@@ -96,10 +100,7 @@ def load_checkpoint(path: str | Path) -> UNetDenoiser:
     the same outputs (scripts/bench_unet_cpu.py).
     """
     payload = read_checkpoint(path)
-    unet = dict(payload["unet"])
-    if payload["version"] in LEGACY_NOISE_EMBEDDING_SCALE:
-        unet.setdefault("noise_embedding_scale", LEGACY_NOISE_EMBEDDING_SCALE[payload["version"]])
-    cfg = build_config(UNetConfig, unet, f"checkpoint {path}")
+    cfg = build_config(UNetConfig, payload["unet"], f"checkpoint {path}")
     model = UNetDenoiser(cfg)
     expected = model.state_dict()
     state = payload["state_dict"]

@@ -398,6 +398,12 @@ FEATURES_HELP = (
 )
 
 
+PRECISION_HELP = (
+    "Inception's precision: float32 (the clean protocol; default) or bfloat16 (autocast, about 2.7x faster on "
+    "CPUs with AMX; FID within 0.X%, see README; statistics cached apart)."
+)
+
+
 @app.command("ref-stats")
 @user_errors
 def ref_stats(
@@ -407,6 +413,7 @@ def ref_stats(
     out: Optional[Path] = typer.Option(None, help="Also write the statistics (mu/sigma .npz) to this file."),
     inception: Optional[Path] = typer.Option(None, help="FID Inception weights (TorchScript); default: see README."),
     features: str = typer.Option("inception", show_default=False, help=FEATURES_HELP + " Default inception."),
+    precision: str = typer.Option("float32", show_default=False, help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(
         None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."
     ),
@@ -424,7 +431,7 @@ def ref_stats(
         from diffsampler.atomic import check_writable_file
 
         check_writable_file(out)
-    weights = feature_network(features, inception if features == "inception" else None)
+    weights = feature_network(features, inception if features == "inception" else None, precision)
     size = (
         resolve_batch_size(batch_size, dev)
         if batch_size is not None
@@ -463,6 +470,7 @@ def fid(
         help="clean (streamed statistics, clean-fid's formula) or torchmetrics. Default clean.",
     ),
     features: str = typer.Option("inception", show_default=False, help=FEATURES_HELP + " Default inception."),
+    precision: str = typer.Option("float32", show_default=False, help=PRECISION_HELP),
     batch_size: Optional[int] = typer.Option(
         None, help="Images per network call. Default 256 on a GPU, 32 on the CPU (500 for fmnist)."
     ),
@@ -476,7 +484,7 @@ def fid(
     from diffsampler.metrics.scoring import score_samples
 
     world, dev = setup(resolve_device(device))
-    weights = feature_network(features, inception if features == "inception" else None)
+    weights = feature_network(features, inception if features == "inception" else None, precision)
     batch_size = batch_size if batch_size is not None else getattr(weights, "batch_size", None)
     with _image_progress(f"{features} features") as progress:
         report = score_samples(samples, ref, weights, dev, kid, batch_size, backend, cache_dir, progress, world)

@@ -24,6 +24,10 @@ class StandInNetwork:
         trunk = nn.Sequential(conv, nn.Tanh(), nn.AdaptiveAvgPool2d(2))
         self.network = InceptionFeatures(trunk, self.identity, num_features)
 
+    def at_precision(self, precision: str) -> "StandInNetwork":
+        self.network.precision = precision
+        return self
+
     def load(self, device: torch.device | str = "cpu") -> InceptionFeatures:
         self.loads += 1
         return self.network.to(device)

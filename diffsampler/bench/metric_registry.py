@@ -155,9 +155,9 @@ def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
     return frechet_to_gaussian(samples, mean, cov_sqrt)
 
 
-FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None}
+FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None, "precision": "float32"}
 """metric_options of ``fid``: the reference (a dataset source or a mu/sigma .npz), the weights file, the statistics
-cache."""
+cache, Inception's precision (float32 or bfloat16)."""
 
 
 def _not_images(denoiser: Denoiser) -> str | None:
@@ -192,17 +192,17 @@ def prepare_fid(ctx: MetricContext) -> str:
 
     opts = _metric_options(ctx, "fid", FID_OPTIONS)
     if "fid" not in ctx.state.features:
-        weights = locate_inception(opts["inception"])
+        weights = locate_inception(opts["inception"]).at_precision(str(opts["precision"]))
         ref = str(opts["ref"])
         if is_statistics_file(ref):
-            stats = load_statistics(ref)
+            stats = load_statistics(ref, weights.protocol)
         else:
             stats = reference_statistics(
                 ref, weights, opts["cache_dir"], default_batch_size(ctx.device), ctx.device
             ).stats
         _check_reference_size(ctx, "FID", ref, stats, "; use a reference of the same size")
         note = (
-            f"fid: clean-fid protocol, Inception weights from {weights.origin}, "
+            f"fid: clean-fid protocol ({weights.precision} Inception), weights from {weights.origin}, "
             f"reference {ref} ({stats.num_images} images)"
         )
         ctx.state.features["fid"] = FeatureReference(weights.load(ctx.device), stats, note)
@@ -265,7 +265,7 @@ def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str
     if name not in ctx.state.features:
         weights, ref = locate_fmnist(opts["weights"]), str(opts["ref"])
         if is_statistics_file(ref):
-            stats = load_statistics(ref)
+            stats = load_statistics(ref, weights.protocol)
             if keep_features and stats.features is None:
                 raise UserError(f"{name} needs reference features, which {ref} lacks: give the dataset itself as ref")
         else:

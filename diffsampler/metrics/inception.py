@@ -19,14 +19,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from diffsampler.atomic import atomic_file
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, unknown_choice
+from diffsampler.metrics.ref_stats import PROTOCOL
 from diffsampler.metrics.resize import resize_bicubic
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ CLEANFID_FILE = "inception-2015-12-05.pt"
 PACKAGE_FILE = "default_1.pt"
 PACKAGE_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 NUM_FEATURES = 2048
+PRECISIONS = ("float32", "bfloat16")
+"""Inception's precision: float32 (the clean protocol) or bfloat16 autocast (faster on CPUs with AMX; close to it)."""
+BF16_PROTOCOL = PROTOCOL + "; network under bfloat16 autocast"
 INPUT_SIZE = (299, 299)
 TRUNK_PATHS = ("layers", "net.layers", "module.net.layers", "base.layers")
 HOW_TO_GET = (
@@ -74,15 +78,27 @@ class InceptionWeights:
     path: Path
     origin: str
     identity: str
+    precision: str = "float32"
+
+    @property
+    def protocol(self) -> str:
+        """The feature protocol, kept in statistics files and cache keys: bfloat16 features are cached apart."""
+        return PROTOCOL if self.precision == "float32" else BF16_PROTOCOL
+
+    def at_precision(self, precision: str) -> "InceptionWeights":
+        """The same weights run in ``precision`` (one of PRECISIONS)."""
+        if precision not in PRECISIONS:
+            raise unknown_choice("Inception precision", precision, PRECISIONS)
+        return replace(self, precision=precision)
 
     def load(self, device: torch.device | str = "cpu") -> "InceptionFeatures":
-        """The feature network on ``device`` (loaded once per process, file and device)."""
-        return _loaded(self.path, self.identity, str(torch.device(device)))
+        """The feature network on ``device`` (loaded once per process, file, device and precision)."""
+        return _loaded(self.path, self.identity, str(torch.device(device)), self.precision)
 
 
 @functools.lru_cache(maxsize=2)
-def _loaded(path: Path, identity: str, device: str) -> "InceptionFeatures":
-    return InceptionFeatures(load_trunk(path, device), identity)
+def _loaded(path: Path, identity: str, device: str, precision: str) -> "InceptionFeatures":
+    return InceptionFeatures(load_trunk(path, device), identity, precision=precision)
 
 
 def _online(url: str, timeout: float = 3.0) -> bool:
@@ -157,16 +173,23 @@ class InceptionFeatures(nn.Module):
     """Images (N, C, H, W) with values 0..255 (uint8 or float) -> (N, 2048) float32 features.
 
     clean-fid's "clean" protocol: each channel resized to 299x299 by PIL's bicubic filter on floats,
-    clipped to [0, 255], normalised by (x - 128) / 128; grayscale repeated to 3 channels.
+    clipped to [0, 255], normalised by (x - 128) / 128; grayscale repeated to 3 channels. On the CPU
+    the trunk runs channels-last (oneDNN's faster layout; features equal to float32 rounding). With
+    ``precision="bfloat16"`` it runs under bfloat16 autocast, which AMX speeds up about 2.7x.
     """
 
     num_features = NUM_FEATURES
 
-    def __init__(self, trunk: nn.Module, identity: str, num_features: int = NUM_FEATURES) -> None:
+    def __init__(
+        self, trunk: nn.Module, identity: str, num_features: int = NUM_FEATURES, precision: str = "float32"
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.identity = identity
         self.num_features = num_features
+        self.precision = precision
+        if self.device.type == "cpu":
+            self.trunk.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -185,4 +208,8 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images.to(self.device))
-        return self.trunk(x).reshape(x.shape[0], self.num_features).float()
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            features = self.trunk(x)
+        return features.reshape(x.shape[0], self.num_features).float()

@@ -19,7 +19,13 @@ from diffsampler.metrics.fid import (
     kernel_inception_distance,
     torchmetrics_fid,
 )
-from diffsampler.metrics.ref_stats import FeatureNetwork, is_statistics_file, load_statistics, reference_statistics
+from diffsampler.metrics.ref_stats import (
+    PROTOCOL,
+    FeatureNetwork,
+    is_statistics_file,
+    load_statistics,
+    reference_statistics,
+)
 
 BACKENDS = ("clean", "torchmetrics")
 
@@ -61,7 +67,7 @@ def _reference(
     world: World,
 ) -> tuple[Statistics, str]:
     if is_statistics_file(ref):
-        stats = load_statistics(ref)
+        stats = load_statistics(ref, getattr(network, "protocol", PROTOCOL))
         if kid and stats.features is None:
             raise UserError(f"--kid needs reference features, which {ref} lacks: give the dataset itself as --ref")
         return stats, str(ref)

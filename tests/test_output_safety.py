@@ -258,16 +258,20 @@ def test_ref_stats_warns_up_front_when_it_will_be_long(monkeypatch, caplog):
     clock = iter(range(100))
     monkeypatch.setattr(ref_stats.time, "perf_counter", lambda: float(next(clock)))
     seen = []
-    slow = ref_stats._TimeEstimate(60000, "cpu", seen.append)  # 32 images a second: about half an hour
+    slow = ref_stats._TimeEstimate(60000, "cpu", seen.append, "float32")  # 32 images a second: about half an hour
     for _ in range(5):
         slow(32)
-    quick = ref_stats._TimeEstimate(200, "cpu", None)
+    quick = ref_stats._TimeEstimate(200, "cpu", None, "float32")
     for _ in range(5):
         quick(32)
+    already_bf16 = ref_stats._TimeEstimate(60000, "cpu", None, "bfloat16")
+    for _ in range(5):
+        already_bf16(32)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert seen == [32] * 5 and len(warnings) == 1
+    assert seen == [32] * 5 and len(warnings) == 2
     assert "60000 images will take about 31 min at 32 images/s on cpu" in warnings[0] and "--device cuda" in warnings[0]
-    assert "fd_fmnist" in warnings[0]
+    assert "fd_fmnist" in warnings[0] and "--precision bfloat16" in warnings[0]
+    assert "--precision" not in warnings[1]  # no advice to use what is already in use
 
 
 def test_downloaded_weights_respect_the_umask_and_a_failed_download_leaves_nothing(tmp_path):

@@ -257,3 +257,24 @@ def test_train_amed_and_sample_from_the_command_line(tmp_path):
     assert not (tmp_path / "other").exists()
     result = runner.invoke(app, [*train, "--set", "student=ipnmd", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "did you mean 'ipndm'" in result.output
+
+
+def test_balanced_intervals_descend_the_log_of_each_loss():
+    # d log L / dw = (dL/dw) / L: each interval's gradient at unit scale, exactly (a closed form, float64).
+    from diffsampler.amed.train import interval_objective
+
+    w = torch.tensor([0.3, -1.2], dtype=torch.float64, requires_grad=True)
+    for scale in (1.0, 1e3):  # a 1000x larger loss gives the same balanced gradient
+        loss = scale * (w**2).sum()
+        (raw,) = torch.autograd.grad(interval_objective(loss, loss.detach(), False), w, retain_graph=True)
+        (balanced,) = torch.autograd.grad(interval_objective(loss, loss.detach(), True), w)
+        torch.testing.assert_close(raw, scale * 2 * w.detach())
+        torch.testing.assert_close(balanced, 2 * w.detach() / (w.detach() ** 2).sum())
+
+
+def test_balanced_training_changes_the_predictor_and_is_recorded():
+    balanced = train_amed(_config(num_latents=64, balance_intervals=True))
+    plain = train_amed(_config(num_latents=64))
+    assert balanced.meta["config"]["balance_intervals"] is True and plain.meta["config"]["balance_intervals"] is False
+    a, b = balanced.predictor.state_dict(), plain.predictor.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -145,3 +145,32 @@ def test_resume_recomputes_the_cells_of_a_schedule_file_edited_in_place(tmp_path
     changed = {label for label, path in records.items() if path.read_bytes() != before[label]}
     assert len(changed) == 1 and changed.pop().startswith("file")
     assert json.loads(records[next(k for k in records if k.startswith("file"))].read_text())["sigmas"][1] == 20.0
+
+
+def test_resume_recomputes_the_cells_of_a_predictor_file_replaced_in_place(tmp_path, caplog):
+    # The records of a label hold the hash of the artefact files it names (spec.requires): a retrained
+    # predictor at the same path must not be met with the old predictor's numbers.
+    def train(seed: int) -> None:
+        args = ["train-amed", "-c", "configs/amed/toy2d-amed-nfe3.yaml", "--set", "num_latents=64", "--seed", str(seed)]
+        result = runner.invoke(app, [*args, "--out", str(tmp_path), "--set", "name=p"])
+        assert result.exit_code == 0, result.output
+
+    train(0)
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        "model: gmm-2d\nnum_samples: 8\nnfe: [3]\nmetrics: [rmse]\nsolvers:\n"
+        f"  - {{solver: amed, label: amed, options: {{predictor: {tmp_path / 'p.pt'}}}}}\n  - {{solver: euler}}\n"
+    )
+    args = ["benchmark", "-c", str(config), "--out", str(tmp_path), "--name", "run"]
+    assert runner.invoke(app, args).exit_code == 0
+    records = {p.parent.parent.parent.name: p for p in (tmp_path / "run" / "records").rglob("rmse.json")}
+    before = {label: path.read_bytes() for label, path in records.items()}
+    unchanged = runner.invoke(app, args)
+    assert "0 cells sampled, 2 reused" in unchanged.output, unchanged.output
+    train(1)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "1 cells sampled, 1 reused" in again.output
+    assert any("artefact files of solver label 'amed'" in r.getMessage() for r in caplog.records)
+    changed = {label for label, path in records.items() if path.read_bytes() != before[label]}
+    assert len(changed) == 1 and changed.pop().startswith("amed")

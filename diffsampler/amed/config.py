@@ -30,6 +30,10 @@ class AmedTrainConfig:
     run: RunSettings = run_settings(batch_size=128)
     lr: float = 5e-3
     epochs: int = 1
+    balance_intervals: bool = False
+    """Step on each interval's loss divided by its (detached) value, i.e. on log L_n, so that every interval
+    weighs the same in the shared Adam moments. False: the paper's summed squared error (arXiv 2312.00094),
+    whose first interval can be 100x the others and pull the shared head to r = 0 (see README)."""
     scale_dir: float = 0.0
     scale_time: float = 0.0
     max_order: int | None = None

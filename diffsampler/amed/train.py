@@ -6,6 +6,7 @@ points. The student then takes one AMED step per interval from its own previous 
 (detached, with its multistep buffer detached), the loss is the mean over the batch of the
 squared L2 distance to the teacher at t_{n+1}, and Adam takes one step per interval. Only the
 predictor is trained; the gradient flows through the frozen model's intermediate evaluation.
+With ``balance_intervals`` each interval's step descends log L_n instead of L_n (our choice, not the paper's).
 """
 
 from __future__ import annotations
@@ -146,6 +147,12 @@ def _teacher_targets(cfg: AmedTrainConfig, setup: _Setup, z: torch.Tensor) -> li
     return targets
 
 
+def interval_objective(loss: torch.Tensor, total: torch.Tensor, balance: bool) -> torch.Tensor:
+    """What one interval's Adam step descends: this rank's share of the loss, or with ``balance`` that share
+    divided by the detached total over ranks (the gradient of log L_n: every interval at unit scale)."""
+    return loss / total.clamp_min(torch.finfo(total.dtype).tiny) if balance else loss
+
+
 def _train_batch(
     cfg: AmedTrainConfig,
     setup: _Setup,
@@ -163,16 +170,16 @@ def _train_batch(
     for n in range(setup.plan.steps):
         x_next, params = amed_interval(setup.denoiser, predictor, x, grid, n, history, student)
         loss = (x_next - targets[n + 1]).pow(2).flatten(1).sum(1).sum() / batch
+        total = distributed.all_reduce_sum(loss.detach(), world)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        interval_objective(loss, total, cfg.balance_intervals).backward()
         distributed.sum_gradients(predictor, world)
-        loss = distributed.all_reduce_sum(loss.detach(), world)
         for p in predictor.parameters():
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
         optimizer.step()
         x, history = x_next.detach(), detach_history(history)
-        yield n, float(loss.detach()), params
+        yield n, float(total), params
 
 
 def _meta(

@@ -20,6 +20,7 @@ from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
+from diffsampler.digest import artefacts_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, model_label
@@ -64,6 +65,15 @@ def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> l
     return metrics
 
 
+def _label_code(label: str, cells: list[Cell], code: str) -> str:
+    """A solver's code hash, joined by the hash of the artefact files (the options its spec ``requires``: AMED
+    predictors, DPM-Solver-v3 statistics) that the label's cells name at every budget."""
+    mine = [cell for cell in cells if cell.entry.label == label]
+    keys = get_solver(mine[0].entry.solver).requires
+    artefacts = artefacts_sha256(cell.options.get(key) for cell in mine for key in keys)
+    return code if artefacts is None else f"{code}+{artefacts}"
+
+
 def _manifest(
     cfg: BenchmarkConfig,
     denoiser: Denoiser,
@@ -85,7 +95,13 @@ def _manifest(
     }
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
     codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
-    solvers = {cell.entry.label: {**cell.entry.definition(), "code": codes[cell.entry.solver]} for cell in cells}
+    solvers = {
+        cell.entry.label: {
+            **cell.entry.definition(),
+            "code": _label_code(cell.entry.label, cells, codes[cell.entry.solver]),
+        }
+        for cell in cells
+    }
     metric_defs = {
         m.name: {
             "version": m.version,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
-from diffsampler.digest import artefacts_sha256
+from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, model_label
@@ -63,6 +65,27 @@ def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> l
             raise UserError(f"metric '{name}' cannot score model '{model}': it {reason}; leave it out of --metrics")
         metrics.append(metric)
     return metrics
+
+
+def artefacts_sha256(values: Iterable[object]) -> str | None:
+    """sha256 (12 hex digits) over the files that ``values`` name (a folder: every file under it), None if none do.
+
+    A benchmark folds it into a label's code hash, so that records made with another predictor or statistics
+    file than the one now at the same path are recomputed rather than reused.
+    """
+    files: set[Path] = set()
+    for value in values:
+        path = Path(value) if isinstance(value, str) and value else None
+        if path is not None and path.is_file():
+            files.add(path)
+        elif path is not None and path.is_dir():
+            files.update(p for p in path.rglob("*") if p.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path).encode() + b"\0" + file_sha256(path).encode() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _label_code(label: str, cells: list[Cell], code: str) -> str:

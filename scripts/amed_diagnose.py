@@ -40,6 +40,7 @@ def student_run(meta: dict, predictor, denoiser, z: torch.Tensor) -> torch.Tenso
         predictor=predictor,
         base=meta["base"],
         max_order=meta["max_order"],
+        lower_order_final=meta["lower_order_final"],
     )
 
 

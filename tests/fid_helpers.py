@@ -24,8 +24,16 @@ class StandInNetwork:
         trunk = nn.Sequential(conv, nn.Tanh(), nn.AdaptiveAvgPool2d(2))
         self.network = InceptionFeatures(trunk, self.identity, num_features)
 
+    precision = "float32"
+
+    @property
+    def protocol(self) -> str:
+        from diffsampler.metrics.ref_stats import PROTOCOL
+
+        return PROTOCOL if self.precision == "float32" else f"{PROTOCOL}; {self.precision}"
+
     def at_precision(self, precision: str) -> "StandInNetwork":
-        self.network.precision = precision
+        self.precision = self.network.precision = precision
         return self
 
     def load(self, device: torch.device | str = "cpu") -> InceptionFeatures:

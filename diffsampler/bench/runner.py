@@ -68,7 +68,8 @@ def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> l
 
 
 def artefacts_sha256(values: Iterable[object]) -> str | None:
-    """sha256 (12 hex digits) over the files that ``values`` name (a folder: every file under it), None if none do.
+    """sha256 (12 hex digits) over the files that ``values`` name (a folder: the files directly in it, not hidden
+    ones), None if none do.
 
     A benchmark folds it into a label's code hash, so that records made with another predictor or statistics
     file than the one now at the same path are recomputed rather than reused.
@@ -79,7 +80,7 @@ def artefacts_sha256(values: Iterable[object]) -> str | None:
         if path is not None and path.is_file():
             files.add(path)
         elif path is not None and path.is_dir():
-            files.update(p for p in path.rglob("*") if p.is_file())
+            files.update(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         return None
     digest = hashlib.sha256()
@@ -118,12 +119,10 @@ def _manifest(
     }
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
     codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
+    labels = {cell.entry.label: cell.entry for cell in cells}
     solvers = {
-        cell.entry.label: {
-            **cell.entry.definition(),
-            "code": _label_code(cell.entry.label, cells, codes[cell.entry.solver]),
-        }
-        for cell in cells
+        label: {**entry.definition(), "code": _label_code(label, cells, codes[entry.solver])}
+        for label, entry in labels.items()
     }
     metric_defs = {
         m.name: {

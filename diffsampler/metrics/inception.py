@@ -184,6 +184,8 @@ class InceptionFeatures(nn.Module):
         self, trunk: nn.Module, identity: str, num_features: int = NUM_FEATURES, precision: str = "float32"
     ) -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise unknown_choice("Inception precision", precision, PRECISIONS)
         self.trunk = trunk
         self.identity = identity
         self.num_features = num_features

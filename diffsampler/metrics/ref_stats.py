@@ -120,9 +120,11 @@ def load_statistics(path: str | Path, protocol: str | None = None) -> Statistics
         raise UserError(f"{path}: 'mu' must be (D,) and 'sigma' (D, D), got {mu.shape} and {sigma.shape}")
     if protocol is not None and recorded is not None and recorded != protocol:
         raise UserError(
-            f"{path} holds statistics of another feature protocol ({recorded!r}, not {protocol!r}); "
-            "compute the reference with the same network and precision (diffsampler ref-stats)"
+            f"{path} holds statistics made with another feature network or precision than this run's; "
+            "compute the reference with the same --features and --precision (diffsampler ref-stats)"
         )
+    if protocol is not None and recorded is None and protocol != PROTOCOL:
+        log.warning("%s does not record its feature protocol; it is taken to be float32 Inception (clean-fid)", path)
     return Statistics(mu, sigma, num, size, feats)  # type: ignore[arg-type]
 
 

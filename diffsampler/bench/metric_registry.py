@@ -202,7 +202,7 @@ def prepare_fid(ctx: MetricContext) -> str:
             ).stats
         _check_reference_size(ctx, "FID", ref, stats, "; use a reference of the same size")
         note = (
-            f"fid: clean-fid preprocessing, {weights.precision} Inception, weights from {weights.origin}, "
+            f"fid: clean-fid protocol ({weights.precision} Inception), weights from {weights.origin}, "
             f"reference {ref} ({stats.num_images} images)"
         )
         ctx.state.features["fid"] = FeatureReference(weights.load(ctx.device), stats, note)

@@ -124,20 +124,26 @@ def test_resume_recomputes_only_the_cells_whose_code_changed(tmp_path, package_c
     )
 
 
+def _two_label_run(tmp_path, first_label: str, nfe: int) -> tuple[list[str], dict[str, Path], dict[str, bytes]]:
+    """An rmse benchmark of ``first_label`` (a YAML solver mapping) beside plain Euler: its command, its record
+    files by label folder, and their bytes after the first run."""
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        f"model: gmm-2d\nnum_samples: 8\nnfe: [{nfe}]\nmetrics: [rmse]\nsolvers:\n"
+        f"  - {first_label}\n  - {{solver: euler}}\n"
+    )
+    args = ["benchmark", "-c", str(config), "--out", str(tmp_path), "--name", "run"]
+    assert runner.invoke(app, args).exit_code == 0
+    records = {p.parent.parent.parent.name: p for p in (tmp_path / "run" / "records").rglob("rmse.json")}
+    return args, records, {label: path.read_bytes() for label, path in records.items()}
+
+
 def test_resume_recomputes_the_cells_of_a_schedule_file_edited_in_place(tmp_path):
     from diffsampler.schedule_file import ScheduleArtefact, write_schedule
 
     grid = tmp_path / "grid.json"
     write_schedule(grid, ScheduleArtefact([80.0, 10.0, 1.0, 0.1, 0.002]))
-    config = tmp_path / "bench.yaml"
-    config.write_text(
-        "model: gmm-2d\nnum_samples: 8\nnfe: [4]\nmetrics: [rmse]\nsolvers:\n"
-        f"  - {{solver: euler, schedule: {grid}, label: file}}\n  - {{solver: euler}}\n"
-    )
-    args = ["benchmark", "-c", str(config), "--out", str(tmp_path), "--name", "run"]
-    assert runner.invoke(app, args).exit_code == 0
-    records = {p.parent.parent.parent.name: p for p in (tmp_path / "run" / "records").rglob("rmse.json")}
-    before = {label: path.read_bytes() for label, path in records.items()}
+    args, records, before = _two_label_run(tmp_path, f"{{solver: euler, schedule: {grid}, label: file}}", 4)
     write_schedule(grid, ScheduleArtefact([80.0, 20.0, 2.0, 0.2, 0.002]))
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -156,15 +162,8 @@ def test_resume_recomputes_the_cells_of_a_predictor_file_replaced_in_place(tmp_p
         assert result.exit_code == 0, result.output
 
     train(0)
-    config = tmp_path / "bench.yaml"
-    config.write_text(
-        "model: gmm-2d\nnum_samples: 8\nnfe: [3]\nmetrics: [rmse]\nsolvers:\n"
-        f"  - {{solver: amed, label: amed, options: {{predictor: {tmp_path / 'p.pt'}}}}}\n  - {{solver: euler}}\n"
-    )
-    args = ["benchmark", "-c", str(config), "--out", str(tmp_path), "--name", "run"]
-    assert runner.invoke(app, args).exit_code == 0
-    records = {p.parent.parent.parent.name: p for p in (tmp_path / "run" / "records").rglob("rmse.json")}
-    before = {label: path.read_bytes() for label, path in records.items()}
+    amed = f"{{solver: amed, label: amed, options: {{predictor: {tmp_path / 'p.pt'}}}}}"
+    args, records, before = _two_label_run(tmp_path, amed, 3)
     unchanged = runner.invoke(app, args)
     assert "0 cells sampled, 2 reused" in unchanged.output, unchanged.output
     train(1)

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import io
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from diffsampler.metrics.fmnist_net import (
     fold_batchnorm,
     uint8_to_input,
 )
+from diffsampler.train.loop import cpu_model
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,16 +107,6 @@ def train(args: argparse.Namespace) -> tuple[FMNISTNet, float, float]:
     return net, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
@@ -164,7 +154,7 @@ def main() -> None:
         "seed": args.seed,
         "training_seconds": round(seconds, 1),
         "training_cpu_seconds": round(cpu_seconds, 1),
-        "hardware": f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), CPU shared with other jobs",
+        "hardware": f"{cpu_model()}, torch {torch.__version__}, {args.threads} thread(s), CPU shared with other jobs",
         "command": "python " + " ".join(sys.argv),
     }
     atomic_write_bytes(args.manifest, (json.dumps(manifest, indent=2) + "\n").encode())

@@ -206,6 +206,8 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+PRECISIONS = ("float32", "bfloat16")
+"""The network's precision: its own dtype, or bf16 autocast around it (U-Nets; the solver state stays ``dtype``)."""
 MAX_SEED = 2**63 - 1
 """Seeds are 0 .. 2^63 - 1 in every command: a signed 64-bit integer (torch generators, NumPy int64 records)."""
 
@@ -219,12 +221,14 @@ def check_seed(seed: int) -> None:
 @dataclass
 class RunSettings:
     """How a generating command runs: samples per network call, the seed (sample i uses (seed, i)), the device,
-    and the dtype of the state x (the network may run lower). Nested in a config, with its keys flat in files."""
+    the dtype of the state x and the network's precision (bfloat16: autocast around a U-Net, about 2x faster on
+    CPUs with AMX). Nested in a config, with its keys flat in files."""
 
     batch_size: int = 256
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
+    precision: str = "float32"
 
     def validate(self) -> None:
         """A positive batch, a seed in range, a known device and dtype."""
@@ -235,6 +239,8 @@ class RunSettings:
             raise unknown_choice("device", self.device, DEVICES)
         if self.dtype not in DTYPES:
             raise unknown_choice("dtype", self.dtype, DTYPES)
+        if self.precision not in PRECISIONS:
+            raise unknown_choice("precision", self.precision, PRECISIONS)
 
 
 def run_settings(**defaults: Any) -> Any:

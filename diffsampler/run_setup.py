@@ -25,16 +25,24 @@ class RunSetup:
     sigma_max: float
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a network precision (``config.PRECISIONS``): None for float32."""
+    return None if precision == "float32" else getattr(torch, precision)
+
+
 def setup_run(
     model: str,
     device: str,
     sigma_range: tuple[float | None, float | None] = (None, None),
     trust_pickle: bool = False,
     model_options: Mapping[str, Any] | None = None,
+    precision: str = "float32",
 ) -> RunSetup:
-    """Load ``model``, join torchrun's process group (if any), move the model to this rank's device and resolve
-    ``sigma_range`` (None: the model's end); a range without 0 < sigma_min < sigma_max is a UserError."""
+    """Load ``model`` (its network in ``precision``), join torchrun's process group (if any), move the model to
+    this rank's device and resolve ``sigma_range`` (None: the model's end); a range without
+    0 < sigma_min < sigma_max is a UserError."""
     denoiser = load_model(model, trust_pickle, model_options)
+    denoiser.set_autocast(autocast_dtype(precision))
     world, dev = distributed.setup(resolve_device(device))
     denoiser.to(dev)
     lo = denoiser.sigma_min if sigma_range[0] is None else sigma_range[0]

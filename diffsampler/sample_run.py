@@ -38,7 +38,8 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         check_name(cfg.name)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
-    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), cfg.trust_pickle, cfg.model_options)
+    sigma_range = (cfg.sigma_min, cfg.sigma_max)
+    setup = setup_run(cfg.model, cfg.run.device, sigma_range, cfg.trust_pickle, cfg.model_options, cfg.run.precision)
     denoiser, world, device = setup.denoiser, setup.world, setup.device
     if is_schedule_path(cfg.schedule):
         warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)

@@ -9,7 +9,8 @@ import torch
 
 from diffsampler.bench.config import SolverEntry, at_budget
 from diffsampler.bench.plan import LearnedSchedule
-from diffsampler.config import build_config
+from diffsampler.config import RunSettings, build_config
+from diffsampler.errors import UserError
 from diffsampler.models import Denoiser
 from diffsampler.progress import ProgressFn, report
 from diffsampler.schedule_file import is_schedule_path, warn_other_model
@@ -17,12 +18,13 @@ from diffsampler.search.run import SearchConfig, cached_schedule
 
 
 def learned_schedules(
-    model: str, denoiser: Denoiser, device: torch.device, dtype: str, folder: Path, progress: ProgressFn | None
+    model: str, denoiser: Denoiser, device: torch.device, run: RunSettings, folder: Path, progress: ProgressFn | None
 ) -> LearnedSchedule:
     """The resolver plan_cells calls for entries with ``schedule: gits`` or ``ld3``.
 
-    The search runs on the benchmark's device and dtype unless the entry's ``search`` settings say otherwise;
-    its file is cached in ``folder`` under a key of model hash, solver, options, NFE and settings.
+    The search runs on the benchmark's device and dtype unless the entry's ``search`` settings say otherwise,
+    and always with the benchmark's network precision (the loaded model's); its file is cached in ``folder``
+    under a key of model hash, solver, options, NFE and settings.
     """
 
     def resolve(entry: SolverEntry, nfe: int, options: dict[str, Any]) -> str:
@@ -33,9 +35,14 @@ def learned_schedules(
             "options": options,
             "nfe": nfe,
             "device": device.type,
-            "dtype": dtype,
+            "dtype": run.dtype,
             **(entry.search or {}),
         }
+        if values.setdefault("precision", run.precision) != run.precision:
+            raise UserError(
+                f"search settings of '{entry.label}': the search runs the benchmark's network, in its precision "
+                f"{run.precision}; remove precision {values['precision']} or set it for the whole benchmark"
+            )
         cfg = build_config(SearchConfig, values, f"search settings of '{entry.label}'")
         report(
             progress, 0, None, f"{entry.schedule} schedule for {entry.label} at NFE {nfe} (searched once, then cached)"

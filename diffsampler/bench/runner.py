@@ -117,6 +117,8 @@ def _manifest(
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
     }
+    if cfg.run.precision != "float32":  # recorded only when lowered: runs from before the key stay comparable
+        fixed["precision"] = cfg.run.precision
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
     codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
     labels = {cell.entry.label: cell.entry for cell in cells}
@@ -321,7 +323,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     """
     tic_all = time.perf_counter()
     entries = solver_entries(cfg.solvers)
-    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max))
+    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
     denoiser, world, device, sigma_min, sigma_max = (
         setup.denoiser,
         setup.world,
@@ -332,7 +334,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     metrics = _checked_metrics(cfg, denoiser)
     out = Path(cfg.out)
     warn_schedule_files(entries, cfg.nfe, denoiser)
-    learned = learned_schedules(cfg.model, denoiser, device, cfg.run.dtype, out / ".cache" / "schedules", progress)
+    learned = learned_schedules(cfg.model, denoiser, device, cfg.run, out / ".cache" / "schedules", progress)
     cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)

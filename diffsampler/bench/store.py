@@ -62,9 +62,10 @@ def _without_code(definition: Any) -> Any:
 
 def _first_difference(old: dict[str, Any], new: Manifest) -> str | None:
     """A short description of the first incomparable change (a code change is not one), or None."""
-    for key, value in {"format": FORMAT, "diffsampler": __version__, **new.fixed}.items():
-        if old.get(key) != value:
-            return f"{key} was {json.dumps(old.get(key))}, now {json.dumps(value)}"
+    current = {"format": FORMAT, "diffsampler": __version__, **new.fixed}
+    for key in [*current, *(k for k in old if k not in current and k not in ("solvers", "metrics"))]:
+        if old.get(key) != current.get(key):  # a fixed key only one side has (precision) differs as well
+            return f"{key} was {json.dumps(old.get(key))}, now {json.dumps(current.get(key))}"
     for group, current in (("solver label", new.solvers), ("metric", new.metrics)):
         earlier = old.get("solvers" if group == "solver label" else "metrics", {})
         for name, definition in current.items():

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from diffsampler.errors import UserError
+
 
 def sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Sigma as a float64 tensor of shape (B,) for a batch x of shape (B, ...)."""
@@ -55,6 +57,15 @@ class Denoiser(torch.nn.Module):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Samples in the model's space -> images (the identity unless the model is latent)."""
         return x
+
+    def set_autocast(self, dtype: torch.dtype | None) -> None:
+        """Run the network under autocast to ``dtype`` (None: its own dtype). Only models with a network (U-Nets)
+        support it; an analytic model computes exactly in the state's dtype and refuses."""
+        if dtype is not None:
+            raise UserError(
+                f"precision {str(dtype).removeprefix('torch.')} applies to U-Net models; {type(self).__name__} "
+                "computes in the state's dtype (use precision float32)"
+            )
 
     def reset_calls(self) -> None:
         self.calls = 0

@@ -54,6 +54,10 @@ class TwoNetworkDenoiser(Denoiser):
         self.last_features = self._merged_features(upper)
         return out
 
+    def set_autocast(self, dtype: torch.dtype | None) -> None:
+        self.high.set_autocast(dtype)
+        self.low.set_autocast(dtype)
+
     def _merged_features(self, upper: torch.Tensor) -> torch.Tensor | None:
         """Each sample's feature from the network that served it, when both networks have the same width."""
         hi, lo = self.high.last_features, self.low.last_features

@@ -17,6 +17,7 @@ from diffsampler.config import RunSettings, flat_dict, run_settings
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
+from diffsampler.run_setup import autocast_dtype
 from diffsampler.schedule_file import (
     ScheduleArtefact,
     grid_of,
@@ -81,6 +82,8 @@ class SearchConfig:
             "teacher_steps": teacher_steps or self.teacher_steps,
             "dtype": self.run.dtype,
         }
+        if self.run.precision != "float32":  # only when lowered: schedules cached before the key stay valid
+            common["precision"] = self.run.precision
         if self.method == "gits":
             return {**common, "metric": self.metric, "coeff": self.coeff, "candidates": "polynomial rho=7"}
         return {**common, "init": self.init, "iterations": self.iterations, "lr": self.lr, "slack": self.slack}
@@ -161,6 +164,7 @@ def default_path(cfg: SearchConfig) -> Path:
 def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tuple[ScheduleArtefact, Path]:
     """Load the model, search, write the schedule file; returns the artefact and its path."""
     denoiser = load_model(cfg.model)
+    denoiser.set_autocast(autocast_dtype(cfg.run.precision))
     artefact = search_grid(cfg, denoiser, progress)
     path = Path(cfg.out) if cfg.out else default_path(cfg)
     return artefact, write_schedule(path, artefact)

@@ -281,3 +281,28 @@ def test_output_folder_that_cannot_be_created(tmp_path):
     assert result.exit_code == 2 and "cannot create output folder" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_rmse_on_a_subset_scores_the_first_samples(tmp_path):
+    """metric_options.rmse.samples = 8 in a 64-sample run scores samples 0-7, which are the samples of an 8-sample
+    run (sample i is seeded by (seed, i)); the two agree to float32 rounding of differently sized batches (1e-6
+    relative). A non-positive count is refused in one line."""
+
+    def values(name: str, *args: str) -> dict:
+        result = bench(tmp_path, "--nfe", "4", "--metrics", "rmse,max_error", "--name", name, *args)
+        assert result.exit_code == 0, result.output
+        recs = [json.loads(b) for b in records(tmp_path / name).values()]
+        return {(r["metric"], r["label"]): r["value"] for r in recs}
+
+    subset = values("subset", "--set", "metric_options={rmse: {samples: 8}, max_error: {samples: 8}}")
+    small = values("small", "--num-samples", "8")
+    full = values("full")
+    assert subset.keys() == small.keys() and len(subset) == 6
+    for key, value in subset.items():
+        assert value == pytest.approx(small[key], rel=1e-6), key
+    assert any(subset[key] != pytest.approx(full[key], rel=1e-3) for key in subset)
+    bad = bench(
+        tmp_path, "--nfe", "4", "--metrics", "rmse", "--name", "bad", "--set", "metric_options.rmse={samples: 0}"
+    )
+    assert bad.exit_code == 2 and "metric_options.rmse.samples must be a positive integer" in bad.output
+    assert not (tmp_path / "bad").exists()

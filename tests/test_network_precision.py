@@ -12,6 +12,7 @@ from diffsampler.bench.learned import learned_schedules
 from diffsampler.cli import app
 from diffsampler.config import RunSettings
 from diffsampler.errors import UserError
+from diffsampler.metrics.reference import ReferenceCache
 from diffsampler.models import load_model
 from diffsampler.run_setup import setup_run
 
@@ -84,3 +85,16 @@ def test_a_learned_schedule_searches_in_the_benchmarks_precision(tmp_path):
     with pytest.raises(UserError, match="precision"):
         resolve(entry, 4, {})
     assert not any(tmp_path.iterdir())
+
+
+def test_a_reference_solved_under_bf16_is_cached_apart():
+    """The rmse reference cache is keyed by the model's description, which names a lowered precision; float32 keys
+    stay those of earlier runs (no autocast entry)."""
+    model = load_model("fmnist-p1")
+    cache = ReferenceCache(model, 0, 80.0, 0.002, torch.device("cpu"), 4)
+    full = cache.key()
+    assert "autocast" not in model.describe()
+    model.set_autocast(torch.bfloat16)
+    assert model.describe()["autocast"] == "bfloat16" and cache.key() != full
+    model.set_autocast(None)
+    assert cache.key() == full

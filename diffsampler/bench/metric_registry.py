@@ -115,17 +115,39 @@ def _reference_cache(ctx: MetricContext) -> ReferenceCache:
     return ctx.state.reference
 
 
-def prepare_reference(ctx: MetricContext) -> str:
-    """Solve (or load) the reference ODE solutions of every sample once."""
-    return _reference_cache(ctx).describe(ctx.num_samples)
+REFERENCE_OPTIONS = {"samples": None}
+"""metric_options of ``rmse`` / ``max_error``: score only the first ``samples`` samples of each cell (None: all),
+so that a table can score thousands of samples with a feature metric and solve the reference for a few."""
+
+
+def _reference_samples(ctx: MetricContext, name: str) -> int:
+    """How many samples (the first ones) ``name`` scores: metric_options.<name>.samples, at most the cell's."""
+    wanted = _metric_options(ctx, name, REFERENCE_OPTIONS)["samples"]
+    if wanted is None:
+        return ctx.num_samples
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
+        raise UserError(f"metric_options.{name}.samples must be a positive integer or null, got {wanted!r}")
+    return min(wanted, ctx.num_samples)
+
+
+def prepare_reference(ctx: MetricContext, name: str) -> str:
+    """Solve (or load) the reference ODE solutions of the samples ``name`` scores, once."""
+    count = _reference_samples(ctx, name)
+    subset = "" if count == ctx.num_samples else f"; {name} scores the first {count} samples of each cell"
+    return _reference_cache(ctx).describe(count) + subset
+
+
+def _reference_pair(samples: torch.Tensor, ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    count = min(_reference_samples(ctx, name), samples.shape[0])
+    return samples[:count], _reference_cache(ctx).get(count).solution
 
 
 def reference_rmse(samples: torch.Tensor, ctx: MetricContext) -> float:
-    return rmse(samples, _reference_cache(ctx).get(samples.shape[0]).solution)
+    return rmse(*_reference_pair(samples, ctx, "rmse"))
 
 
 def reference_max_error(samples: torch.Tensor, ctx: MetricContext) -> float:
-    return max_error(samples, _reference_cache(ctx).get(samples.shape[0]).solution)
+    return max_error(*_reference_pair(samples, ctx, "max_error"))
 
 
 def _no_moments(denoiser: Denoiser) -> str | None:
@@ -221,10 +243,16 @@ def frechet_inception_distance(samples: torch.Tensor, ctx: MetricContext) -> flo
 
 
 register_metric(
-    "rmse", reference_rmse, "RMSE against the reference ODE solution from the same latents", prepare_reference
+    "rmse",
+    reference_rmse,
+    "RMSE against the reference ODE solution from the same latents",
+    lambda ctx: prepare_reference(ctx, "rmse"),
 )
 register_metric(
-    "max_error", reference_max_error, "max |x - x_ref| against the reference ODE solution", prepare_reference
+    "max_error",
+    reference_max_error,
+    "max |x - x_ref| against the reference ODE solution",
+    lambda ctx: prepare_reference(ctx, "max_error"),
 )
 register_metric(
     "pixel_fd",

@@ -164,6 +164,8 @@ class ReferenceCache:
             "tol": REFERENCE_TOL,
             "code": reference_code(),
         }
+        if "autocast" in desc:  # a reference solved under bf16 autocast is another one
+            spec["autocast"] = desc["autocast"]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     @property

@@ -36,6 +36,8 @@ class Denoiser(torch.nn.Module):
     """
 
     last_features: torch.Tensor | None = None
+    autocast_dtype: torch.dtype | None = None
+    """The dtype the network runs under autocast (``set_autocast``; U-Nets only), None for its own dtype."""
     discrete_sigmas: torch.Tensor | None = None
     latent: bool = False
 
@@ -87,4 +89,6 @@ class Denoiser(torch.nn.Module):
             "sigma_min": self.sigma_min,
             "sigma_max": self.sigma_max,
             "sample_shape": list(self.sample_shape),
+            # only when lowered, so that hashes of earlier (float32) runs and caches stay valid
+            **({"autocast": str(self.autocast_dtype).removeprefix("torch.")} if self.autocast_dtype else {}),
         }

@@ -55,6 +55,7 @@ class TwoNetworkDenoiser(Denoiser):
         return out
 
     def set_autocast(self, dtype: torch.dtype | None) -> None:
+        self.autocast_dtype = dtype
         self.high.set_autocast(dtype)
         self.low.set_autocast(dtype)
 

@@ -237,8 +237,6 @@ class UNetDenoiser(Denoiser):
 
     checkpoint_meta: dict[str, Any] | None = None
     """The training metadata of the checkpoint this model was loaded from (None if built fresh)."""
-    autocast_dtype: torch.dtype | None = None
-    """bf16 runs the convolutions and attention in bfloat16 (2x faster on CPUs with AMX); the state stays x's."""
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()

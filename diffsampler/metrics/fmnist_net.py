@@ -25,6 +25,10 @@ from diffsampler.errors import UserError
 DATA_DIR = Path(__file__).parent / "data"
 WEIGHTS_FILE = DATA_DIR / "fmnist_classifier.pt"
 MANIFEST_FILE = DATA_DIR / "fmnist_classifier.json"
+TRAIN_STATISTICS_FILE = DATA_DIR / "fmnist_train_stats.npz"
+"""Feature moments of the 60k training images under the shipped classifier (``diffsampler ref-stats --features
+fmnist --data fashion-mnist:train``), so fd_fmnist needs no dataset."""
+SHIPPED_REFERENCE = "fashion-mnist:train"
 WIDTHS = (24, 48, 96)
 NUM_FEATURES = 128
 NUM_CLASSES = 10
@@ -140,6 +144,12 @@ class FMNISTWeights:
 
     def load(self, device: torch.device | str = "cpu") -> FMNISTFeatures:
         return _loaded(self.path, self.identity, str(torch.device(device)))
+
+    def shipped_statistics(self, source: str | Path) -> Path | None:
+        """The shipped statistics file for ``source`` when it is the training set and these are the shipped
+        weights (the moments, not the features KID needs), else None."""
+        shipped = self.origin == "shipped" and str(source) == SHIPPED_REFERENCE
+        return TRAIN_STATISTICS_FILE if shipped and TRAIN_STATISTICS_FILE.is_file() else None
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:

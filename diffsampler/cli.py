@@ -262,6 +262,7 @@ def benchmark(
         outcome = run_benchmark(cfg, fresh, bar)
     if not _main_rank():
         return
+    console.print(outcome.model, highlight=False, markup=False)
     for table in rich_tables(outcome.report):
         console.print(table)
     report = outcome.report

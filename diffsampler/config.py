@@ -206,8 +206,10 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
-PRECISIONS = ("float32", "bfloat16")
-"""The network's precision: its own dtype, or bf16 autocast around it (U-Nets; the solver state stays ``dtype``)."""
+PRECISIONS = ("float32", "bfloat16", "auto")
+"""The network's precision: its own dtype, or bf16 autocast around it (U-Nets; the solver state stays ``dtype``);
+auto is bfloat16 for a U-Net on a device with native bf16 units (CUDA, a CPU with AMX or AVX512-BF16), else
+float32, and runs record what it resolved to."""
 MAX_SEED = 2**63 - 1
 """Seeds are 0 .. 2^63 - 1 in every command: a signed 64-bit integer (torch generators, NumPy int64 records)."""
 

@@ -9,24 +9,35 @@ from typing import Any, Mapping
 import torch
 
 from diffsampler import distributed
-from diffsampler.device import resolve_device
+from diffsampler.device import native_bf16, resolve_device
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
 
 
 @dataclass(frozen=True)
 class RunSetup:
-    """The loaded model on this rank's device, the process group (rank 0 of 1 without torchrun), the sigma range."""
+    """The loaded model on this rank's device, the process group (rank 0 of 1 without torchrun), the sigma range
+    and the network's precision."""
 
     denoiser: Denoiser
     world: distributed.World
     device: torch.device
     sigma_min: float
     sigma_max: float
+    precision: str
+    """The network's precision, resolved (float32 or bfloat16)."""
+
+
+def resolve_precision(precision: str, denoiser: Denoiser, device: torch.device) -> str:
+    """``config.PRECISIONS`` -> float32 or bfloat16: auto is bfloat16 where the model can autocast and the device
+    runs bf16 natively."""
+    if precision != "auto":
+        return precision
+    return "bfloat16" if denoiser.supports_autocast and native_bf16(device) else "float32"
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a network precision (``config.PRECISIONS``): None for float32."""
+    """The autocast dtype of a resolved network precision: None for float32."""
     return None if precision == "float32" else getattr(torch, precision)
 
 
@@ -42,11 +53,12 @@ def setup_run(
     this rank's device and resolve ``sigma_range`` (None: the model's end); a range without
     0 < sigma_min < sigma_max is a UserError."""
     denoiser = load_model(model, trust_pickle, model_options)
-    denoiser.set_autocast(autocast_dtype(precision))
     world, dev = distributed.setup(resolve_device(device))
+    precision = resolve_precision(precision, denoiser, dev)
+    denoiser.set_autocast(autocast_dtype(precision))
     denoiser.to(dev)
     lo = denoiser.sigma_min if sigma_range[0] is None else sigma_range[0]
     hi = denoiser.sigma_max if sigma_range[1] is None else sigma_range[1]
     if not 0 < lo < hi:
         raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={lo}, sigma_max={hi}")
-    return RunSetup(denoiser, world, dev, lo, hi)
+    return RunSetup(denoiser, world, dev, lo, hi, precision)

@@ -41,6 +41,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     sigma_range = (cfg.sigma_min, cfg.sigma_max)
     setup = setup_run(cfg.model, cfg.run.device, sigma_range, cfg.trust_pickle, cfg.model_options, cfg.run.precision)
     denoiser, world, device = setup.denoiser, setup.world, setup.device
+    cfg.run.precision = setup.precision  # auto recorded as what it resolved to
     if is_schedule_path(cfg.schedule):
         warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)
     plan = plan_grid(

@@ -53,7 +53,7 @@ def rich_tables(report: Report) -> list[Table]:
     out = []
     for table in report.tables:
         better = "higher" if table.higher_is_better else "lower"
-        title = f"{table.name} ({better} is better), {report.num_samples} samples"
+        title = f"{table.name} ({better} is better), {table.samples_text(report.num_samples)}"
         rich_table = Table(title=title, title_justify="left", min_width=len(title))
         rich_table.add_column("solver", style="bold cyan")
         for nfe in report.budgets:

@@ -25,6 +25,7 @@ from torch import nn
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.data.datasets import fashion_mnist
 from diffsampler.data.idx import fashion_mnist_file, read_idx
+from diffsampler.device import cpu_model
 from diffsampler.metrics.fmnist_net import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -33,7 +34,6 @@ from diffsampler.metrics.fmnist_net import (
     fold_batchnorm,
     uint8_to_input,
 )
-from diffsampler.train.loop import cpu_model
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:

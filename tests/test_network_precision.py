@@ -9,8 +9,11 @@ from typer.testing import CliRunner
 
 from diffsampler.bench.config import SolverEntry
 from diffsampler.bench.learned import learned_schedules
+from diffsampler.bench.runner import default_metrics
+from diffsampler.bench.table import MetricTable
 from diffsampler.cli import app
 from diffsampler.config import RunSettings
+from diffsampler.device import native_bf16
 from diffsampler.errors import UserError
 from diffsampler.metrics.reference import ReferenceCache
 from diffsampler.models import load_model
@@ -70,9 +73,9 @@ def test_benchmark_records_the_precision_and_refuses_to_mix_it(tmp_path):
     low = runner.invoke(app, [*common, "--name", "low", "--set", "precision=bfloat16"])
     assert low.exit_code == 0, low.output
     assert json.loads((tmp_path / "low" / "run.json").read_text())["precision"] == "bfloat16"
-    mixed = runner.invoke(app, [*common, "--name", "low"])
+    mixed = runner.invoke(app, [*common, "--name", "low", "--set", "precision=float32"])
     assert mixed.exit_code == 2 and "precision" in mixed.output
-    full = runner.invoke(app, [*common, "--name", "full"])
+    full = runner.invoke(app, [*common, "--name", "full", "--set", "precision=float32"])
     assert full.exit_code == 0, full.output
     assert "precision" not in json.loads((tmp_path / "full" / "run.json").read_text())
 
@@ -98,3 +101,38 @@ def test_a_reference_solved_under_bf16_is_cached_apart():
     assert model.describe()["autocast"] == "bfloat16" and cache.key() != full
     model.set_autocast(None)
     assert cache.key() == full
+
+
+def test_auto_is_bfloat16_only_for_a_network_on_native_bf16_hardware(monkeypatch):
+    from diffsampler import run_setup
+
+    unet, mixture, cpu = load_model("fmnist-p1"), load_model("gmm-2d"), torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(run_setup, "native_bf16", lambda device, native=native: native)
+        assert run_setup.resolve_precision("auto", unet, cpu) == ("bfloat16" if native else "float32")
+        assert run_setup.resolve_precision("auto", mixture, cpu) == "float32"
+        assert run_setup.resolve_precision("float32", unet, cpu) == "float32"
+
+
+def test_quick_start_defaults_run_the_shipped_network_with_network_metrics(tmp_path):
+    """`diffsampler benchmark` with no model runs fmnist-p1, says so, scores fd_fmnist and rmse (on at most the
+    first 8 samples: 3 here, to keep the reference cheap), records both options and the precision auto resolved
+    to (bf16 on a CPU with AMX or AVX512-BF16)."""
+    args = ["benchmark", "--nfe", "3", "--solvers", "euler", "--num-samples", "3", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    expected = "bfloat16" if native_bf16(torch.device("cpu")) else "float32"
+    model_line = result.output[result.output.index("model fmnist-p1: Fashion-MNIST") :]
+    assert f"network in {expected}" in " ".join(model_line.split()[:40])
+    run = json.loads((tmp_path / "fmnist-p1" / "run.json").read_text())
+    assert run.get("precision", "float32") == expected
+    assert run["metrics"]["rmse"]["options"] == {"samples": 8} and run["metrics"]["fd_fmnist"]["options"] == {}
+
+
+def test_network_defaults_and_the_subset_wording():
+    assert default_metrics(load_model("fmnist-p1")) == {"fd_fmnist": {}, "rmse": {"samples": 8}}
+    assert list(default_metrics(load_model("gmm-fmnist"))) == ["rmse", "max_error", "pixel_fd"]
+    assert list(default_metrics(load_model("gmm-2d"))) == ["rmse", "max_error", "pixel_fd"]
+    table = MetricTable("rmse", "", False, [], scored=8)
+    assert table.samples_text(12) == "the first 8 of 12 samples" and table.samples_text(8) == "8 samples"
+    assert MetricTable("fd_fmnist", "", False, []).samples_text(12) == "12 samples"

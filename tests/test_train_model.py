@@ -258,13 +258,13 @@ def test_the_unet_shape_comes_from_the_training_configs_own_keys():
 
 def test_hardware_line_names_the_cpu_model_and_its_bf16_units(monkeypatch):
     """The manifest's hardware line carries the CPU model and the bf16 units that decide `precision: auto`."""
-    from diffsampler.train import loop
+    from diffsampler import device
 
     info = {"model name": "Test CPU 9000", "flags": "fpu sse2 avx512_bf16 amx_tile amx_bf16"}
-    monkeypatch.setattr(loop, "_cpuinfo", lambda key: info.get(key, ""))
-    line = loop.hardware(torch.device("cpu"))
+    monkeypatch.setattr(device, "_cpuinfo", lambda key: info.get(key, ""))
+    line = device.hardware(torch.device("cpu"))
     assert line.startswith("CPU Test CPU 9000 (amx_bf16, avx512_bf16) x")
-    assert loop.native_bf16(torch.device("cpu"))
+    assert device.native_bf16(torch.device("cpu"))
     info["flags"] = "fpu sse2 avx2"
-    assert "bf16" not in loop.hardware(torch.device("cpu"))
-    assert not loop.native_bf16(torch.device("cpu"))
+    assert "bf16" not in device.hardware(torch.device("cpu"))
+    assert not device.native_bf16(torch.device("cpu"))

@@ -33,17 +33,19 @@ class BenchmarkConfig:
 
     ``solvers`` items are a solver name or a mapping {solver, label, options, schedule, rho}; None means
     every registered training-free solver with its defaults. ``metrics`` None means the default metrics
-    the model supports. ``auto_afs`` lets a 2-NFE-per-step solver meet an odd budget with afs=true
+    the model supports (``runner.default_metrics``). The defaults make the quick start
+    (``diffsampler benchmark --nfe 5``): the shipped fmnist-p1 U-Net, in bf16 where the device runs it natively.
+    ``auto_afs`` lets a 2-NFE-per-step solver meet an odd budget with afs=true
     when its entry does not set afs itself.
     """
 
-    model: str = "gmm-fmnist"
+    model: str = "fmnist-p1"
     solvers: list[Any] | None = None
     nfe: list[int] = field(default_factory=lambda: list(DEFAULT_NFE))
     metrics: list[str] | None = None
     metric_options: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 256
-    run: RunSettings = run_settings()
+    run: RunSettings = run_settings(precision="auto")
     sigma_min: float | None = None
     sigma_max: float | None = None
     auto_afs: bool = True

@@ -131,7 +131,13 @@ def build_report(
         return [(label, [values.get((label, nfe), Entry(Status.MISSING)) for nfe in budgets]) for label in labels]
 
     tables = [
-        MetricTable(m.name, m.summary, not m.lower_is_better, _mark_best(rows(grid[m.name]), not m.lower_is_better))
+        MetricTable(
+            m.name,
+            m.summary,
+            not m.lower_is_better,
+            _mark_best(rows(grid[m.name]), not m.lower_is_better),
+            cfg.metric_options.get(m.name, {}).get("samples"),
+        )
         for m in metrics
     ]
     throughput = MetricTable(
@@ -166,7 +172,7 @@ def markdown(report: Report) -> str:
             "",
             f"## {table.name}",
             "",
-            f"{table.summary} ({better} is better).",
+            f"{table.summary} ({better} is better); {table.samples_text(report.num_samples)} of each cell.",
             "",
             *_markdown_table(table, report.budgets),
         ]

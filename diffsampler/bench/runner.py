@@ -17,7 +17,14 @@ from diffsampler.artefacts import PREPARE_HOOKS
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.learned import learned_schedules, warn_schedule_files
-from diffsampler.bench.metric_registry import DEFAULT_METRICS, METRICS, Metric, MetricContext, get_metric
+from diffsampler.bench.metric_registry import (
+    DEFAULT_METRICS,
+    METRICS,
+    NETWORK_DEFAULT_METRICS,
+    Metric,
+    MetricContext,
+    get_metric,
+)
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
@@ -25,7 +32,7 @@ from diffsampler.codehash import metric_code, solver_code
 from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
-from diffsampler.models import Denoiser, model_label
+from diffsampler.models import Denoiser, model_label, model_summary
 from diffsampler.progress import ProgressFn, report
 from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, prepared_options
@@ -41,6 +48,8 @@ class BenchmarkOutcome:
     sampled: int
     reused: int
     seconds: float
+    model: str
+    """One line saying what the model is and the precision its network ran in."""
 
 
 def default_run_name(model: str) -> str:
@@ -53,10 +62,18 @@ def _unavailable(metric: Metric, denoiser: Denoiser) -> str | None:
     return metric.unavailable(denoiser) if metric.unavailable is not None else None
 
 
+def default_metrics(denoiser: Denoiser) -> dict[str, dict[str, Any]]:
+    """name -> default options of the metrics a run without ``metrics`` uses: ``DEFAULT_METRICS`` for an analytic
+    model (one with exact moments), else ``NETWORK_DEFAULT_METRICS``; those that cannot score the model left out."""
+    analytic = not _unavailable(METRICS["pixel_fd"], denoiser)
+    chosen = dict.fromkeys(DEFAULT_METRICS, {}) if analytic else NETWORK_DEFAULT_METRICS
+    return {name: dict(opts) for name, opts in chosen.items() if not _unavailable(METRICS[name], denoiser)}
+
+
 def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> list[Metric]:
     """The named metrics (each must be able to score the model), or the defaults that can."""
     if names is None:
-        return [METRICS[n] for n in DEFAULT_METRICS if n in METRICS and not _unavailable(METRICS[n], denoiser)]
+        return [METRICS[n] for n in default_metrics(denoiser)]
     metrics = []
     for name in dict.fromkeys(names):
         metric = get_metric(name)
@@ -192,8 +209,12 @@ class _Run:
 
 
 def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
-    """The run's metrics; ``metric_options`` may only name those."""
+    """The run's metrics; ``metric_options`` may only name those. Without ``metrics`` the defaults' options are
+    merged under the config's (and so recorded in run.json)."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
+    if cfg.metrics is None:
+        defaults = {name: opts for name, opts in default_metrics(denoiser).items() if opts}
+        cfg.metric_options = {**defaults, **cfg.metric_options}
     unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
@@ -331,6 +352,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
         setup.sigma_min,
         setup.sigma_max,
     )
+    cfg.run.precision = setup.precision  # auto recorded as what it resolved to
     metrics = _checked_metrics(cfg, denoiser)
     out = Path(cfg.out)
     warn_schedule_files(entries, cfg.nfe, denoiser)
@@ -365,6 +387,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     result = build_report(cfg, cells, metrics, store, unavailable)
     if world.is_main:
         write_reports(store.folder, result)
-    return BenchmarkOutcome(
-        store.folder, result, len(pending), sum(c.runnable for c in cells) - len(pending), time.perf_counter() - tic_all
-    )
+    runnable = sum(c.runnable for c in cells)
+    seconds = time.perf_counter() - tic_all
+    model = f"model {cfg.model}: {model_summary(cfg.model)}; network in {cfg.run.precision}"
+    return BenchmarkOutcome(store.folder, result, len(pending), runnable - len(pending), seconds, model)

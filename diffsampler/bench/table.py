@@ -52,3 +52,11 @@ class MetricTable:
     summary: str
     higher_is_better: bool
     rows: list[tuple[str, list[Entry]]]
+    scored: int | None = None
+    """How many samples of each cell the metric scores (the first ones), None for all."""
+
+    def samples_text(self, num_samples: int) -> str:
+        """'256 samples', or 'the first 8 of 256 samples' for a metric that scores a subset."""
+        if self.scored is None or self.scored >= num_samples:
+            return f"{num_samples} samples"
+        return f"the first {self.scored} of {num_samples} samples"

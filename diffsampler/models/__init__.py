@@ -88,6 +88,16 @@ def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any]
     )
 
 
+def model_summary(name: str) -> str:
+    """What ``name`` is, in one line: a registered model's summary, else the kind of file it names."""
+    if name in MODELS:
+        return MODELS[name].summary
+    external = external_kind(name)
+    if external is not None:
+        return f"external {external[0]} checkpoint"
+    return "two-network spec" if Path(name).suffix.lower() in SPEC_SUFFIXES else "U-Net checkpoint file"
+
+
 def model_label(name: str) -> str:
     """A short file-name-safe name for output folders: the registered name, ``<kind>-<stem>`` for an external
     checkpoint, ``<folder>-<stem>`` for an own checkpoint or spec."""

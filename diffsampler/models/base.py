@@ -36,6 +36,8 @@ class Denoiser(torch.nn.Module):
     """
 
     last_features: torch.Tensor | None = None
+    supports_autocast: bool = False
+    """Whether ``set_autocast`` accepts a dtype (a model with a network: U-Nets)."""
     autocast_dtype: torch.dtype | None = None
     """The dtype the network runs under autocast (``set_autocast``; U-Nets only), None for its own dtype."""
     discrete_sigmas: torch.Tensor | None = None

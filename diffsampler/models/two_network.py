@@ -35,6 +35,7 @@ class TwoNetworkDenoiser(Denoiser):
         self.low = low
         self.switch_sigma = float(switch_sigma)
         self.sample_shape = tuple(high.sample_shape)
+        self.supports_autocast = high.supports_autocast and low.supports_autocast
         self.sigma_min = min(high.sigma_min, low.sigma_min)
         self.sigma_max = max(high.sigma_max, low.sigma_max)
 

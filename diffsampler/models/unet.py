@@ -237,6 +237,7 @@ class UNetDenoiser(Denoiser):
 
     checkpoint_meta: dict[str, Any] | None = None
     """The training metadata of the checkpoint this model was loaded from (None if built fresh)."""
+    supports_autocast = True
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()

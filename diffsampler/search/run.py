@@ -17,7 +17,7 @@ from diffsampler.config import RunSettings, flat_dict, run_settings
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
-from diffsampler.run_setup import autocast_dtype
+from diffsampler.run_setup import autocast_dtype, resolve_precision
 from diffsampler.schedule_file import (
     ScheduleArtefact,
     grid_of,
@@ -164,6 +164,7 @@ def default_path(cfg: SearchConfig) -> Path:
 def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tuple[ScheduleArtefact, Path]:
     """Load the model, search, write the schedule file; returns the artefact and its path."""
     denoiser = load_model(cfg.model)
+    cfg.run.precision = resolve_precision(cfg.run.precision, denoiser, resolve_device(cfg.run.device))
     denoiser.set_autocast(autocast_dtype(cfg.run.precision))
     artefact = search_grid(cfg, denoiser, progress)
     path = Path(cfg.out) if cfg.out else default_path(cfg)

@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import io
 import os
-import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ import torch
 import yaml
 
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir
-from diffsampler.device import resolve_device
+from diffsampler.device import hardware, native_bf16, resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
@@ -65,45 +64,6 @@ class TrainState:
     cpu_seconds: float = 0.0
     prior: dict[str, Any] | None = None
     """What the weights of ``init_from`` had been trained with (images seen, seconds, source)."""
-
-
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-"""CPU flags (/proc/cpuinfo) of units that run bf16 matrix products natively."""
-
-
-def _cpuinfo(key: str) -> str:
-    """The value of the first ``key`` line of /proc/cpuinfo ('' where there is none, as on macOS)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    for line in lines:
-        name, _, value = line.partition(":")
-        if name.strip() == key:
-            return value.strip()
-    return ""
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo, else what ``platform`` knows)."""
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
-def hardware(device: torch.device) -> str:
-    """One line naming the device the run trains on: GPU name, or CPU model, cores and bf16 units."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    units = [flag for flag in BF16_CPU_FLAGS if flag in _cpuinfo("flags").split()]
-    extra = f" ({', '.join(units)})" if units else ""
-    return f"CPU {cpu_model()}{extra} x{os.cpu_count()} {platform.machine()}, torch {torch.__version__}"
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True on CUDA and on CPUs whose flags list bf16 matrix or vector units (``BF16_CPU_FLAGS``)."""
-    if device.type == "cuda":
-        return True
-    flags = _cpuinfo("flags").split()
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

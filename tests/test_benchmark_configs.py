@@ -14,7 +14,7 @@ from diffsampler.cli import app
 from diffsampler.models import MODELS, is_model_path
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "benchmark").glob("*.yaml"))
-P1_TABLE = ["fmnist-p1-table.yaml", "fmnist-p1-rmse.yaml", "fmnist-p1-fid.yaml"]
+P1_TABLE = ["fmnist-p1-table.yaml", "fmnist-p1-rmse.yaml", "fmnist-p1-fid.yaml", "fmnist-p1-full.yaml"]
 
 PENDING_MODELS = {"fmnist-p1"}
 """Built-in models of issue 16, registered when their trained checkpoints ship; checked for real once they exist."""
@@ -44,6 +44,7 @@ def test_p1_table_configs_share_one_solver_list():
     solvers = [benchmark_config(folder / name, {}).solvers for name in P1_TABLE]
     fixed = [s for s in solvers[0] if not (isinstance(s, dict) and s.get("schedule") in LEARNED_SCHEDULES)]
     assert fixed == solvers[1] == solvers[2]
+    assert solvers[3] == solvers[0]  # the full table: the same rows, the searched one included
     labels = {entry.label for entry in solver_entries(fixed)}
     wanted = {
         "euler",

@@ -129,6 +129,21 @@ def flat_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
+def identity_values(obj: Any) -> dict[str, Any]:
+    """``flat_dict(obj)`` as a cache key: a float32 ``precision`` is left out, so that keys made before that setting
+    existed still match."""
+    values = flat_dict(obj)
+    if values.get("precision") == "float32":
+        del values["precision"]
+    return values
+
+
+def with_precision(cfg: C, precision: str) -> C:
+    """A copy of ``cfg`` (a config with ``run: RunSettings``) whose precision is ``precision`` (resolved from auto);
+    the caller's config is left as it was."""
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, precision=precision))  # type: ignore[attr-defined, type-var]
+
+
 def check_keys(cls: type, values: Mapping[str, Any], source: str) -> None:
     """A UserError naming ``source`` (a file, ``--set``) for the first key that ``cls`` does not have."""
     names = config_keys(cls)

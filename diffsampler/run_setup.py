@@ -28,12 +28,12 @@ class RunSetup:
     """The network's precision, resolved (float32 or bfloat16)."""
 
 
-def resolve_precision(precision: str, denoiser: Denoiser, device: torch.device) -> str:
-    """``config.PRECISIONS`` -> float32 or bfloat16: auto is bfloat16 where the model can autocast and the device
-    runs bf16 natively."""
+def resolve_precision(precision: str, supports_autocast: bool, device: torch.device) -> str:
+    """``config.PRECISIONS`` -> float32 or bfloat16: auto is bfloat16 where the network can autocast (a U-Net) and
+    the device runs bf16 natively."""
     if precision != "auto":
         return precision
-    return "bfloat16" if denoiser.supports_autocast and native_bf16(device) else "float32"
+    return "bfloat16" if supports_autocast and native_bf16(device) else "float32"
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -54,7 +54,7 @@ def setup_run(
     0 < sigma_min < sigma_max is a UserError."""
     denoiser = load_model(model, trust_pickle, model_options)
     world, dev = distributed.setup(resolve_device(device))
-    precision = resolve_precision(precision, denoiser, dev)
+    precision = resolve_precision(precision, denoiser.supports_autocast, dev)
     denoiser.set_autocast(autocast_dtype(precision))
     denoiser.to(dev)
     lo = denoiser.sigma_min if sigma_range[0] is None else sigma_range[0]

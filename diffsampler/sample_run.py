@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from diffsampler.atomic import atomic_dir, check_name, check_replaceable
-from diffsampler.config import SampleConfig, flat_dict
+from diffsampler.config import SampleConfig, flat_dict, with_precision
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import model_label
 from diffsampler.run_setup import setup_run
@@ -41,7 +41,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     sigma_range = (cfg.sigma_min, cfg.sigma_max)
     setup = setup_run(cfg.model, cfg.run.device, sigma_range, cfg.trust_pickle, cfg.model_options, cfg.run.precision)
     denoiser, world, device = setup.denoiser, setup.world, setup.device
-    cfg.run.precision = setup.precision  # auto recorded as what it resolved to
+    cfg = with_precision(cfg, setup.precision)  # auto recorded as what it resolved to
     if is_schedule_path(cfg.schedule):
         warn_other_model(str(cfg.schedule), denoiser.content_hash(), spec.name)
     plan = plan_grid(

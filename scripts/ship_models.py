@@ -18,10 +18,14 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 from diffsampler.atomic import atomic_write_bytes
+from diffsampler.config import flat_dict, load_config
 from diffsampler.digest import file_sha256
 from diffsampler.models.checkpoint import read_checkpoint
 from diffsampler.models.shipped import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest, trained_dir
+from diffsampler.train.config import TrainConfig
 
 DESCRIPTION = "Fashion-MNIST 32x32 EDM U-Net trained on a 2-core CPU (preview)"
 
@@ -52,8 +56,24 @@ def entry(name: str, run: Path, target: Path) -> dict:
         "final_loss": final_loss(run / "loss.csv"),
         **totals,
         **{k: meta.get(k) for k in keys},
-        "command": f"diffsampler train-model --config configs/train/{meta['train_config']['name']}.yaml",
+        "command": training_command(meta["train_config"]),
     }
+
+
+def training_command(recorded: dict) -> str:
+    """The train-model command that made a run: its config file, and --set for every key the run had otherwise
+    (a run started with overrides, such as a time limit, is not what the file alone reproduces)."""
+    path = f"configs/train/{recorded['name']}.yaml"
+    command = f"diffsampler train-model --config {path}"
+    if not Path(path).is_file():
+        return command
+    from_file = flat_dict(load_config(TrainConfig, path))
+    sets = [
+        f"--set {key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for key, value in recorded.items()
+        if key in from_file and from_file[key] != value
+    ]
+    return " ".join([command, *sets])
 
 
 def main() -> None:

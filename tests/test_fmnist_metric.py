@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -208,6 +209,9 @@ def test_shipped_training_statistics_name_the_shipped_classifier_and_need_no_dat
     assert not (tmp_path / "cache").exists()
     with pytest.raises(UserError, match="Fashion-MNIST"):  # KID needs the features: the dataset itself
         reference_statistics("fashion-mnist:train", weights, tmp_path / "cache", keep_features=True)
+    retrained = dataclasses.replace(weights, identity="0" * 64)  # other weights compute their own statistics
+    assert retrained.shipped_statistics("fashion-mnist:train") is None
+    assert weights.shipped_statistics("fashion-mnist:test") is None
 
 
 def test_shipped_training_statistics_are_those_of_the_installed_dataset():

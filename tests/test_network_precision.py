@@ -19,6 +19,8 @@ from diffsampler.metrics.reference import ReferenceCache
 from diffsampler.models import load_model
 from diffsampler.run_setup import setup_run
 
+from unet_helpers import tiny_denoiser
+
 runner = CliRunner()
 
 
@@ -54,7 +56,7 @@ def test_a_model_without_a_network_refuses_bfloat16_in_one_line(tmp_path):
     )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "applies to U-Net models" in lines[0] and "float32" in lines[0]
+    assert len(lines) == 1 and "applies to diffsampler's U-Net models" in lines[0] and "float32" in lines[0]
     assert not any(tmp_path.iterdir())
 
 
@@ -90,17 +92,18 @@ def test_a_learned_schedule_searches_in_the_benchmarks_precision(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_a_reference_solved_under_bf16_is_cached_apart():
-    """The rmse reference cache is keyed by the model's description, which names a lowered precision; float32 keys
-    stay those of earlier runs (no autocast entry)."""
-    model = load_model("fmnist-p1")
-    cache = ReferenceCache(model, 0, 80.0, 0.002, torch.device("cpu"), 4)
-    full = cache.key()
-    assert "autocast" not in model.describe()
+def test_the_reference_solution_runs_the_network_in_float32():
+    """The rmse reference stands for the exact ODE solution: under precision bfloat16 it is still solved with the
+    float32 network (bitwise the float32 solution; its cache key has no precision), and the model's bf16 autocast
+    is back afterwards."""
+    model = tiny_denoiser()
+    full = ReferenceCache(model, 0, 80.0, 0.002, torch.device("cpu"), 2).get(2).solution
     model.set_autocast(torch.bfloat16)
-    assert model.describe()["autocast"] == "bfloat16" and cache.key() != full
+    cache = ReferenceCache(model, 0, 80.0, 0.002, torch.device("cpu"), 2)
+    assert torch.equal(cache.get(2).solution, full)
+    assert model.autocast_dtype == torch.bfloat16 and model.describe()["autocast"] == "bfloat16"
     model.set_autocast(None)
-    assert cache.key() == full
+    assert "autocast" not in model.describe()
 
 
 def test_auto_is_bfloat16_only_for_a_network_on_native_bf16_hardware(monkeypatch):
@@ -109,9 +112,9 @@ def test_auto_is_bfloat16_only_for_a_network_on_native_bf16_hardware(monkeypatch
     unet, mixture, cpu = load_model("fmnist-p1"), load_model("gmm-2d"), torch.device("cpu")
     for native in (True, False):
         monkeypatch.setattr(run_setup, "native_bf16", lambda device, native=native: native)
-        assert run_setup.resolve_precision("auto", unet, cpu) == ("bfloat16" if native else "float32")
-        assert run_setup.resolve_precision("auto", mixture, cpu) == "float32"
-        assert run_setup.resolve_precision("float32", unet, cpu) == "float32"
+        assert run_setup.resolve_precision("auto", unet.supports_autocast, cpu) == ("bfloat16" if native else "float32")
+        assert run_setup.resolve_precision("auto", mixture.supports_autocast, cpu) == "float32"
+        assert run_setup.resolve_precision("float32", unet.supports_autocast, cpu) == "float32"
 
 
 def test_quick_start_defaults_run_the_shipped_network_with_network_metrics(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from diffsampler.amed.checkpoint import load_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.train import StepReport, train_and_save
-from diffsampler.config import build_config, flat_dict
+from diffsampler.config import build_config, identity_values
 from diffsampler.models import load_model
 
 VOLATILE = ("device", "out", "name")
@@ -25,7 +25,7 @@ VOLATILE = ("device", "out", "name")
 
 def training_identity(cfg: AmedTrainConfig, model_sha256: str) -> dict[str, Any]:
     """What determines a trained predictor: the config without ``VOLATILE`` fields, and the model's hash."""
-    config = {k: v for k, v in flat_dict(cfg).items() if k not in VOLATILE}
+    config = {k: v for k, v in identity_values(cfg).items() if k not in VOLATILE}
     return {"config": config, "model_sha256": model_sha256}
 
 

@@ -107,12 +107,13 @@ class _Setup:
     plan: GridPlan
     fine: torch.Tensor
     teacher: SolverSpec
+    precision: str
+    """The network's precision, resolved (config auto -> float32 or bfloat16)."""
 
 
 def _setup(cfg: AmedTrainConfig) -> _Setup:
     run = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
     world, device, sigma_min, sigma_max = run.world, run.device, run.sigma_min, run.sigma_max
-    cfg.run.precision = run.precision  # auto recorded as what it resolved to
     last_batch = cfg.num_latents % cfg.run.batch_size or cfg.run.batch_size
     if min(cfg.run.batch_size, last_batch) < world.size:
         raise UserError(
@@ -134,6 +135,7 @@ def _setup(cfg: AmedTrainConfig) -> _Setup:
         plan,
         fine,
         get_solver(cfg.teacher),
+        run.precision,
     )
 
 
@@ -209,6 +211,7 @@ def _meta(
         "feature_source": source,
         "num_parameters": predictor.num_parameters,
         "config": flat_dict(cfg),
+        "precision": setup.precision,
         "final_loss": sum(losses[-plan.steps :]) / plan.steps,
         "device": str(setup.device),
         "world_size": setup.world.size,

@@ -19,6 +19,7 @@ import torch
 
 from diffsampler.distributed import World
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.metrics.fmnist_net import SHIPPED_REFERENCE
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
 from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
 from diffsampler.models import Denoiser
@@ -274,7 +275,7 @@ register_metric(
 )
 
 
-FMNIST_OPTIONS = {"ref": "fashion-mnist:train", "weights": None, "cache_dir": None}
+FMNIST_OPTIONS = {"ref": SHIPPED_REFERENCE, "weights": None, "cache_dir": None}
 """metric_options of ``fd_fmnist`` / ``kid_fmnist``: the reference (a dataset source or a mu/sigma .npz), a
 classifier file, the cache."""
 

@@ -6,7 +6,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,15 @@ from diffsampler.bench.metric_registry import (
 )
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
-from diffsampler.bench.store import Manifest, ResultStore
+from diffsampler.bench.store import ABSENT_FIXED, Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
+from diffsampler.config import with_precision
 from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import Denoiser, model_label, model_summary
 from diffsampler.progress import ProgressFn, report
-from diffsampler.run_setup import setup_run
+from diffsampler.run_setup import RunSetup, setup_run
 from diffsampler.sampling import Generation, generate_sharded, prepared_options
 from diffsampler.solvers import get_solver
 
@@ -134,7 +135,7 @@ def _manifest(
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
     }
-    if cfg.run.precision != "float32":  # recorded only when lowered: runs from before the key stay comparable
+    if cfg.run.precision != ABSENT_FIXED["precision"]:  # recorded only when lowered: earlier runs stay comparable
         fixed["precision"] = cfg.run.precision
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
     codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
@@ -208,13 +209,17 @@ class _Run:
     notes: dict[str, str | None]
 
 
+def _resolved(cfg: BenchmarkConfig, setup: RunSetup) -> BenchmarkConfig:
+    """A copy of ``cfg`` as the run uses and records it: the precision auto resolved to, and without ``metrics``
+    the default metrics' options merged under the config's."""
+    defaults = {} if cfg.metrics is not None else default_metrics(setup.denoiser)
+    options = {**{name: opts for name, opts in defaults.items() if opts}, **cfg.metric_options}
+    return replace(with_precision(cfg, setup.precision), metric_options=options)
+
+
 def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
-    """The run's metrics; ``metric_options`` may only name those. Without ``metrics`` the defaults' options are
-    merged under the config's (and so recorded in run.json)."""
+    """The run's metrics; ``metric_options`` may only name those."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
-    if cfg.metrics is None:
-        defaults = {name: opts for name, opts in default_metrics(denoiser).items() if opts}
-        cfg.metric_options = {**defaults, **cfg.metric_options}
     unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
@@ -352,7 +357,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
         setup.sigma_min,
         setup.sigma_max,
     )
-    cfg.run.precision = setup.precision  # auto recorded as what it resolved to
+    cfg = _resolved(cfg, setup)
     metrics = _checked_metrics(cfg, denoiser)
     out = Path(cfg.out)
     warn_schedule_files(entries, cfg.nfe, denoiser)
@@ -389,5 +394,11 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
         write_reports(store.folder, result)
     runnable = sum(c.runnable for c in cells)
     seconds = time.perf_counter() - tic_all
-    model = f"model {cfg.model}: {model_summary(cfg.model)}; network in {cfg.run.precision}"
-    return BenchmarkOutcome(store.folder, result, len(pending), runnable - len(pending), seconds, model)
+    return BenchmarkOutcome(
+        store.folder, result, len(pending), runnable - len(pending), seconds, _model_line(cfg, setup)
+    )
+
+
+def _model_line(cfg: BenchmarkConfig, setup: RunSetup) -> str:
+    network = f"; network in {setup.precision}" if setup.denoiser.supports_autocast else ""
+    return f"model {cfg.model}: {model_summary(cfg.model)}{network}"

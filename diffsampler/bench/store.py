@@ -60,12 +60,17 @@ def _without_code(definition: Any) -> Any:
     return {k: v for k, v in definition.items() if k != "code"} if isinstance(definition, dict) else definition
 
 
+ABSENT_FIXED = {"precision": "float32"}
+"""What a fixed key that a run.json leaves out stands for (recorded only when it differs from this)."""
+
+
 def _first_difference(old: dict[str, Any], new: Manifest) -> str | None:
     """A short description of the first incomparable change (a code change is not one), or None."""
-    current = {"format": FORMAT, "diffsampler": __version__, **new.fixed}
-    for key in [*current, *(k for k in old if k not in current and k not in ("solvers", "metrics"))]:
-        if old.get(key) != current.get(key):  # a fixed key only one side has (precision) differs as well
-            return f"{key} was {json.dumps(old.get(key))}, now {json.dumps(current.get(key))}"
+    fixed = {"format": FORMAT, "diffsampler": __version__, **new.fixed}
+    for key in [*fixed, *(k for k in old if k not in fixed and k not in ("solvers", "metrics"))]:
+        was, now = old.get(key, ABSENT_FIXED.get(key)), fixed.get(key, ABSENT_FIXED.get(key))
+        if was != now:  # a fixed key only one side records (precision) differs as well
+            return f"{key} was {json.dumps(was)}, now {json.dumps(now)}"
     for group, current in (("solver label", new.solvers), ("metric", new.metrics)):
         earlier = old.get("solvers" if group == "solver label" else "metrics", {})
         for name, definition in current.items():

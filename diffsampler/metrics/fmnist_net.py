@@ -29,6 +29,7 @@ TRAIN_STATISTICS_FILE = DATA_DIR / "fmnist_train_stats.npz"
 """Feature moments of the 60k training images under the shipped classifier (``diffsampler ref-stats --features
 fmnist --data fashion-mnist:train``), so fd_fmnist needs no dataset."""
 SHIPPED_REFERENCE = "fashion-mnist:train"
+"""The reference whose statistics ship (the default ``ref`` of fd_fmnist)."""
 WIDTHS = (24, 48, 96)
 NUM_FEATURES = 128
 NUM_CLASSES = 10
@@ -146,10 +147,13 @@ class FMNISTWeights:
         return _loaded(self.path, self.identity, str(torch.device(device)))
 
     def shipped_statistics(self, source: str | Path) -> Path | None:
-        """The shipped statistics file for ``source`` when it is the training set and these are the shipped
-        weights (the moments, not the features KID needs), else None."""
-        shipped = self.origin == "shipped" and str(source) == SHIPPED_REFERENCE
-        return TRAIN_STATISTICS_FILE if shipped and TRAIN_STATISTICS_FILE.is_file() else None
+        """The shipped statistics file for ``source`` when it is the training set and the file was made with these
+        very weights (its recorded sha256; a retrained classifier computes its own), else None."""
+        if str(source) != SHIPPED_REFERENCE or not TRAIN_STATISTICS_FILE.is_file():
+            return None
+        with np.load(TRAIN_STATISTICS_FILE) as data:
+            made_with = str(data["weights"]) if "weights" in data.files else None
+        return TRAIN_STATISTICS_FILE if made_with == self.identity else None
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from diffsampler.codehash import code_hash, package_modules
 from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser, GaussianMixture
+from diffsampler.models.base import own_precision
 from diffsampler.schedules import polynomial
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,6 @@ class ReferenceCache:
             "tol": REFERENCE_TOL,
             "code": reference_code(),
         }
-        if "autocast" in desc:  # a reference solved under bf16 autocast is another one
-            spec["autocast"] = desc["autocast"]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     @property
@@ -206,6 +205,14 @@ class ReferenceCache:
         self._load()
         have = self.available
         if have < count:
+            self._solve(have, count)
+        assert self._solution is not None and self._difference is not None
+        return Reference(self._solution[:count], self._difference[:count], self._steps)
+
+    def _solve(self, have: int, count: int) -> None:
+        """Solve samples have .. count-1 with the network in its own precision (float32 even when the run lowers
+        it: the reference stands for the exact ODE solution), append them and write the cache."""
+        with own_precision(self.denoiser):
             parts, diffs = [], []
             for start in range(have, count, self.batch_size):
                 batch = range(start, min(start + self.batch_size, count))
@@ -216,10 +223,8 @@ class ReferenceCache:
                 self._steps = max(self._steps, ref.steps)
             if self._solution is not None and self._difference is not None:
                 parts, diffs = [self._solution, *parts], [self._difference, *diffs]
-            self._solution, self._difference = torch.cat(parts), torch.cat(diffs)
-            self._save()
-        assert self._solution is not None and self._difference is not None
-        return Reference(self._solution[:count], self._difference[:count], self._steps)
+        self._solution, self._difference = torch.cat(parts), torch.cat(diffs)
+        self._save()
 
     def describe(self, count: int) -> str:
         """One line saying how the reference was made and how accurate it is."""

@@ -6,12 +6,25 @@ The probability-flow ODE every solver integrates is dx/dsigma = (x - D(x, sigma)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from diffsampler.errors import UserError
+
+
+@contextlib.contextmanager
+def own_precision(denoiser: Denoiser) -> Iterator[Denoiser]:
+    """``denoiser`` with its network in its own dtype for the duration of the block (autocast restored after)."""
+    lowered = denoiser.autocast_dtype
+    denoiser.set_autocast(None)
+    try:
+        yield denoiser
+    finally:
+        denoiser.set_autocast(lowered)
 
 
 def sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -63,12 +76,13 @@ class Denoiser(torch.nn.Module):
         return x
 
     def set_autocast(self, dtype: torch.dtype | None) -> None:
-        """Run the network under autocast to ``dtype`` (None: its own dtype). Only models with a network (U-Nets)
-        support it; an analytic model computes exactly in the state's dtype and refuses."""
+        """Run the network under autocast to ``dtype`` (None: its own dtype). Only models that set
+        ``supports_autocast`` (diffsampler's U-Nets) take a dtype; the others (analytic models, which compute in the
+        state's dtype, and external networks, which have their own ``dtype`` option) refuse."""
         if dtype is not None:
             raise UserError(
-                f"precision {str(dtype).removeprefix('torch.')} applies to U-Net models; {type(self).__name__} "
-                "computes in the state's dtype (use precision float32)"
+                f"precision {str(dtype).removeprefix('torch.')} applies to diffsampler's U-Net models, not to "
+                f"{type(self).__name__} (use precision float32; external models have a model option dtype)"
             )
 
     def reset_calls(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from diffsampler import __version__
-from diffsampler.config import RunSettings, flat_dict, run_settings
+from diffsampler.config import RunSettings, identity_values, run_settings, with_precision
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
@@ -164,7 +164,9 @@ def default_path(cfg: SearchConfig) -> Path:
 def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tuple[ScheduleArtefact, Path]:
     """Load the model, search, write the schedule file; returns the artefact and its path."""
     denoiser = load_model(cfg.model)
-    cfg.run.precision = resolve_precision(cfg.run.precision, denoiser, resolve_device(cfg.run.device))
+    cfg = with_precision(
+        cfg, resolve_precision(cfg.run.precision, denoiser.supports_autocast, resolve_device(cfg.run.device))
+    )
     denoiser.set_autocast(autocast_dtype(cfg.run.precision))
     artefact = search_grid(cfg, denoiser, progress)
     path = Path(cfg.out) if cfg.out else default_path(cfg)
@@ -182,7 +184,7 @@ def cached_schedule(cfg: SearchConfig, denoiser: Denoiser, folder: Path, progres
         "solver": spec.name,
         "options": spec.resolve_options(cfg.options),
         "nfe": cfg.nfe,
-        **flat_dict(cfg),
+        **identity_values(cfg),
     }
     key.pop("out"), key.pop("model")
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -9,13 +9,11 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-from diffsampler.config import DEVICES, check_seed
+from diffsampler.config import DEVICES, PRECISIONS, check_seed
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.checkpoint import STORAGE_DTYPES
 from diffsampler.models.unet import UNetConfig
 from diffsampler.solvers import get_solver
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 RESUMABLE_KEYS = frozenset(
     {

@@ -23,12 +23,13 @@ import torch
 import yaml
 
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir
-from diffsampler.device import hardware, native_bf16, resolve_device
+from diffsampler.device import hardware, resolve_device
 from diffsampler.errors import UserError
 from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
 from diffsampler.models.unet import UNetDenoiser
 from diffsampler.progress import ProgressFn, report
+from diffsampler.run_setup import resolve_precision
 from diffsampler.sampling import Generation, GridPlan, generate, plan_grid
 from diffsampler.solvers import SolverSpec, get_solver
 from diffsampler.train.config import RESUMABLE_KEYS, TrainConfig
@@ -68,7 +69,7 @@ class TrainState:
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether training runs the network under bf16 autocast (``precision`` auto, float32 or bfloat16)."""
-    return precision == "bfloat16" or (precision == "auto" and native_bf16(device))
+    return resolve_precision(precision, True, device) == "bfloat16"
 
 
 def _torch_bytes(obj: Any) -> bytes:

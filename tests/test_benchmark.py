@@ -292,6 +292,7 @@ def test_rmse_on_a_subset_scores_the_first_samples(tmp_path):
         result = bench(tmp_path, "--nfe", "4", "--metrics", "rmse,max_error", "--name", name, *args)
         assert result.exit_code == 0, result.output
         recs = [json.loads(b) for b in records(tmp_path / name).values()]
+        assert {r["scored"] for r in recs} == {8 if name != "full" else 64}  # how many samples each value covers
         return {(r["metric"], r["label"]): r["value"] for r in recs}
 
     subset = values("subset", "--set", "metric_options={rmse: {samples: 8}, max_error: {samples: 8}}")

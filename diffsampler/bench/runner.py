@@ -187,6 +187,7 @@ def _record(
         "steps": cell.plan.steps,
         "sigmas": cell.plan.sigmas.tolist(),
         "num_samples": cfg.num_samples,
+        "scored": min(cfg.num_samples, cfg.metric_options.get(metric.name, {}).get("samples") or cfg.num_samples),
         "seed": cfg.run.seed,
         "metric": metric.name,
         "value": value,

@@ -1,6 +1,6 @@
 """Copy trained runs into the package as built-in models and write their manifest.
 
-    python scripts/ship_models.py fmnist-p1=results/train/fmnist-cpu-p1 fmnist-p2=... fmnist-p4=...
+    python scripts/ship_models.py fmnist-p1=results/train/fmnist-cpu-p1 fmnist-p2=... fmnist-p4=... [--description TEXT]
 
 Each NAME=RUN_FOLDER takes RUN_FOLDER/model.pt (the EMA checkpoint `train-model` writes, float16) and
 RUN_FOLDER/loss.csv, copies the checkpoint to diffsampler/models/trained/NAME.pt and records in
@@ -37,7 +37,7 @@ def final_loss(loss_csv: Path) -> float:
     return float(rows[-1]["loss"])
 
 
-def entry(name: str, run: Path, target: Path) -> dict:
+def entry(name: str, run: Path, target: Path, description: str = DESCRIPTION) -> dict:
     payload = read_checkpoint(run / "model.pt")
     meta = payload["meta"]
     params = sum(t.numel() for t in payload["state_dict"].values())
@@ -49,7 +49,7 @@ def entry(name: str, run: Path, target: Path) -> dict:
         "file": target.name,
         "sha256": file_sha256(target),
         "weights_sha256": payload["weights_sha256"],
-        "description": DESCRIPTION,
+        "description": description,
         "unet": payload["unet"],
         "parameters": params,
         "storage_dtype": str(next(iter(payload["state_dict"].values())).dtype).removeprefix("torch."),
@@ -79,13 +79,14 @@ def training_command(recorded: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER pairs")
+    parser.add_argument("--description", default=DESCRIPTION, help="the one line `diffsampler list` shows")
     args = parser.parse_args()
     folder = trained_dir()
     folder.mkdir(parents=True, exist_ok=True)
     models = read_manifest(folder)
     for pair in args.runs:
         name, _, run = pair.partition("=")
-        models[name] = entry(name, Path(run), folder / f"{name}.pt")
+        models[name] = entry(name, Path(run), folder / f"{name}.pt", args.description)
         print(
             f"{name}: step {models[name]['step']}, {models[name]['images_seen']} images, "
             f"sha256 {models[name]['sha256'][:12]}"

@@ -125,14 +125,20 @@ REFERENCE_OPTIONS = {"samples": None}
 so that a table can score thousands of samples with a feature metric and solve the reference for a few."""
 
 
+def scored_count(options: dict[str, Any], num_samples: int) -> int:
+    """How many samples of a cell (the first ones) a metric with these ``metric_options`` scores: ``samples`` where
+    given, at most the cell's ``num_samples``."""
+    wanted = options.get("samples")
+    return num_samples if wanted is None else min(wanted, num_samples)
+
+
 def _reference_samples(ctx: MetricContext, name: str) -> int:
-    """How many samples (the first ones) ``name`` scores: metric_options.<name>.samples, at most the cell's."""
-    wanted = _metric_options(ctx, name, REFERENCE_OPTIONS)["samples"]
-    if wanted is None:
-        return ctx.num_samples
-    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
+    """How many samples (the first ones) ``name`` scores (``scored_count``), its option checked first."""
+    options = _metric_options(ctx, name, REFERENCE_OPTIONS)
+    wanted = options["samples"]
+    if wanted is not None and (not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1):
         raise UserError(f"metric_options.{name}.samples must be a positive integer or null, got {wanted!r}")
-    return min(wanted, ctx.num_samples)
+    return scored_count(options, ctx.num_samples)
 
 
 def prepare_reference(ctx: MetricContext, name: str) -> str:

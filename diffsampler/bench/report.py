@@ -12,7 +12,7 @@ from typing import Any
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
-from diffsampler.bench.metric_registry import Metric
+from diffsampler.bench.metric_registry import Metric, scored_count
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
 from diffsampler.bench.plots import plot_metric
 from diffsampler.bench.store import ResultStore
@@ -136,7 +136,7 @@ def build_report(
             m.summary,
             not m.lower_is_better,
             _mark_best(rows(grid[m.name]), not m.lower_is_better),
-            cfg.metric_options.get(m.name, {}).get("samples"),
+            scored_count(cfg.metric_options.get(m.name, {}), cfg.num_samples),
         )
         for m in metrics
     ]

@@ -24,6 +24,7 @@ from diffsampler.bench.metric_registry import (
     Metric,
     MetricContext,
     get_metric,
+    scored_count,
 )
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
@@ -187,7 +188,7 @@ def _record(
         "steps": cell.plan.steps,
         "sigmas": cell.plan.sigmas.tolist(),
         "num_samples": cfg.num_samples,
-        "scored": min(cfg.num_samples, cfg.metric_options.get(metric.name, {}).get("samples") or cfg.num_samples),
+        "scored": scored_count(cfg.metric_options.get(metric.name, {}), cfg.num_samples),
         "seed": cfg.run.seed,
         "metric": metric.name,
         "value": value,

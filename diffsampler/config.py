@@ -129,13 +129,17 @@ def flat_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
+def recorded_precision(precision: str) -> dict[str, str]:
+    """``{"precision": precision}`` for a lowered network precision, ``{}`` for ``FULL_PRECISION``: records and
+    cache keys name the precision only when lowered, so that those made before the setting existed still match."""
+    return {} if precision == FULL_PRECISION else {"precision": precision}
+
+
 def identity_values(obj: Any) -> dict[str, Any]:
-    """``flat_dict(obj)`` as a cache key: a float32 ``precision`` is left out, so that keys made before that setting
-    existed still match."""
+    """``flat_dict(obj)`` as a cache key, its ``precision`` as ``recorded_precision`` gives it."""
     values = flat_dict(obj)
-    if values.get("precision") == "float32":
-        del values["precision"]
-    return values
+    precision = values.pop("precision", FULL_PRECISION)
+    return {**values, **recorded_precision(precision)}
 
 
 def with_precision(cfg: C, precision: str) -> C:
@@ -221,7 +225,9 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
-PRECISIONS = ("float32", "bfloat16", "auto")
+FULL_PRECISION = "float32"
+"""The network's own precision: the default, and what a record that names no precision ran in."""
+PRECISIONS = (FULL_PRECISION, "bfloat16", "auto")
 """The network's precision: its own dtype, or bf16 autocast around it (U-Nets; the solver state stays ``dtype``);
 auto is bfloat16 for a U-Net on a device with native bf16 units (CUDA, a CPU with AMX or AVX512-BF16), else
 float32, and runs record what it resolved to."""
@@ -245,7 +251,7 @@ class RunSettings:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
-    precision: str = "float32"
+    precision: str = FULL_PRECISION
 
     def validate(self) -> None:
         """A positive batch, a seed in range, a known device and dtype."""

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import torch
 
 from diffsampler import distributed
+from diffsampler.config import FULL_PRECISION
 from diffsampler.device import native_bf16, resolve_device
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser, load_model
@@ -37,8 +38,8 @@ def resolve_precision(precision: str, supports_autocast: bool, device: torch.dev
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a resolved network precision: None for float32."""
-    return None if precision == "float32" else getattr(torch, precision)
+    """The autocast dtype of a resolved network precision: None for the network's own (float32)."""
+    return None if precision == FULL_PRECISION else getattr(torch, precision)
 
 
 def setup_run(
@@ -47,7 +48,7 @@ def setup_run(
     sigma_range: tuple[float | None, float | None] = (None, None),
     trust_pickle: bool = False,
     model_options: Mapping[str, Any] | None = None,
-    precision: str = "float32",
+    precision: str = FULL_PRECISION,
 ) -> RunSetup:
     """Load ``model`` (its network in ``precision``), join torchrun's process group (if any), move the model to
     this rank's device and resolve ``sigma_range`` (None: the model's end); a range without

@@ -28,9 +28,9 @@ from diffsampler.bench.metric_registry import (
 )
 from diffsampler.bench.plan import Cell, plan_cells
 from diffsampler.bench.report import Report, build_report, write_reports
-from diffsampler.bench.store import ABSENT_FIXED, Manifest, ResultStore
+from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
-from diffsampler.config import with_precision
+from diffsampler.config import recorded_precision, with_precision
 from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
@@ -135,9 +135,8 @@ def _manifest(
         "sigma_min": sigma_min,
         "sigma_max": sigma_max,
         "auto_afs": cfg.auto_afs,
+        **recorded_precision(cfg.run.precision),
     }
-    if cfg.run.precision != ABSENT_FIXED["precision"]:  # recorded only when lowered: earlier runs stay comparable
-        fixed["precision"] = cfg.run.precision
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
     codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
     labels = {cell.entry.label: cell.entry for cell in cells}

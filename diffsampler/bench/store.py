@@ -21,6 +21,7 @@ from typing import Any
 
 from diffsampler import __version__
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir, remove_stale_temporaries
+from diffsampler.config import FULL_PRECISION
 from diffsampler.errors import UNREADABLE_FILE, UserError
 
 FORMAT = 1
@@ -60,8 +61,8 @@ def _without_code(definition: Any) -> Any:
     return {k: v for k, v in definition.items() if k != "code"} if isinstance(definition, dict) else definition
 
 
-ABSENT_FIXED = {"precision": "float32"}
-"""What a fixed key that a run.json leaves out stands for (recorded only when it differs from this)."""
+ABSENT_FIXED = {"precision": FULL_PRECISION}
+"""What a fixed key that a run.json leaves out stands for (``config.recorded_precision``)."""
 
 
 def _first_difference(old: dict[str, Any], new: Manifest) -> str | None:

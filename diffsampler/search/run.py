@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from diffsampler import __version__
-from diffsampler.config import RunSettings, identity_values, run_settings, with_precision
+from diffsampler.config import RunSettings, identity_values, recorded_precision, run_settings, with_precision
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
@@ -81,9 +81,8 @@ class SearchConfig:
             "teacher": "ipndm",
             "teacher_steps": teacher_steps or self.teacher_steps,
             "dtype": self.run.dtype,
+            **recorded_precision(self.run.precision),
         }
-        if self.run.precision != "float32":  # only when lowered: schedules cached before the key stay valid
-            common["precision"] = self.run.precision
         if self.method == "gits":
             return {**common, "metric": self.metric, "coeff": self.coeff, "candidates": "polynomial rho=7"}
         return {**common, "init": self.init, "iterations": self.iterations, "lr": self.lr, "slack": self.slack}

@@ -155,8 +155,12 @@ def train_amed(
     device: Optional[str] = flag("device"),
     out: Optional[str] = flag("out", "Folder of the checkpoint."),
     name: Optional[str] = flag("name", "Checkpoint name (without .pt); unset: <model>-<student>-nfe<N>-<schedule>."),
+    fresh: bool = typer.Option(
+        False, "--fresh", metavar="", help="Train even when OUT/NAME.pt already holds this config's predictor."
+    ),
 ) -> None:
     """Distil an AMED predictor (arXiv 2312.00094) for one model, solver, NFE and schedule."""
+    from diffsampler.amed.cache import is_current
     from diffsampler.amed.config import AmedTrainConfig
     from diffsampler.amed.train import train_and_save
     from diffsampler.config import load_config
@@ -167,6 +171,11 @@ def train_amed(
         model=model, schedule=schedule, nfe=nfe, batch_size=batch_size, seed=seed, device=device, out=out, name=name
     )
     cfg = load_config(AmedTrainConfig, config, flags, sets)
+    target = Path(cfg.out) / cfg.file_name
+    if not fresh and is_current(target, cfg):
+        if _main_rank():
+            console.print(f"{target} already holds this predictor (same config and model): kept; --fresh trains again")
+        return
     with progress_bar("AMED", console, enabled=_main_rank()) as bar:
         path, result = train_and_save(cfg, lambda rep: bar(ProgressEvent(rep.step, rep.total, rep.describe())))
     if not _main_rank():

@@ -199,19 +199,30 @@ def test_afs_mismatch_and_unreadable_files(tmp_path, small_run):
         load_predictor(tmp_path / "missing.pt")
 
 
-def test_cached_predictor_is_trained_once_and_keyed_by_its_config(tmp_path):
-    from diffsampler.amed.cache import cached_predictor
+def test_train_amed_keeps_a_current_predictor_and_retrains_a_changed_one(tmp_path):
+    """A rerun with the same config and model keeps the file (byte for byte); another seed, --fresh or an unreadable
+    file trains again."""
+    from typer.testing import CliRunner
 
-    cfg = _config(student="euler", nfe=3, num_latents=64, teacher_m=1, out=str(tmp_path))
-    path, trained = cached_predictor(cfg)
-    assert trained and path.parent == tmp_path and path.name.startswith("gmm-2d-euler-nfe3-polynomial-afs-")
-    stamp = path.stat().st_mtime_ns
-    assert cached_predictor(cfg) == (path, False) and path.stat().st_mtime_ns == stamp
-    other, trained = cached_predictor(
-        _config(student="euler", nfe=3, num_latents=64, teacher_m=1, out=str(tmp_path), seed=1)
-    )
-    assert trained and other != path
-    assert load_predictor(other).meta["config"]["seed"] == 1
+    from diffsampler.cli import app
+
+    runner = CliRunner()
+    train = ["train-amed", "--model", "gmm-2d", "--set", "student=euler", "--nfe", "3", "--set", "num_latents=64"]
+    train += ["--set", "teacher_m=1", "--device", "cpu", "--out", str(tmp_path), "--name", "p"]
+    path = tmp_path / "p.pt"
+
+    def run(*extra: str) -> str:
+        result = runner.invoke(app, [*train, *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "predictor for amed" in run()
+    first = path.read_bytes()
+    assert "already holds" in run() and path.read_bytes() == first
+    assert "predictor for amed" in run("--set", "seed=1") and load_predictor(path).meta["config"]["seed"] == 1
+    assert "predictor for amed" in run("--set", "seed=1", "--fresh")
+    path.write_text("not a checkpoint")
+    assert "predictor for amed" in run() and load_predictor(path).meta["config"]["seed"] == 0
 
 
 def test_train_amed_and_sample_from_the_command_line(tmp_path):

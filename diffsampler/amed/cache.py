@@ -1,22 +1,20 @@
-"""Predictors trained on demand and cached by their metadata (for benchmarks that train missing ones).
+"""Whether a predictor file already holds what a training config would train, so that ``train-amed`` can keep it.
 
-The cache key is the sha256 of the training config (less where it runs and writes: device, out,
-name) and the model's content hash; the file is ``<out>/<default name>-<key[:12]>.pt``. A file there
-is reused only when its stored config and model hash match again, so a changed model retrains.
+A predictor is identified by its training config, less where it runs and writes (device, out, name), and by the
+model's content hash. Training again with the same identity repeats the same work (the latents and the
+initialisation are seeded), so a loop over many predictors can be rerun after an interruption and only trains the
+missing or stale ones.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from diffsampler.amed.checkpoint import load_predictor
 from diffsampler.amed.config import AmedTrainConfig
-from diffsampler.amed.train import StepReport, train_and_save
 from diffsampler.config import build_config, identity_values
+from diffsampler.errors import UserError
 from diffsampler.models import load_model
 
 VOLATILE = ("device", "out", "name")
@@ -29,23 +27,14 @@ def training_identity(cfg: AmedTrainConfig, model_sha256: str) -> dict[str, Any]
     return {"config": config, "model_sha256": model_sha256}
 
 
-def cache_path(cfg: AmedTrainConfig, model_sha256: str) -> Path:
-    """``<out>/<model>-<student>-nfe<N>-<schedule>[-afs]-<key>.pt``."""
-    key = hashlib.sha256(json.dumps(training_identity(cfg, model_sha256), sort_keys=True).encode()).hexdigest()[:12]
-    stem = Path(replace(cfg, name=None).file_name).stem
-    return Path(cfg.out) / f"{stem}-{key}.pt"
-
-
-def cached_predictor(cfg: AmedTrainConfig, report: Callable[[StepReport], None] | None = None) -> tuple[Path, bool]:
-    """(path, trained_now): the cached predictor for ``cfg``, trained and written first when missing or stale."""
-    cfg.validate()
-    sha = load_model(cfg.model).content_hash()
-    path = cache_path(cfg, sha)
-    if path.is_file():
+def is_current(path: Path, cfg: AmedTrainConfig) -> bool:
+    """True when ``path`` holds a predictor trained with ``cfg``'s identity for the model as it is now; a missing,
+    unreadable or older-format file is not current."""
+    if not path.is_file():
+        return False
+    try:
         meta = load_predictor(path).meta
-        if training_identity(
-            build_config(AmedTrainConfig, meta["config"]), meta["model"]["sha256"]
-        ) == training_identity(cfg, sha):
-            return path, False
-    train_and_save(replace(cfg, name=path.stem), report)
-    return path, True
+        stored = training_identity(build_config(AmedTrainConfig, meta["config"]), meta["model"]["sha256"])
+    except (UserError, KeyError, TypeError):
+        return False
+    return stored == training_identity(cfg, load_model(cfg.model).content_hash())

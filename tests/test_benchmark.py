@@ -293,6 +293,12 @@ def test_rmse_on_a_subset_scores_the_first_samples(tmp_path):
         assert result.exit_code == 0, result.output
         recs = [json.loads(b) for b in records(tmp_path / name).values()]
         assert {r["scored"] for r in recs} == {8 if name != "full" else 64}  # how many samples each value covers
+        with open(tmp_path / name / "table.csv") as f:
+            samples = {(row["metric"], row["samples"]) for row in csv.DictReader(f)}
+        run_size = "8" if name == "small" else "64"
+        assert samples == {(m, "8" if name != "full" else "64") for m in ("rmse", "max_error")} | {
+            ("samples_per_second", run_size)
+        }
         return {(r["metric"], r["label"]): r["value"] for r in recs}
 
     subset = values("subset", "--set", "metric_options={rmse: {samples: 8}, max_error: {samples: 8}}")

@@ -186,15 +186,18 @@ def markdown(report: Report) -> str:
 
 
 def csv_text(report: Report) -> str:
-    """table.csv: metric, solver, then one column per NFE with full-precision values ('n/a', 'failed' or empty)."""
+    """table.csv: metric, the samples of each cell it scores, solver, then one column per NFE with full-precision
+    values ('n/a', 'failed' or empty)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["metric", "solver", *(f"nfe_{n}" for n in report.budgets)])
+    writer.writerow(["metric", "samples", "solver", *(f"nfe_{n}" for n in report.budgets)])
     for table in (*report.tables, report.throughput):
+        samples = min(table.scored or report.num_samples, report.num_samples)
         for label, row in table.rows:
             writer.writerow(
                 [
                     table.name,
+                    samples,
                     label,
                     *(
                         repr(e.value)

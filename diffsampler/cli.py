@@ -160,8 +160,8 @@ def train_amed(
     ),
 ) -> None:
     """Distil an AMED predictor (arXiv 2312.00094) for one model, solver, NFE and schedule."""
-    from diffsampler.amed.identity import is_current
     from diffsampler.amed.config import AmedTrainConfig
+    from diffsampler.amed.identity import is_current
     from diffsampler.amed.train import train_and_save
     from diffsampler.config import load_config
     from diffsampler.progress import ProgressEvent

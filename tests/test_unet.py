@@ -11,7 +11,7 @@ from diffsampler.config import load_config
 from diffsampler.errors import UserError
 from diffsampler.models import load_model
 from diffsampler.models.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
-from diffsampler.models.unet import UNetDenoiser, count_parameters
+from diffsampler.models.unet import SMALL_MAP_PIXELS, GroupNorm32, UNetDenoiser, count_parameters
 from diffsampler.train import TrainConfig
 
 from unet_helpers import one_thread, tiny_config, tiny_denoiser  # noqa: F401  (autouse fixture)
@@ -195,3 +195,26 @@ def test_version_1_checkpoint_keeps_its_noise_embedding_scale(tmp_path):
         torch.testing.assert_close(loaded(x, 0.7), legacy(x, 0.7), rtol=1e-5, atol=1e-6)
     save_checkpoint(path, tiny_denoiser(), {}, "float32")
     assert load_checkpoint(path).config.noise_embedding_scale == 1.0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm_32_runs_small_low_precision_maps_in_float32(channels_last):
+    """GroupNorm32 is nn.GroupNorm (exactly, the same kernel) on float32 and float64 input and on bf16 maps above
+    SMALL_MAP_PIXELS; on smaller bf16 maps it returns float32 equal to nn.GroupNorm of the upcast input."""
+    torch.manual_seed(0)
+    ours, ref = GroupNorm32(4, 16), nn.GroupNorm(4, 16)
+    nn.init.normal_(ours.weight), nn.init.normal_(ours.bias)
+    ref.load_state_dict(ours.state_dict())
+    for size in (8, 32):  # 64 and 1024 pixels, either side of SMALL_MAP_PIXELS
+        x = 3 * torch.randn(2, 16, size, size) + 1
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(ours(x), ref(x))
+        assert torch.equal(ours.double()(x.double()), ref.double()(x.double()))
+        ours.float(), ref.float()
+        low = x.to(torch.bfloat16)
+        if size * size <= SMALL_MAP_PIXELS:
+            assert ours(low).dtype == torch.float32 and torch.equal(ours(low), ref(low.float()))
+        else:
+            assert torch.equal(ours(low), ref.to(torch.bfloat16)(low))
+            ref.float()

@@ -84,6 +84,25 @@ def _groups(channels: int) -> int:
     return g
 
 
+SMALL_MAP_PIXELS = 256
+"""Feature maps of at most this many pixels (16x16) get their GroupNorm in float32 under low-precision autocast."""
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm that computes small low-precision feature maps in float32 (and returns float32 for them).
+
+    Under bf16 autocast the convolutions return bf16, and PyTorch's CPU kernel for bf16 channels-last GroupNorm
+    ran 4-6x slower than its float32 kernel on maps of 16x16 and 8x8 (measured on a 2-core Xeon with AMX), while
+    on 32x32 maps it was as fast as float32 and cheaper downstream. So maps of at most ``SMALL_MAP_PIXELS`` go
+    through float32, larger ones stay in the input's dtype; float32 and float64 inputs are plain GroupNorm. (CUDA's
+    autocast already runs GroupNorm in float32.) Same parameters and state dict as ``nn.GroupNorm``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = x.dtype in (torch.bfloat16, torch.float16)
+        dtype = torch.float32 if low and x.shape[-1] * x.shape[-2] <= SMALL_MAP_PIXELS else x.dtype
+        return F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps)
+
+
 def _zero(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -105,10 +124,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, attention: bool, head_channels: int) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = GroupNorm32(_groups(cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * cout)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = GroupNorm32(_groups(cout), cout)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -129,7 +148,7 @@ class Attention(nn.Module):
     def __init__(self, channels: int, head_channels: int) -> None:
         super().__init__()
         self.heads = max(1, channels // head_channels)
-        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.norm = GroupNorm32(_groups(channels), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = _zero(nn.Conv2d(channels, channels, 1))
 
@@ -203,7 +222,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(cur))
                 res *= 2
-        self.norm_out = nn.GroupNorm(_groups(cur), cur)
+        self.norm_out = GroupNorm32(_groups(cur), cur)
         self.conv_out = _zero(nn.Conv2d(cur, cfg.image_channels * p * p, 3, padding=1))
         self.bottleneck: torch.Tensor | None = None
 

@@ -28,6 +28,7 @@ from diffsampler.data.idx import fashion_mnist_file, read_idx
 from diffsampler.device import cpu_model
 from diffsampler.metrics.fmnist_net import (
     MANIFEST_FILE,
+    NUM_FEATURES,
     WEIGHTS_FILE,
     WIDTHS,
     FMNISTNet,
@@ -80,7 +81,7 @@ def train(args: argparse.Namespace) -> tuple[FMNISTNet, float, float]:
     epochs, batch_size, lr = args.epochs, args.batch_size, args.lr
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    net = FMNISTNet(batchnorm=args.init is None, widths=args.widths)
+    net = FMNISTNet(batchnorm=args.init is None, widths=args.widths, num_features=args.num_features)
     if args.init is not None:  # continue training a shipped (batch-norm-folded) network
         net.load_state_dict({k: v.float() for k, v in torch.load(args.init, weights_only=True).items()})
     net = net.to(memory_format=torch.channels_last)
@@ -111,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), default=WIDTHS)
+    parser.add_argument("--num-features", type=int, default=NUM_FEATURES, help="width of the feature (fc) layer")
     parser.add_argument("--shift", type=int, default=0, help="random shifts of up to this many pixels (0: flips only)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=4e-3)
@@ -125,7 +127,7 @@ def main() -> None:
     folded = fold_batchnorm(trained) if args.init is None else trained.eval()
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in folded.state_dict().items()}
     # the accuracy reported is that of the float16 weights as shipped
-    shipped = FMNISTNet(batchnorm=False, widths=args.widths)
+    shipped = FMNISTNet(batchnorm=False, widths=args.widths, num_features=args.num_features)
     shipped.load_state_dict({k: v.float() for k, v in state.items()})
     test_images, test_labels = load_split("test")
     train_images, train_labels = load_split("train")
@@ -139,9 +141,9 @@ def main() -> None:
         "bytes": len(buffer.getvalue()),
         "architecture": (
             f"conv5x5/2(1->{c1}) conv3x3({c1}->{c2}) maxpool conv3x3({c2}->{c3}) maxpool "
-            f"fc({c3 * 16}->128) relu fc(128->10)"
+            f"fc({c3 * 16}->{args.num_features}) relu fc({args.num_features}->10)"
         ),
-        "features": "fc output (128, before its ReLU)",
+        "features": f"fc output ({args.num_features}, before its ReLU)",
         "input": "uint8 / 127.5 - 1, 1x32x32 (28x28 padded by 2 with -1)",
         "train_data_sha256": data_hash(train_images, train_labels),
         "test_data_sha256": data_hash(test_images, test_labels),

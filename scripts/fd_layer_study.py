@@ -144,7 +144,7 @@ def report(rows: list[dict], scores: dict[str, list[float]], looks: list[tuple[f
     rho_looks = {
         f"{metric} vs {what}": float(spearmanr(values, deficit).statistic)
         for metric, values in (("FID", fid), ("fd_fmnist", fd))
-        for what, deficit in (("|sharpness - training|", blur), ("black-background deficit", haze))
+        for what, deficit in (("sharpness gap to training", blur), ("black-background deficit", haze))
     }
     lines = ["| space | Spearman rho vs FID |", "|---|---:|", *(f"| {k} | {v:.3f} |" for k, v in rho.items())]
     lines += ["", f"Training images: sharpness {sharp0:.1f}, black fraction {black0:.3f}.", ""]

@@ -38,13 +38,15 @@ from scipy.stats import spearmanr
 
 from diffsampler.data.datasets import fashion_mnist
 from diffsampler.metrics.fid import model_range_to_uint8
-from diffsampler.metrics.fmnist_net import WEIGHTS_FILE, FMNISTNet, load_state, uint8_to_input
+from diffsampler.metrics.fmnist_net import WEIGHTS_FILE, FMNISTNet, load_net, uint8_to_input
 from diffsampler.metrics.frechet import frechet_distance, mean_and_covariance
 
-Space = Callable[[FMNISTNet, torch.Tensor], torch.Tensor]
+Space = Callable[[FMNISTNet, torch.Tensor, list[torch.Tensor]], torch.Tensor]
+"""(network, input in [-1, 1], its three convolution maps) -> features."""
 
 
 def _maps(net: FMNISTNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """The classifier's conv1, conv2 and pooled conv3 maps after their ReLUs (as in ``FMNISTNet.features``)."""
     relu, pool = torch.nn.functional.relu, torch.nn.functional.max_pool2d
     a = relu(net.conv1(x))
     b = relu(net.conv2(a))
@@ -56,31 +58,27 @@ def _moments(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([m.mean(dim=(2, 3)), m.std(dim=(2, 3))], dim=1)
 
 
-def _image_stats(net: FMNISTNet, x: torch.Tensor) -> torch.Tensor:
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    """The 5-point Laplacian of (N, C, H, W) images on their interior pixels."""
+    return 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+
+
+def _image_stats(net: FMNISTNet, x: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
     """Mean level, fraction of background (< -0.9), fraction saturated (> 0.9), mean squared Laplacian."""
-    lap = x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
     cols = [x.mean(dim=(1, 2, 3)), (x < -0.9).float().mean(dim=(1, 2, 3)), (x > 0.9).float().mean(dim=(1, 2, 3))]
-    return torch.stack([*cols, lap.square().mean(dim=(1, 2, 3))], dim=1)
+    return torch.stack([*cols, _laplacian(x).square().mean(dim=(1, 2, 3))], dim=1)
 
 
 SPACES: dict[str, Space] = {
-    "fc": lambda net, x: net.features(x),
-    "conv1": lambda net, x: _moments(_maps(net, x)[0]),
-    "conv2": lambda net, x: _moments(_maps(net, x)[1]),
-    "conv3": lambda net, x: _moments(_maps(net, x)[2]),
-    "conv3-map": lambda net, x: _maps(net, x)[2].flatten(1),
-    "logits": lambda net, x: net(x),
-    "pixels-8": lambda net, x: torch.nn.functional.avg_pool2d(x, 4).flatten(1),
+    "fc": lambda net, x, maps: net.features(x),
+    "conv1": lambda net, x, maps: _moments(maps[0]),
+    "conv2": lambda net, x, maps: _moments(maps[1]),
+    "conv3": lambda net, x, maps: _moments(maps[2]),
+    "conv3-map": lambda net, x, maps: maps[2].flatten(1),
+    "logits": lambda net, x, maps: net(x),
+    "pixels-8": lambda net, x, maps: torch.nn.functional.avg_pool2d(x, 4).flatten(1),
     "stats": _image_stats,
 }
-
-
-def load_net(path: Path) -> FMNISTNet:
-    state = load_state(path)
-    widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0], state["conv3.weight"].shape[0])
-    net = FMNISTNet(widths=widths, num_features=state["fc.weight"].shape[0])
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.eval()
 
 
 @torch.no_grad()
@@ -89,8 +87,9 @@ def features(net: FMNISTNet, images: torch.Tensor) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {name: [] for name in SPACES}
     for chunk in images.split(1000):
         x = uint8_to_input(chunk)
+        maps = _maps(net, x)
         for name, space in SPACES.items():
-            out[name].append(space(net, x).double().numpy())
+            out[name].append(space(net, x, maps).double().numpy())
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
@@ -110,8 +109,7 @@ def sharpness_and_background(images: torch.Tensor) -> tuple[float, float]:
     """RMS of the 5-point Laplacian (grey levels; blur lowers it) and the fraction of pixels darker than 8 (haze in
     the black background lowers it) of uint8 images (N, 1, H, W)."""
     x = images.double()
-    lap = 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
-    return float(lap.square().mean().sqrt()), float((x < 8).double().mean())
+    return float(_laplacian(x).square().mean().sqrt()), float((x < 8).double().mean())
 
 
 def score_cells(args: argparse.Namespace, rows: list[dict]) -> tuple[dict[str, list[float]], list[tuple[float, float]]]:

@@ -167,13 +167,18 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-@functools.lru_cache(maxsize=2)
-def _loaded(path: Path, identity: str, device: str) -> FMNISTFeatures:
+def load_net(path: Path) -> FMNISTNet:
+    """The float32 classifier of a weights file, its widths read from the tensors' shapes."""
     state = load_state(path)
     widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0], state["conv3.weight"].shape[0])
     net = FMNISTNet(batchnorm=False, widths=widths, num_features=state["fc.weight"].shape[0])
     net.load_state_dict({k: v.float() for k, v in state.items()})
-    return FMNISTFeatures(net.to(device), identity)
+    return net.eval()
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(path: Path, identity: str, device: str) -> FMNISTFeatures:
+    return FMNISTFeatures(load_net(path).to(device), identity)
 
 
 def locate_fmnist(path: str | Path | None = None) -> FMNISTWeights:

@@ -85,9 +85,10 @@ def test_reports_agree_with_records(tmp_path):
         best = min(v for (m, _, n), v in values.items() if m == "rmse" and n == nfe)
         assert f"**{best:.4g}**" in rmse_rows
     assert "n/a[^1]" in table and "[^1]: " in table
-    for name in ("rmse_vs_nfe.png", "max_error_vs_nfe.png", "pixel_fd_vs_nfe.png"):
-        with Image.open(folder / name) as img:
-            img.verify()
+    for name in ("rmse", "max_error", "pixel_fd"):
+        for axis in ("nfe", "time"):
+            with Image.open(folder / f"{name}_vs_{axis}.png") as img:
+                img.verify()
     grids = sorted((folder / "grids").rglob("*.png"))
     assert len(grids) == 7
     with Image.open(grids[0]) as img:

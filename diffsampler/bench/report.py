@@ -14,7 +14,7 @@ from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
 from diffsampler.bench.metric_registry import Metric, scored_count
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
-from diffsampler.bench.plots import plot_metric
+from diffsampler.bench.plots import plot_metric, plot_metric_vs_time
 from diffsampler.bench.store import ResultStore
 from diffsampler.bench.table import AFS_MARK, Entry, MetricTable, Status
 
@@ -255,3 +255,4 @@ def write_reports(folder: Path, report: Report) -> None:
     atomic_write_bytes(folder / "results.json", (json.dumps(results_json(report), indent=2) + "\n").encode())
     for table in report.tables:
         plot_metric(table, report.budgets, folder / f"{table.name}_vs_nfe.png")
+        plot_metric_vs_time(table, report.throughput, folder / f"{table.name}_vs_time.png")

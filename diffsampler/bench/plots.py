@@ -24,10 +24,12 @@ def _plot(table: MetricTable, lines: list[Line], xlabel: str, path: Path, xticks
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     values: list[float] = []
-    for label, points in lines:
+    for i, (label, points) in enumerate(lines):
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=label)
+            # the colour cycle has 10 colours: later rows are dashed with square markers, so no two rows look alike
+            style = {"linestyle": "-", "marker": "o"} if i < 10 else {"linestyle": "--", "marker": "s"}
+            ax.plot(xs, ys, label=label, **style)
             values += ys
     positive = [v for v in values if v > 0]
     if positive and len(positive) == len(values) and max(positive) > 10 * min(positive):

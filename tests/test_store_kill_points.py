@@ -36,6 +36,8 @@ ARGS = [
 ]
 TIMINGS = ("sampling_seconds", "samples_per_second")
 REPORTS_WITH_TIMINGS = {"table.md", "table.csv", "results.json"}
+TIMING_PLOT_SUFFIX = "_vs_time.png"
+"""Plots whose x axis is each cell's sampling time (they differ between any two runs)."""
 CHILD = r"""
 import os, sys
 kill_at, points = int(sys.argv[1]), [0]
@@ -78,7 +80,7 @@ def snapshot(out: Path) -> tuple[list[str], dict[str, object]]:
     contents: dict[str, object] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         name = str(path.relative_to(out))
-        if path.name in REPORTS_WITH_TIMINGS:
+        if path.name in REPORTS_WITH_TIMINGS or path.name.endswith(TIMING_PLOT_SUFFIX):
             continue
         if "records" in path.parts:
             contents[name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMINGS}

@@ -28,8 +28,8 @@ def _plot(table: MetricTable, lines: list[Line], xlabel: str, path: Path, xticks
         if points:
             xs, ys = zip(*points)
             # the colour cycle has 10 colours: later rows are dashed with square markers, so no two rows look alike
-            style = {"linestyle": "-", "marker": "o"} if i < 10 else {"linestyle": "--", "marker": "s"}
-            ax.plot(xs, ys, label=label, **style)
+            first_cycle = i < 10
+            ax.plot(xs, ys, label=label, linestyle="-" if first_cycle else "--", marker="o" if first_cycle else "s")
             values += ys
     positive = [v for v in values if v > 0]
     if positive and len(positive) == len(values) and max(positive) > 10 * min(positive):

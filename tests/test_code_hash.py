@@ -153,13 +153,17 @@ def test_resume_recomputes_the_cells_of_a_schedule_file_edited_in_place(tmp_path
     assert json.loads(records[next(k for k in records if k.startswith("file"))].read_text())["sigmas"][1] == 20.0
 
 
+def _train_toy_amed(folder: Path, name: str, nfe: int = 3, seed: int = 0) -> None:
+    args = ["train-amed", "-c", "configs/amed/toy2d-amed-nfe3.yaml", "--set", "num_latents=64", "--seed", str(seed)]
+    result = runner.invoke(app, [*args, "--out", str(folder), "--set", f"name={name}", "--set", f"nfe={nfe}"])
+    assert result.exit_code == 0, result.output
+
+
 def test_resume_recomputes_the_cells_of_a_predictor_file_replaced_in_place(tmp_path, caplog):
-    # The records of a label hold the hash of the artefact files it names (spec.requires): a retrained
+    # Each record holds the hash of the artefact files its cell names (spec.requires): a retrained
     # predictor at the same path must not be met with the old predictor's numbers.
     def train(seed: int) -> None:
-        args = ["train-amed", "-c", "configs/amed/toy2d-amed-nfe3.yaml", "--set", "num_latents=64", "--seed", str(seed)]
-        result = runner.invoke(app, [*args, "--out", str(tmp_path), "--set", "name=p"])
-        assert result.exit_code == 0, result.output
+        _train_toy_amed(tmp_path, "p", seed=seed)
 
     train(0)
     amed = f"{{solver: amed, label: amed, options: {{predictor: {tmp_path / 'p.pt'}}}}}"
@@ -170,6 +174,21 @@ def test_resume_recomputes_the_cells_of_a_predictor_file_replaced_in_place(tmp_p
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "1 cells sampled, 1 reused" in again.output
-    assert any("artefact files of solver label 'amed'" in r.getMessage() for r in caplog.records)
+    assert any("with other artefact files" in r.getMessage() for r in caplog.records)
     changed = {label for label, path in records.items() if path.read_bytes() != before[label]}
     assert len(changed) == 1 and changed.pop().startswith("amed")
+
+
+def test_resume_with_more_budgets_keeps_the_cells_of_unchanged_predictors(tmp_path):
+    # A predictor path templated by {nfe} names one file per budget: adding a budget to the run adds a file,
+    # which must not discard the records of the budgets already there (their files did not change).
+    _train_toy_amed(tmp_path, "p-nfe3")
+    _train_toy_amed(tmp_path, "p-nfe5", nfe=5)
+    amed = f"{{solver: amed, label: amed, options: {{predictor: '{tmp_path}/p-nfe{{nfe}}.pt'}}}}"
+    args, records, before = _two_label_run(tmp_path, amed, 3)
+    config = tmp_path / "bench.yaml"
+    config.write_text(config.read_text().replace("nfe: [3]", "nfe: [3, 5]"))
+    more = runner.invoke(app, args)
+    assert more.exit_code == 0, more.output
+    assert "2 cells sampled, 2 reused" in more.output, more.output
+    assert all(path.read_bytes() == before[label] for label, path in records.items())

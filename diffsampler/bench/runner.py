@@ -108,13 +108,12 @@ def artefacts_sha256(values: Iterable[object]) -> str | None:
     return digest.hexdigest()[:12]
 
 
-def _label_code(label: str, cells: list[Cell], code: str) -> str:
-    """A solver's code hash, joined by the hash of the artefact files (the options its spec ``requires``: AMED
-    predictors, DPM-Solver-v3 statistics) that the label's cells name at every budget."""
-    mine = [cell for cell in cells if cell.entry.label == label]
-    keys = get_solver(mine[0].entry.solver).requires
-    artefacts = artefacts_sha256(cell.options.get(key) for cell in mine for key in keys)
-    return code if artefacts is None else f"{code}+{artefacts}"
+def cell_artefacts(cell: Cell) -> str | None:
+    """The hash of the artefact files (the options its solver's spec ``requires``: an AMED predictor, DPM-Solver-v3
+    statistics) that one cell names; its records carry it, so a cell is recomputed when its own files change and
+    not when the run gains budgets that name other files."""
+    keys = get_solver(cell.entry.solver).requires
+    return artefacts_sha256(cell.options.get(key) for key in keys)
 
 
 def _manifest(
@@ -140,10 +139,7 @@ def _manifest(
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
     codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
     labels = {cell.entry.label: cell.entry for cell in cells}
-    solvers = {
-        label: {**entry.definition(), "code": _label_code(label, cells, codes[entry.solver])}
-        for label, entry in labels.items()
-    }
+    solvers = {label: {**entry.definition(), "code": codes[entry.solver]} for label, entry in labels.items()}
     metric_defs = {
         m.name: {
             "version": m.version,
@@ -186,6 +182,7 @@ def _record(
         "nfe": cell.nfe,
         "steps": cell.plan.steps,
         "sigmas": cell.plan.sigmas.tolist(),
+        "artefacts": cell_artefacts(cell),
         "num_samples": cfg.num_samples,
         "scored": scored_count(cfg.metric_options.get(metric.name, {}), cfg.num_samples),
         "seed": cfg.run.seed,
@@ -231,15 +228,25 @@ def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples:
     """The metrics without a current record of ``cell``: none yet, a damaged one, or one made on another sigma grid
     (a schedule file edited in place, a learned schedule searched by other code)."""
     assert cell.plan is not None
-    sigmas, missing = cell.plan.sigmas.tolist(), []
+    sigmas, artefacts, missing = cell.plan.sigmas.tolist(), cell_artefacts(cell), []
     for metric in metrics:
         record = store.read(cell.entry.label, cell.nfe, num_samples, metric.name)
-        if record is not None and record.get("sigmas") != sigmas:
-            store.outdated(cell.entry.label, cell.nfe, num_samples, metric.name, "on another sigma grid")
+        why = None if record is None else _made_for_other(record, sigmas, artefacts)
+        if why is not None:
+            store.outdated(cell.entry.label, cell.nfe, num_samples, metric.name, why)
             record = None
         if record is None:
             missing.append(metric)
     return missing
+
+
+def _made_for_other(record: dict[str, Any], sigmas: list[float], artefacts: str | None) -> str | None:
+    """Why a record does not describe the cell as it is now (None when it does)."""
+    if record.get("sigmas") != sigmas:
+        return "on another sigma grid"
+    if record.get("artefacts") != artefacts:
+        return "with other artefact files (AMED predictor or DPM-Solver-v3 statistics)"
+    return None
 
 
 def _pending(

@@ -162,8 +162,7 @@ class ResultStore:
         """Delete the records made by other code than the current one (before the manifest says the new code)."""
         for label in sorted(self.stale_labels):
             log.warning(
-                "the code or the artefact files of solver label '%s' changed since its records were made: "
-                "recomputing its cells",
+                "the code of solver label '%s' changed since its records were made: recomputing its cells",
                 label,
             )
             shutil.rmtree(self.folder / "records" / slug(label), ignore_errors=True)

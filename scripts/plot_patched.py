@@ -2,15 +2,17 @@
 
 Where does patching win? Each benchmark cell (solver, NFE) of the four runs becomes a point at
 x = CPU milliseconds per image, y = fd_fmnist. The cost of one NFE of each model is measured here, side by side in
-one process on one thread (float32, channels-last, batch ``--batch``, the median of ``--repeats`` rounds); a cell's
-cost is NFE times that. For the two-network scheme (PDM, arXiv 2207.04316: P = 4 above switch_sigma, P = 1 below)
+one process on one thread (``--precision``: float32, or bf16 autocast as benchmarks with precision auto run the
+U-Net on a CPU with AMX; batch ``--batch``, the median of ``--repeats`` rounds); a cell's cost is NFE times that.
+Only the (solver, NFE) cells of the P = 2 run are plotted for every model, so a larger P = 1 table (more rows and
+budgets) is compared on the same subset. For the two-network scheme (PDM, arXiv 2207.04316: P = 4 above switch_sigma, P = 1 below)
 each cell's network calls are counted per side by running its solver on its recorded sigma grid (sigmas.csv) with a
 counting stand-in for the network: cost = calls above the switch x P = 4 cost + calls below x P = 1 cost.
 Writes the figure and a CSV of the points.
 
 Usage:
-    OMP_NUM_THREADS=1 python scripts/plot_patched.py --p1 results/fmnist-p1-table --p2 results/fmnist-p2-subset \
-        --p4 results/fmnist-p4-subset --pdm results/fmnist-pdm-subset --out results/fmnist-patched
+    OMP_NUM_THREADS=1 python scripts/plot_patched.py --p1 results/fmnist-p1-full --p2 results/fmnist-p2-subset \
+        --p4 results/fmnist-p4-subset --pdm results/fmnist-pdm-subset --out results/fmnist-patched --precision bf16
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ METRIC = "fd_fmnist"
 PDM_SPEC = "configs/models/fmnist-cpu-pdm.yaml"
 
 
-def ms_per_image_nfe(name: str, batch: int, repeats: int) -> float:
-    """Median CPU milliseconds per image and NFE of the built-in model ``name`` (one thread, float32)."""
+def ms_per_image_nfe(name: str, batch: int, repeats: int, precision: str) -> float:
+    """Median CPU milliseconds per image and NFE of the built-in model ``name`` (one thread)."""
     model = load_model(name)
+    model.set_autocast(torch.bfloat16 if precision == "bf16" else None)
     x = torch.randn(batch, *model.sample_shape, generator=torch.Generator().manual_seed(0))
     times = []
     with torch.no_grad():
@@ -93,11 +96,13 @@ def pdm_calls(folder: Path, switch: float) -> dict[tuple[str, int], tuple[int, i
 
 
 def points(args: argparse.Namespace, cost: dict[str, float]) -> list[dict]:
-    """One row per finished cell of the four runs: model, label, NFE, CPU ms per image, fd_fmnist."""
-    rows = []
+    """One row per finished cell of the four runs (those of the P = 2 run's cells): model, label, NFE, CPU ms per
+    image, fd_fmnist."""
+    rows, subset = [], fd_cells(Path(args.p2)).keys()
     for model in ("p1", "p2", "p4"):
         for (label, nfe), fd in fd_cells(Path(getattr(args, model))).items():
-            rows.append(dict(model=f"fmnist-{model}", label=label, nfe=nfe, ms=nfe * cost[model], fd=fd))
+            if (label, nfe) in subset:
+                rows.append(dict(model=f"fmnist-{model}", label=label, nfe=nfe, ms=nfe * cost[model], fd=fd))
     switch = float(yaml.safe_load(Path(PDM_SPEC).read_text())["switch_sigma"])
     calls = pdm_calls(Path(args.pdm), switch)
     for (label, nfe), fd in fd_cells(Path(args.pdm)).items():
@@ -106,7 +111,7 @@ def points(args: argparse.Namespace, cost: dict[str, float]) -> list[dict]:
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, precision: str) -> None:
     """All cells faint, and per model the lower envelope (the best fd_fmnist reachable at each cost)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -124,7 +129,7 @@ def plot(rows: list[dict], path: Path) -> None:
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(StrMethodFormatter("{x:g}"))
         axis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("CPU milliseconds per image (1 thread, float32)")
+    ax.set_xlabel(f"CPU milliseconds per image (1 thread, {precision})")
     ax.set_ylabel(METRIC)
     ax.set_title("Patched models: fd_fmnist against sampling cost (every solver x NFE cell)")
     ax.legend()
@@ -139,9 +144,10 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", choices=("float32", "bf16"), default="float32")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cost = {m: ms_per_image_nfe(f"fmnist-{m}", args.batch, args.repeats) for m in ("p1", "p2", "p4")}
+    cost = {m: ms_per_image_nfe(f"fmnist-{m}", args.batch, args.repeats, args.precision) for m in ("p1", "p2", "p4")}
     print("CPU ms per image and NFE: " + ", ".join(f"{m} {c:.2f}" for m, c in cost.items()))
     rows = points(args, cost)
     out = Path(args.out)
@@ -151,7 +157,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / "cost_per_nfe.json").write_text(json.dumps({f"fmnist-{m}": c for m, c in cost.items()}, indent=1) + "\n")
-    plot(rows, out / "fd_vs_cpu_time.png")
+    plot(rows, out / "fd_vs_cpu_time.png", args.precision)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ x = CPU milliseconds per image, y = fd_fmnist. The cost of one NFE of each model
 one process on one thread (``--precision``: float32, or bf16 autocast as benchmarks with precision auto run the
 U-Net on a CPU with AMX; batch ``--batch``, the median of ``--repeats`` rounds); a cell's cost is NFE times that.
 Only the (solver, NFE) cells of the P = 2 run are plotted for every model, so a larger P = 1 table (more rows and
-budgets) is compared on the same subset. For the two-network scheme (PDM, arXiv 2207.04316: P = 4 above switch_sigma, P = 1 below)
-each cell's network calls are counted per side by running its solver on its recorded sigma grid (sigmas.csv) with a
-counting stand-in for the network: cost = calls above the switch x P = 4 cost + calls below x P = 1 cost.
+budgets) is compared on the same subset. For the two-network scheme (PDM, arXiv 2207.04316: P = 4 above
+switch_sigma, P = 1 below) each cell's network calls are counted per side by running its solver on its recorded sigma
+grid (sigmas.csv) with a counting stand-in for the network: cost = calls above the switch x P = 4 cost + calls below
+x P = 1 cost.
 Writes the figure and a CSV of the points.
 
 Usage:

@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 REFERENCE_STEPS = 32
 """RK4 steps of the first candidate (checked against half as many)."""
-REFERENCE_TOL = 2.0 / 255.0
-"""Largest accepted |x_N - x_{N/2}| per element: one 8-bit grey level of images in [-1, 1]."""
+REFERENCE_TOL = 4.0 / 255.0
+"""Largest accepted |x_N - x_{N/2}| per element: two 8-bit grey levels of images in [-1, 1]. The N-step error is
+a fraction of it: on fmnist-p1 (4 latents) the accepted solves were at most 6.8e-4 from a 256-step one, a third
+of the rmse between two converged solvers there; on gmm-2d and gmm-fmnist (64 latents) at most 0.38 and 0.23 of
+their halving difference."""
 MAX_REFERENCE_STEPS = 1024
 METHOD = "rk4-log-sigma-polynomial/halving-per-sample-v2"
 

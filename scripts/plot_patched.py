@@ -99,10 +99,11 @@ def pdm_calls(folder: Path, switch: float) -> dict[tuple[str, int], tuple[int, i
 def points(args: argparse.Namespace, cost: dict[str, float]) -> list[dict]:
     """One row per finished cell of the four runs (those of the P = 2 run's cells): model, label, NFE, CPU ms per
     image, fd_fmnist."""
-    rows, subset = [], fd_cells(Path(args.p2)).keys()
-    for model in ("p1", "p2", "p4"):
-        for (label, nfe), fd in fd_cells(Path(getattr(args, model))).items():
-            if (label, nfe) in subset:
+    cells = {model: fd_cells(Path(getattr(args, model))) for model in ("p1", "p2", "p4")}
+    rows = []
+    for model, table in cells.items():
+        for (label, nfe), fd in table.items():
+            if (label, nfe) in cells["p2"]:
                 rows.append(dict(model=f"fmnist-{model}", label=label, nfe=nfe, ms=nfe * cost[model], fd=fd))
     switch = float(yaml.safe_load(Path(PDM_SPEC).read_text())["switch_sigma"])
     calls = pdm_calls(Path(args.pdm), switch)

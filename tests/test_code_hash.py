@@ -162,15 +162,12 @@ def _train_toy_amed(folder: Path, name: str, nfe: int = 3, seed: int = 0) -> Non
 def test_resume_recomputes_the_cells_of_a_predictor_file_replaced_in_place(tmp_path, caplog):
     # Each record holds the hash of the artefact files its cell names (spec.requires): a retrained
     # predictor at the same path must not be met with the old predictor's numbers.
-    def train(seed: int) -> None:
-        _train_toy_amed(tmp_path, "p", seed=seed)
-
-    train(0)
+    _train_toy_amed(tmp_path, "p", seed=0)
     amed = f"{{solver: amed, label: amed, options: {{predictor: {tmp_path / 'p.pt'}}}}}"
     args, records, before = _two_label_run(tmp_path, amed, 3)
     unchanged = runner.invoke(app, args)
     assert "0 cells sampled, 2 reused" in unchanged.output, unchanged.output
-    train(1)
+    _train_toy_amed(tmp_path, "p", seed=1)
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "1 cells sampled, 1 reused" in again.output

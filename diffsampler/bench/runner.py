@@ -226,7 +226,7 @@ def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
 
 def _missing(cell: Cell, metrics: list[Metric], store: ResultStore, num_samples: int) -> list[Metric]:
     """The metrics without a current record of ``cell``: none yet, a damaged one, or one made on another sigma grid
-    (a schedule file edited in place, a learned schedule searched by other code)."""
+    (a schedule file edited in place, a learned schedule searched by other code) or with other artefact files."""
     assert cell.plan is not None
     sigmas, artefacts, missing = cell.plan.sigmas.tolist(), cell_artefacts(cell), []
     for metric in metrics:

@@ -1,6 +1,6 @@
 """Copy trained runs into the package as built-in models and write their manifest.
 
-    python scripts/ship_models.py fmnist-p1=results/train/fmnist-cpu-p1 fmnist-p2=... fmnist-p4=... [--description TEXT]
+    python scripts/ship_models.py fmnist-p1=results/train/fmnist-cpu-p1 fmnist-p2=... [--description TEXT]
 
 Each NAME=RUN_FOLDER takes RUN_FOLDER/model.pt (the EMA checkpoint `train-model` writes, float16) and
 RUN_FOLDER/loss.csv, copies the checkpoint to diffsampler/models/trained/NAME.pt and records in

@@ -1,6 +1,8 @@
 """The trained Fashion-MNIST U-Nets shipped in the package: load by name, match the manifest, sample, refuse damage."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,15 +19,21 @@ from diffsampler.solvers import SOLVERS, get_solver
 
 MANIFEST = read_manifest()
 NAMES = sorted(MANIFEST)
+P4_RECORD = Path(__file__).parents[1] / "results/models/fmnist-p4.json"
 TRAINING_FREE = sorted(name for name, spec in SOLVERS.items() if spec.training_free)
 
 
-def test_the_three_patch_sizes_are_shipped_and_registered():
-    assert NAMES == ["fmnist-p1", "fmnist-p2", "fmnist-p4"]
-    assert [MANIFEST[n]["unet"]["patch_size"] for n in NAMES] == [1, 2, 4]
-    assert all(name in MODELS for name in NAMES)
-    widths = {(MANIFEST[n]["unet"]["channels"], tuple(MANIFEST[n]["unet"]["channel_mult"])) for n in NAMES}
+def test_p1_and_p2_are_shipped_and_registered_and_p4_is_kept_by_path():
+    """P = 4 (Inception FID-5k 97 > 50) is not shipped; its checkpoint and record stay in results/models/."""
+    assert NAMES == ["fmnist-p1", "fmnist-p2"]
+    assert [MANIFEST[n]["unet"]["patch_size"] for n in NAMES] == [1, 2]
+    assert all(name in MODELS for name in NAMES) and "fmnist-p4" not in MODELS
+    p4 = json.loads(P4_RECORD.read_text())
+    assert file_sha256(P4_RECORD.with_suffix(".pt")) == p4["sha256"] and p4["unet"]["patch_size"] == 4
+    widths = {(e["unet"]["channels"], tuple(e["unet"]["channel_mult"])) for e in [*MANIFEST.values(), p4]}
     assert len(widths) == 1, "the three models must share one base width"
+    assert read_checkpoint(P4_RECORD.with_suffix(".pt"))["weights_sha256"] == p4["weights_sha256"]
+    assert load_model(str(P4_RECORD.with_suffix(".pt"))).sample_shape == (1, 32, 32)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,7 +10,7 @@
 # Resumable: a schedule file that exists is kept (delete it to search again).
 set -euo pipefail
 lanes=${1:-2}
-out=results/schedules
+export out=results/schedules
 for n in 5 6 3 10; do
   f=$out/fmnist-p1-ipndm-gits-nfe$n.json
   [ -e "$f" ] || OMP_NUM_THREADS=$lanes diffsampler search-schedule --method gits --model fmnist-p1 --solver ipndm \
@@ -18,7 +18,7 @@ for n in 5 6 3 10; do
 done
 for n in 5 6 3 10; do for s in ipndm dpmpp unipc; do echo "$s $n"; done; done |
   xargs -P "$lanes" -L 1 bash -c 'set -o pipefail
-    f=results/schedules/fmnist-p1-$0-ld3-nfe$1.json
+    f=$out/fmnist-p1-$0-ld3-nfe$1.json
     [ -e "$f" ] || OMP_NUM_THREADS=1 diffsampler search-schedule --method ld3 --model fmnist-p1 --solver "$0" \
       --nfe "$1" --set dtype=float32 --set precision=float32 --num-samples 24 --set iterations=25 --set lr=0.03 \
-      --set init=results/schedules/fmnist-p1-ipndm-gits-nfe$1.json --out "$f" | tail -n 1'
+      --set init=$out/fmnist-p1-ipndm-gits-nfe$1.json --out "$f" | tail -n 1'

@@ -13,13 +13,14 @@ from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError
 from diffsampler.models import MODELS, load_model, register_model
 from diffsampler.models.checkpoint import read_checkpoint
-from diffsampler.models.shipped import read_manifest, shipped_builder, trained_dir
+from diffsampler.models.shipped import read_manifest, shipped_builder, trained_dir, verified_path
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import SOLVERS, get_solver
 
 MANIFEST = read_manifest()
 NAMES = sorted(MANIFEST)
 P4_RECORD = Path(__file__).parents[1] / "results/models/fmnist-p4.json"
+"""The unshipped P = 4: its manifest entry, beside its checkpoint."""
 TRAINING_FREE = sorted(name for name, spec in SOLVERS.items() if spec.training_free)
 
 
@@ -29,11 +30,12 @@ def test_p1_and_p2_are_shipped_and_registered_and_p4_is_kept_by_path():
     assert [MANIFEST[n]["unet"]["patch_size"] for n in NAMES] == [1, 2]
     assert all(name in MODELS for name in NAMES) and "fmnist-p4" not in MODELS
     p4 = json.loads(P4_RECORD.read_text())
-    assert file_sha256(P4_RECORD.with_suffix(".pt")) == p4["sha256"] and p4["unet"]["patch_size"] == 4
+    checkpoint = verified_path("fmnist-p4", p4, P4_RECORD.parent)  # exists and matches the record's sha256
+    assert p4["unet"]["patch_size"] == 4
     widths = {(e["unet"]["channels"], tuple(e["unet"]["channel_mult"])) for e in [*MANIFEST.values(), p4]}
     assert len(widths) == 1, "the three models must share one base width"
-    assert read_checkpoint(P4_RECORD.with_suffix(".pt"))["weights_sha256"] == p4["weights_sha256"]
-    assert load_model(str(P4_RECORD.with_suffix(".pt"))).sample_shape == (1, 32, 32)
+    assert read_checkpoint(checkpoint)["weights_sha256"] == p4["weights_sha256"]
+    assert load_model(str(checkpoint)).sample_shape == (1, 32, 32)
 
 
 @pytest.mark.parametrize("name", NAMES)

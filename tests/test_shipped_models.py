@@ -21,6 +21,8 @@ MANIFEST = read_manifest()
 NAMES = sorted(MANIFEST)
 P4_RECORD = Path(__file__).parents[1] / "results/models/fmnist-p4.json"
 """The unshipped P = 4: its manifest entry, beside its checkpoint."""
+P4_LONG_RECORD = P4_RECORD.with_name("fmnist-p4-long.json")
+"""The same run trained twice as long (README: how FID falls with images seen)."""
 TRAINING_FREE = sorted(name for name, spec in SOLVERS.items() if spec.training_free)
 
 
@@ -36,6 +38,14 @@ def test_p1_and_p2_are_shipped_and_registered_and_p4_is_kept_by_path():
     assert len(widths) == 1, "the three models must share one base width"
     assert read_checkpoint(checkpoint)["weights_sha256"] == p4["weights_sha256"]
     assert load_model(str(checkpoint)).sample_shape == (1, 32, 32)
+
+
+def test_the_longer_p4_continues_the_two_hour_run():
+    """Its record and file agree, and it is the P = 4 run (same config and data) with more steps."""
+    p4, longer = (json.loads(path.read_text()) for path in (P4_RECORD, P4_LONG_RECORD))
+    verified_path("fmnist-p4-long", longer, P4_LONG_RECORD.parent)
+    assert longer["unet"] == p4["unet"] and longer["data_sha256"] == p4["data_sha256"]
+    assert longer["step"] > p4["step"] and longer["images_seen"] == longer["step"] * p4["train_config"]["batch_size"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -41,7 +41,7 @@ def test_p1_and_p2_are_shipped_and_registered_and_p4_is_kept_by_path():
 
 
 def test_the_longer_p4_continues_the_two_hour_run():
-    """Its record and file agree, and it is the P = 4 run (same config and data) with more steps."""
+    """Its record and file agree, and it is the P = 4 run (same U-Net and data) with more steps."""
     p4, longer = (json.loads(path.read_text()) for path in (P4_RECORD, P4_LONG_RECORD))
     verified_path("fmnist-p4-long", longer, P4_LONG_RECORD.parent)
     assert longer["unet"] == p4["unet"] and longer["data_sha256"] == p4["data_sha256"]

@@ -2,29 +2,35 @@
 
 Solvers (``diffsampler.solvers``) are pure step math and name the options they require (``SolverSpec.requires``);
 the code that loads those artefacts lives with whatever makes them: AMED predictors in
-``diffsampler.amed.checkpoint``, DPM-Solver-v3 statistics in ``diffsampler.ems.format``. This module joins the two
-(a registry: one dict, one function), so that ``solvers`` imports neither.
+``diffsampler.amed.checkpoint``, DPM-Solver-v3 statistics in ``diffsampler.ems.format``. They register their hooks
+here as plugins of the group ``diffsampler.solvers`` (``diffsampler.plugins``), the way an installed package's
+solver brings its own loader, so neither ``solvers`` nor this module imports the engines.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from diffsampler.amed.checkpoint import prepare_amed, prepare_amed_plugin
-from diffsampler.ems.format import prepare_statistics
 from diffsampler.errors import UserError
-from diffsampler.solvers import SolverSpec
+from diffsampler.solvers import SolverSpec, load_plugins
 
 PrepareFn = Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]]
 """(options, context) -> options: loads artefacts named in options (predictor or statistics files) and
 checks them against the context {"model": describe() of the model, "nfe", "schedule", "sigmas"}."""
 
-PREPARE_HOOKS: dict[str, PrepareFn] = {
-    "amed": prepare_amed,
-    "amed-plugin": prepare_amed_plugin,
-    "dpm-solver-v3": prepare_statistics,
-}
-"""Solver name -> the hook that loads what it requires."""
+PREPARE_HOOKS: dict[str, PrepareFn] = {}
+"""Solver name -> the hook that loads what it requires (filled by the plugins of ``diffsampler.solvers``)."""
+
+
+def register_prepare_hook(solver: str, hook: PrepareFn) -> None:
+    """Make ``hook`` load and check the artefacts of ``solver`` before it runs."""
+    PREPARE_HOOKS[solver] = hook
+
+
+def prepare_hook(solver: str) -> PrepareFn | None:
+    """The hook of ``solver``, or None when it needs none (the solver plugins are loaded first)."""
+    load_plugins()
+    return PREPARE_HOOKS.get(solver)
 
 
 def prepare_options(spec: SolverSpec, options: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,5 +39,5 @@ def prepare_options(spec: SolverSpec, options: Mapping[str, Any], context: Mappi
     missing = [key for key in spec.requires if opts.get(key) is None]
     if missing:
         raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} (e.g. -o {missing[0]}=PATH)")
-    hook = PREPARE_HOOKS.get(spec.name)
+    hook = prepare_hook(spec.name)
     return opts if hook is None else hook(opts, context)

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.plugins import load_group
 
 VP_EPS_S = 1e-3
 """Final VP time of the fitted VP-linear SDE (t runs from 1 down to this)."""
@@ -170,6 +171,16 @@ SCHEDULES: dict[str, Schedule] = {
 }
 
 
+def register_schedule(schedule: Schedule) -> None:
+    """Add a named schedule (a plugin's: entry point group ``diffsampler.schedules``)."""
+    SCHEDULES[schedule.name] = schedule
+
+
+def load_plugins() -> None:
+    """Add the schedules of installed plugins to ``SCHEDULES``, once per process."""
+    load_group("diffsampler.schedules", SCHEDULES)
+
+
 def validate_sigmas(sigmas: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Check a grid: at least 2 points, strictly descending, positive (a final 0 is allowed)."""
     grid = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
@@ -196,6 +207,7 @@ def get_sigmas(
 
     ``discrete_sigmas`` is the model's ascending table of training sigmas, needed by ``discrete``.
     """
+    load_plugins()
     if schedule not in SCHEDULES:
         raise unknown_choice("schedule", schedule, SCHEDULES)
     if num_steps < 1:

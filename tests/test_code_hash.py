@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffsampler import codehash
-from diffsampler.artefacts import PREPARE_HOOKS
+from diffsampler.artefacts import prepare_hook
 from diffsampler.bench.metric_registry import METRICS
 from diffsampler.cli import app
 from diffsampler.solvers import SOLVERS
@@ -27,7 +27,7 @@ def package_copy(tmp_path):
 
 
 def hashes(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    solvers = {name: codehash.solver_code(s.sample_fn, PREPARE_HOOKS.get(name), root) for name, s in SOLVERS.items()}
+    solvers = {name: codehash.solver_code(s.sample_fn, prepare_hook(name), root) for name, s in SOLVERS.items()}
     metrics = {
         name: codehash.metric_code(m.compute, m.prepare, m.unavailable, root=root) for name, m in METRICS.items()
     }

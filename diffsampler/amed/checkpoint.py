@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
+from diffsampler.artefacts import register_prepare_hook
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.errors import UserError
 
@@ -130,3 +131,9 @@ def prepare_amed_plugin(options: dict[str, Any], context: Mapping[str, Any]) -> 
         "max_order": meta.get("max_order"),
         "lower_order_final": meta.get("lower_order_final"),
     }
+
+
+def register_plugin() -> None:
+    """The built-in plugin (group ``diffsampler.solvers``) that loads AMED predictors for `amed` and `amed-plugin`."""
+    register_prepare_hook("amed", prepare_amed)
+    register_prepare_hook("amed-plugin", prepare_amed_plugin)

@@ -11,7 +11,8 @@ from diffsampler.config import RunSettings, build_config, config_values, run_set
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.schedule_file import is_schedule_path, read_schedule
 from diffsampler.schedules import SCHEDULES
-from diffsampler.solvers import SOLVERS, get_solver
+from diffsampler.schedules import load_plugins as load_schedule_plugins
+from diffsampler.solvers import SOLVERS, get_solver, is_solver, load_plugins
 
 DEFAULT_NFE = [3, 5, 7, 9]
 NFE_PLACEHOLDER = "{nfe}"
@@ -136,6 +137,7 @@ def _entry(item: Any) -> SolverEntry:
             f"in its solvers item (options: {{{missing[0]}: PATH}})"
         )
     schedule = item.get("schedule")
+    load_schedule_plugins()
     if isinstance(schedule, str) and is_schedule_path(schedule):
         if NFE_PLACEHOLDER not in schedule:
             read_schedule(schedule)
@@ -159,6 +161,7 @@ def _entry(item: Any) -> SolverEntry:
 def solver_entries(items: list[Any] | None) -> list[SolverEntry]:
     """The validated entries; None means every registered training-free solver (read at run time)."""
     if items is None:
+        load_plugins()
         items = [name for name, spec in SOLVERS.items() if spec.training_free]
     entries = [_entry(item) for item in items]
     seen: set[str] = set()
@@ -180,7 +183,7 @@ def select_solvers(config_items: list[Any] | None, names: list[str]) -> list[Any
     for name in names:
         if name in by_label:
             chosen.append(by_label[name])
-        elif name in SOLVERS:
+        elif is_solver(name):
             chosen.append(name)
         else:
             raise unknown_choice("solver", name, [*by_label, *SOLVERS])

@@ -23,6 +23,7 @@ from diffsampler.metrics.fmnist_net import SHIPPED_REFERENCE
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
 from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
 from diffsampler.models import Denoiser
+from diffsampler.plugins import load_group
 
 
 @dataclass
@@ -104,8 +105,14 @@ def register_metric(
     return metric
 
 
+def load_plugins() -> None:
+    """Add the metrics of installed plugins to ``METRICS``, once per process."""
+    load_group("diffsampler.metrics", METRICS)
+
+
 def get_metric(name: str) -> Metric:
-    """The registered metric of this name."""
+    """The registered metric of this name (plugins loaded first)."""
+    load_plugins()
     if name not in METRICS:
         raise unknown_choice("metric", name, METRICS)
     return METRICS[name]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from diffsampler import __version__, distributed
-from diffsampler.artefacts import PREPARE_HOOKS
+from diffsampler.artefacts import prepare_hook
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
 from diffsampler.bench.learned import learned_schedules, warn_schedule_files
@@ -137,7 +137,7 @@ def _manifest(
         **recorded_precision(cfg.run.precision),
     }
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
-    codes = {name: solver_code(spec.sample_fn, PREPARE_HOOKS.get(name)) for name, spec in specs.items()}
+    codes = {name: solver_code(spec.sample_fn, prepare_hook(name)) for name, spec in specs.items()}
     labels = {cell.entry.label: cell.entry for cell in cells}
     solvers = {label: {**entry.definition(), "code": codes[entry.solver]} for label, entry in labels.items()}
     metric_defs = {

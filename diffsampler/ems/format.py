@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from diffsampler.artefacts import register_prepare_hook
 from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
@@ -118,3 +119,8 @@ def prepare_statistics(options: dict[str, Any], context: Mapping[str, Any]) -> d
         stats = load_statistics(str(stats), options.get("stats_sigma_min"), options.get("stats_sigma_max"))
     check_statistics(stats, context["model"], list(context["sigmas"]))
     return {**options, "stats": stats}
+
+
+def register_plugin() -> None:
+    """The built-in plugin (group ``diffsampler.solvers``) that loads the statistics of `dpm-solver-v3`."""
+    register_prepare_hook("dpm-solver-v3", prepare_statistics)

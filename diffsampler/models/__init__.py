@@ -12,6 +12,7 @@ from diffsampler.models.builtin import fashion_mnist_mixture, toy_2d
 from diffsampler.models.external import LOADERS, external_kind, external_label, load_external
 from diffsampler.models.gaussian_mixture import GaussianMixture
 from diffsampler.models.shipped import read_manifest, shipped_builder, summary
+from diffsampler.plugins import load_group
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,18 @@ for _name, _entry in read_manifest().items():
     register_model(_name, shipped_builder(_name, _entry), summary(_entry))
 
 
+def load_plugins() -> None:
+    """Add the models of installed plugins to ``MODELS``, once per process."""
+    load_group("diffsampler.models", MODELS)
+
+
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 def is_model_path(name: str) -> bool:
     """True when ``name`` names an own file (a checkpoint or a two-network spec) rather than a registered model."""
+    load_plugins()
     return name not in MODELS and Path(name).suffix.lower() in CHECKPOINT_SUFFIXES + SPEC_SUFFIXES
 
 
@@ -62,6 +69,7 @@ def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any]
 
     ``trust_pickle`` allows pickles (they run code from the file); ``options`` go to external loaders.
     """
+    load_plugins()
     external = external_kind(name)
     if external is not None:
         return load_external(*external, trust_pickle=trust_pickle, options=options)
@@ -90,6 +98,7 @@ def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any]
 
 def model_summary(name: str) -> str:
     """What ``name`` is, in one line: a registered model's summary, else the kind of file it names."""
+    load_plugins()
     if name in MODELS:
         return MODELS[name].summary
     external = external_kind(name)
@@ -115,6 +124,7 @@ __all__ = [
     "LOADERS",
     "MODELS",
     "load_model",
+    "load_plugins",
     "model_label",
     "register_checkpoint",
     "register_model",

@@ -3,7 +3,9 @@
 This package owns the step math only: a solver takes any callable D(x, sigma, cond), a tensor, a sigma grid and
 plain options. It imports no model, AMED, EMS, benchmark or sampling code (tests/test_architecture.py checks);
 artefacts named by options (predictor files, statistics folders) are loaded by ``diffsampler.artefacts``.
-Adding a solver is one module with the function and one ``register_solver`` line here.
+Adding a solver is one module with the function and one ``register_solver`` line here, or a plugin package
+(entry point group ``diffsampler.solvers``, see ``diffsampler.plugins``). ``kdiffusion:sample_X`` names
+k-diffusion's sampler ``sample_X`` (``diffsampler.solvers.kdiffusion_samplers``), registered when first looked up.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from diffsampler.errors import unknown_choice
+from diffsampler.plugins import load_group
 from diffsampler.solvers.amed import amed_plugin, amed_solver
 from diffsampler.solvers.base import SolverSpec
 from diffsampler.solvers.deis import deis
 from diffsampler.solvers.dpm_solver_pp import dpmpp, dpmpp_published
 from diffsampler.solvers.dpm_solver_v3 import dpm_solver_v3
 from diffsampler.solvers.ipndm import ipndm, ipndm_v, ipndm_v_published
+from diffsampler.solvers.kdiffusion_samplers import PREFIX as KDIFFUSION_PREFIX
+from diffsampler.solvers.kdiffusion_samplers import evals_per_step, k_solver_fn
 from diffsampler.solvers.runge_kutta import dpm_solver_2, euler, heun
 from diffsampler.solvers.unipc import unipc
 
@@ -100,11 +105,32 @@ register_solver(
 )
 
 
+def load_plugins() -> None:
+    """Add the solvers of installed plugins (and their prepare hooks) to ``SOLVERS``, once per process."""
+    load_group("diffsampler.solvers", SOLVERS)
+
+
+def _kdiffusion_solver(name: str) -> SolverSpec:
+    """Register ``kdiffusion:sample_X``: k-diffusion's sampler with its NFE per step measured by a dry run."""
+    function = name[len(KDIFFUSION_PREFIX) :]
+    k = evals_per_step(function)
+    return register_solver(name, k_solver_fn(function), k, "polynomial", f"k-diffusion's {function}, {k} NFE per step")
+
+
 def get_solver(name: str) -> SolverSpec:
-    """The registered solver of this name."""
+    """The registered solver of this name (plugins loaded first), or k-diffusion's ``kdiffusion:sample_X``."""
+    load_plugins()
+    if name not in SOLVERS and name.startswith(KDIFFUSION_PREFIX):
+        return _kdiffusion_solver(name)
     if name not in SOLVERS:
         raise unknown_choice("solver", name, SOLVERS)
     return SOLVERS[name]
 
 
-__all__ = ["SOLVERS", "SolverSpec", "get_solver", "register_solver"]
+def is_solver(name: str) -> bool:
+    """True when ``get_solver(name)`` names a solver (a registered one, a plugin's, or a ``kdiffusion:`` name)."""
+    load_plugins()
+    return name in SOLVERS or name.startswith(KDIFFUSION_PREFIX)
+
+
+__all__ = ["SOLVERS", "SolverSpec", "get_solver", "is_solver", "load_plugins", "register_solver"]

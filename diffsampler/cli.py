@@ -7,15 +7,18 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from diffsampler.cli_config import COMMON_HELP, config_command, config_option, flag, set_option
 from diffsampler.errors import Interrupted, UserError
+from diffsampler.plugins import PluginWarning, plugin_package
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 """Idle OpenMP threads sleep instead of spinning (torch reads this when it loads, inside the commands): on a
@@ -77,11 +80,23 @@ def _leave_process_group(completed: bool) -> None:
         teardown(completed)
 
 
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A broken plugin is one yellow line on stderr; other warnings as Python shows them."""
+    if issubclass(category, PluginWarning):
+        err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, *args, **kwargs)
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show full tracebacks and debug logs."),
 ) -> None:
     _state["debug"] = debug
+    warnings.showwarning = _show_warning
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -372,22 +387,30 @@ def compute_ems(
 @app.command("list")
 @user_errors
 def list_things() -> None:
-    """List the registered models, solvers and schedules, one line each."""
-    from diffsampler.models import LOADERS, MODELS
-    from diffsampler.schedules import SCHEDULES
-    from diffsampler.solvers import SOLVERS
+    """List the registered models, solvers, schedules and metrics, one line each (plugins marked with their
+    package)."""
+    from diffsampler import models, schedules, solvers
+    from diffsampler.bench import metric_registry
 
-    for title, rows in (
-        ("models", [(m.name, m.summary) for m in MODELS.values()]),
-        ("model loaders", list(LOADERS.items())),
-        ("solvers", [(s.name, f"{s.summary}; default schedule {s.default_schedule}") for s in SOLVERS.values()]),
-        ("schedules", [(s.name, s.summary) for s in SCHEDULES.values()]),
+    for registry in (models, solvers, schedules, metric_registry):
+        registry.load_plugins()
+    for title, group, rows in (
+        ("models", "models", [(m.name, m.summary) for m in models.MODELS.values()]),
+        ("model loaders", "", list(models.LOADERS.items())),
+        (
+            "solvers",
+            "solvers",
+            [(s.name, f"{s.summary}; default schedule {s.default_schedule}") for s in solvers.SOLVERS.values()],
+        ),
+        ("schedules", "schedules", [(s.name, s.summary) for s in schedules.SCHEDULES.values()]),
+        ("metrics", "metrics", [(m.name, m.summary) for m in metric_registry.METRICS.values()]),
     ):
         table = Table(title=title, show_header=False, title_justify="left", box=None)
         table.add_column(style="bold cyan")
         table.add_column()
-        for row in rows:
-            table.add_row(*row)
+        for name, summary in rows:
+            package = plugin_package(f"diffsampler.{group}", name) if group else None
+            table.add_row(escape(name), escape(summary if package is None else f"{summary} (plugin: {package})"))
         console.print(table)
 
 

@@ -21,6 +21,20 @@ SOLVER_FORBIDDEN = (
     "diffsampler.sampling",
 )
 """What ``diffsampler.solvers`` must not import: solvers take any callable D(x, sigma) and plain options."""
+ENGINES = (
+    "diffsampler.bench",
+    "diffsampler.amed",
+    "diffsampler.ems",
+    "diffsampler.train",
+    "diffsampler.search",
+    "diffsampler.cli",
+    "diffsampler.terminal",
+)
+"""The engines and the CLI. Nothing below them (``sampling``, ``artefacts``, ``plugins``, ``solvers``, ``models``,
+``metrics``, ``data``, the base modules) imports them: the artefact loaders of AMED and DPM-Solver-v3 register
+themselves as built-in plugins (``diffsampler.plugins.BUILTIN``) instead of being imported by ``artefacts``."""
+ENGINE_USERS = {"diffsampler.__main__"}
+"""Modules above the engines besides the engines themselves (``python -m diffsampler`` runs the CLI)."""
 RICH_ALLOWED = {"diffsampler.cli", "diffsampler.terminal"}
 """The CLI layer: the only modules that may import rich (engines report progress through callbacks)."""
 
@@ -99,6 +113,21 @@ def test_no_import_cycles():
 def test_solvers_import_no_higher_layer(name):
     bad = sorted(n for n in imported_names(all_modules()[name]) if n.startswith(SOLVER_FORBIDDEN))
     assert not bad, f"{name} imports {bad}"
+
+
+def test_nothing_below_the_engines_imports_them():
+    graph = package_graph()
+    assert "diffsampler.artefacts" in graph["diffsampler.sampling"]  # the layer the two removed arrows started in
+    lower = [name for name in graph if not name.startswith(ENGINES) and name not in ENGINE_USERS]
+    bad = {name: sorted(n for n in graph[name] if n.startswith(ENGINES)) for name in lower}
+    assert not {name: deps for name, deps in bad.items() if deps}, bad
+
+
+def test_the_check_sees_an_engine_import(tmp_path):
+    """The rule above can fail: an artefacts.py importing diffsampler.amed (as it once did) is seen."""
+    source = tmp_path / "artefacts.py"
+    source.write_text("from diffsampler.amed.checkpoint import prepare_amed\n")
+    assert any(n.startswith(ENGINES) for n in imported_names(source))
 
 
 def test_only_the_cli_layer_imports_rich():

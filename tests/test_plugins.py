@@ -171,4 +171,3 @@ def test_example_solver_equals_k_diffusion_dpmpp_2s_at_eta_0():
     ours = example.dpmpp_2s(model, x.clone(), sigmas.tolist())
     assert model.calls == 2 * 6 + 1
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
-

@@ -152,9 +152,10 @@ def test_a_failing_register_function_is_rolled_back(monkeypatch):
 def test_example_solver_equals_k_diffusion_dpmpp_2s_at_eta_0():
     """The example's step is k-diffusion's sample_dpmpp_2s_ancestral with eta = 0 (no noise); float64, so the
     tolerance 1e-10 only absorbs the order of operations."""
+    from test_peer_oracles import _k_sampling
+
     from diffsampler.models import GaussianMixture
     from diffsampler.schedules import get_sigmas
-    from diffsampler.solvers.kdiffusion_samplers import k_sampling
 
     sys.path.insert(0, str(EXAMPLE / "src"))
     try:
@@ -164,7 +165,7 @@ def test_example_solver_equals_k_diffusion_dpmpp_2s_at_eta_0():
     model = GaussianMixture(torch.tensor([[1.0, -1.0], [-2.0, 0.5]], dtype=torch.float64), variances=[0.1, 0.3])
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
     sigmas = torch.cat([get_sigmas("logsnr", 6, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
-    theirs = k_sampling().sample_dpmpp_2s_ancestral(
+    theirs = _k_sampling().sample_dpmpp_2s_ancestral(
         model, x.clone(), sigmas, eta=0.0, disable=True, noise_sampler=lambda s, t: torch.zeros_like(x)
     )
     model.reset_calls()

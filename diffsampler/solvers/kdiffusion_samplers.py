@@ -39,6 +39,7 @@ def k_sampling() -> types.ModuleType:
             raise UserError("k-diffusion is not installed: pip install k-diffusion (needed by kdiffusion: solvers)")
         package = types.ModuleType("k_diffusion")
         package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec  # so that find_spec("k_diffusion") still answers
         sys.modules["k_diffusion"] = package
     return importlib.import_module("k_diffusion.sampling")
 

@@ -1,5 +1,6 @@
-"""The README's "Extending" examples, run as written there: a new solver and a new metric plug in with one module
-and one registration line each."""
+"""The examples of docs/extending.md ("Adding a solver / a metric / a schedule"), run as written there: each plugs in
+with one function and one registration line. (The docs test skips these blocks: run here, the registration is
+removed again afterwards so that no other test sees it.)"""
 
 import json
 import re
@@ -13,33 +14,35 @@ from diffsampler.bench import metric_registry as bench_metrics
 from diffsampler.cli import app
 from diffsampler.models import load_model
 from diffsampler.sampling import Generation, generate, plan_grid
-from diffsampler.schedules import get_sigmas
-from diffsampler.solvers import SOLVERS, get_solver, register_solver
+from diffsampler.schedules import SCHEDULES, get_sigmas
+from diffsampler.solvers import SOLVERS, get_solver
 
 from helpers import SIGMA_MAX, SIGMA_MIN, latents, measured_order, single_gaussian
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 runner = CliRunner()
 
 
-def readme_example(marker: str) -> str:
-    """The python block that follows ``<!-- marker -->`` in the README."""
-    match = re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", README.read_text(), re.S)
-    assert match, f"no {marker} block in the README"
+def page_example(marker: str) -> str:
+    """The python block that follows ``<!-- marker -->`` (and the docs test's skip comment) on the page."""
+    match = re.search(
+        rf"<!-- {marker} -->\n(?:<!-- docs-test: skip .*? -->\n)?```python\n(.*?)```", PAGE.read_text(), re.S
+    )
+    assert match, f"no {marker} block in {PAGE.name}"
     return match.group(1)
 
 
 @pytest.fixture
 def rk2():
-    exec(readme_example("example-solver"), {"register_solver": register_solver, "__name__": "readme_rk2"})
+    exec(page_example("example-solver"), {"__name__": "docs_rk2"})
     yield get_solver("rk2")
     SOLVERS.pop("rk2")
 
 
 @pytest.fixture
 def mean_error():
-    namespace = {"register_metric": bench_metrics.register_metric, "__name__": "readme_mean_error"}
-    exec(readme_example("example-metric"), namespace)
+    namespace = {"__name__": "docs_mean_error"}
+    exec(page_example("example-metric"), namespace)
     yield namespace["mean_error"]
     bench_metrics.METRICS.pop("mean_error")
 
@@ -132,3 +135,27 @@ def test_example_metric_is_scored_by_the_benchmark(mean_error, tmp_path):
     )
     # 64 samples of a unit-scale 2-D mixture: the sample mean is off by about std / 8, far below 1
     assert 0 < cell["values"]["mean_error"] < 1
+
+
+@pytest.fixture
+def polyexponential():
+    exec(page_example("example-schedule"), {"__name__": "docs_polyexponential"})
+    yield SCHEDULES["polyexponential"]
+    SCHEDULES.pop("polyexponential")
+
+
+def test_example_schedule_with_rho_1_is_logsnr_and_samples(polyexponential, tmp_path):
+    """Both are exp of a linear ramp in log sigma: equal to float64 round-off (1e-12 relative)."""
+    torch.testing.assert_close(
+        get_sigmas("polyexponential", 7, SIGMA_MIN, SIGMA_MAX),
+        get_sigmas("logsnr", 7, SIGMA_MIN, SIGMA_MAX),
+        rtol=1e-12,
+        atol=0,
+    )
+    grid = get_sigmas("polyexponential", 7, SIGMA_MIN, SIGMA_MAX, rho=2.0)
+    assert grid.tolist() == pytest.approx([SIGMA_MAX, *grid[1:-1].tolist(), SIGMA_MIN], rel=1e-12)
+    assert (grid[1:] < grid[:-1]).all()
+    args = ["sample", "--model", "gmm-2d", "--solver", "euler", "--schedule", "polyexponential", "--nfe", "4"]
+    result = runner.invoke(app, [*args, "--num-samples", "4", "--out", str(tmp_path), "--name", "p"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["schedule"] == "polyexponential"

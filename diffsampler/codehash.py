@@ -2,7 +2,8 @@
 
 A cell's result depends on its solver's module and every diffsampler module that module imports,
 directly or inside a function (found statically with ``ast``, so nothing is imported), plus the code
-every cell shares (grid planning, latents, schedules, generation) and the model code. Package
+every cell shares (grid planning, latents, schedules, generation) and the model code; a plugin's solver (defined
+outside the package) adds its own source file. Package
 ``__init__`` files and ``diffsampler.artefacts`` are registries (solvers, models, prepare hooks): they
 are hashed, but their imports are not followed, or every solver would depend on every other one. What
 a cell takes from a registry is hashed as a root of its own (the solver's module and its prepare hook;
@@ -130,7 +131,22 @@ def solver_code(sample_fn: object, prepare: object | None = None, root: Path | N
     roots = [module_of(sample_fn), *SHARED, *package_modules("diffsampler.models", root)]
     if prepare is not None:
         roots += [module_of(prepare), *function_imports(prepare, root)]
-    return code_hash(roots, root)
+    digest = code_hash(roots, root)
+    foreign = [path for path in map(foreign_file, (sample_fn, prepare)) if path is not None]
+    if not foreign:
+        return digest
+    return hashlib.sha256(b"\0".join([digest.encode(), *(p.read_bytes() for p in foreign)])).hexdigest()[:12]
+
+
+def foreign_file(fn: object) -> Path | None:
+    """The source file of a function defined outside diffsampler (a plugin's solver or hook), or None."""
+    if fn is None or module_of(fn).split(".")[0] == PACKAGE:
+        return None
+    try:
+        source = inspect.getsourcefile(fn)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return Path(source) if source else None
 
 
 def metric_code(*functions: object, root: Path | None = None) -> str:

@@ -13,11 +13,11 @@ dicts the built-ins live in, through the public functions (``diffsampler.solvers
 and once per process, when its registry is first looked up or listed (``load_group``). The names it adds are
 recorded with the distribution that shipped them (``plugin_package``), so ``diffsampler list`` can mark them.
 
-A plugin that fails (raises on import or when called, names something that is not callable, or adds nothing to
-its group's registry) is skipped with one ``PluginWarning`` naming it and its package; whatever it had added
-is removed again, and everything else works. The built-in AMED and DPM-Solver-v3 artefact loaders enter by the
-same mechanism (``BUILTIN``), so this base module and the layers
-below the engines import none of them.
+A plugin that fails (raises on import or when called, names something that is not callable, adds nothing to
+its group's registry or replaces an entry already there) is skipped with one ``PluginWarning`` naming it and its
+package; whatever it had added is removed again, and everything else works. The built-in AMED and DPM-Solver-v3
+artefact loaders enter by the same mechanism (``BUILTIN``), so this base module and the layers below the engines
+import none of them.
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ def _load_one(ep: EntryPoint, package: str, group: str, registry: MutableMapping
         if not callable(register):
             raise TypeError(f"{ep.value} is a {type(register).__name__}, not a register function")
         register()
-        added = [name for name in registry if name not in before or registry[name] is not before[name]]
+        replaced = [name for name in before if registry.get(name) is not before[name]]
+        if replaced:
+            raise TypeError(f"it registers {', '.join(map(repr, replaced))}, which exists already")
+        added = [name for name in registry if name not in before]
         if not added and package != BUILTIN_PACKAGE:
             raise TypeError(f"calling {ep.value} registered nothing in {group}")
         return added

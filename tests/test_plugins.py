@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -22,9 +23,12 @@ PACKAGE = "diffsampler-plugin-example"
 
 
 def pip_install(source: Path, target: Path) -> Path:
-    """``pip install --no-deps --target`` of a package folder (the venv's setuptools builds it: no index needed)."""
+    """``pip install --no-deps --target`` of a copy of a package folder (so that pip's build folder is not left in
+    the repository; the venv's setuptools builds it, no index needed)."""
+    copy = target.parent / f"{source.name}-src"
+    shutil.copytree(source, copy)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
-    subprocess.run([*cmd, str(target), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run([*cmd, str(target), str(copy)], check=True, capture_output=True, timeout=300)
     return target
 
 
@@ -40,7 +44,7 @@ def diffsampler(args: list[str], cwd: Path, path: Path | None = None) -> subproc
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    return pip_install(EXAMPLE, tmp_path_factory.mktemp("site"))
+    return pip_install(EXAMPLE, tmp_path_factory.mktemp("plugin") / "site")
 
 
 def benchmark_args(solvers: str, name: str) -> list[str]:
@@ -149,6 +153,17 @@ def test_a_failing_register_function_is_rolled_back(monkeypatch):
     )
 
 
+def test_a_plugin_may_not_replace_a_builtin(monkeypatch):
+    def replace_euler() -> None:
+        SOLVERS["euler"] = SOLVERS["heun"]
+
+    original = SOLVERS["euler"]
+    monkeypatch.setattr(plugins.EntryPoint, "load", lambda self: replace_euler)
+    with pytest.warns(plugins.PluginWarning, match="registers 'euler', which exists already"):
+        plugins._load_one(plugins.EntryPoint("e", "x:y", "g"), "pkg", "diffsampler.solvers", SOLVERS)
+    assert SOLVERS["euler"] is original
+
+
 def test_example_solver_equals_k_diffusion_dpmpp_2s_at_eta_0():
     """The example's step is k-diffusion's sample_dpmpp_2s_ancestral with eta = 0 (no noise); float64, so the
     tolerance 1e-10 only absorbs the order of operations."""
@@ -172,3 +187,20 @@ def test_example_solver_equals_k_diffusion_dpmpp_2s_at_eta_0():
     ours = example.dpmpp_2s(model, x.clone(), sigmas.tolist())
     assert model.calls == 2 * 6 + 1
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+def test_a_plugin_solvers_source_file_enters_the_code_hash(tmp_path, monkeypatch):
+    """Editing a plugin's solver file changes the hash its benchmark cells are stored under (so they recompute)."""
+    import importlib
+
+    from diffsampler import codehash
+
+    source = tmp_path / "hashed_plugin.py"
+    source.write_text("def solve(denoiser, x, sigmas, *, cond=None, afs=False, denoise_to_zero=False):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("hashed_plugin")
+    before = codehash.solver_code(module.solve)
+    assert before != codehash.solver_code(SOLVERS["euler"].sample_fn)
+    source.write_text(source.read_text() + "# edited\n")
+    assert codehash.solver_code(module.solve) != before
+    assert codehash.foreign_file(SOLVERS["euler"].sample_fn) is None

@@ -19,6 +19,7 @@ import torch
 
 from diffsampler.distributed import World
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.metrics.bootstrap import Score, frechet_score, rmse_score
 from diffsampler.metrics.fmnist_net import SHIPPED_REFERENCE
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
 from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
@@ -65,7 +66,8 @@ class MetricContext:
     world: World = field(default_factory=World)
 
 
-MetricFn = Callable[[torch.Tensor, MetricContext], float]
+MetricFn = Callable[[torch.Tensor, MetricContext], "float | Score"]
+"""A metric's value, or a Score: the value with its 95% interval and bootstrap replicates."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,11 @@ def _reference_pair(samples: torch.Tensor, ctx: MetricContext, name: str) -> tup
     return samples[:count], _reference_cache(ctx).get(count).solution
 
 
-def reference_rmse(samples: torch.Tensor, ctx: MetricContext) -> float:
-    return rmse(*_reference_pair(samples, ctx, "rmse"))
+def reference_rmse(samples: torch.Tensor, ctx: MetricContext) -> Score:
+    """rmse with its interval (mean +- 1.96 se across samples, ``bootstrap.rmse_score``)."""
+    x, ref = _reference_pair(samples, ctx, "rmse")
+    per_sample = (x.double() - ref.double()).pow(2).flatten(1).mean(dim=1)
+    return rmse_score(rmse(x, ref), per_sample.cpu().numpy(), ctx.seed)
 
 
 def reference_max_error(samples: torch.Tensor, ctx: MetricContext) -> float:
@@ -183,9 +188,18 @@ def prepare_moments(ctx: MetricContext) -> str:
     return "pixel_fd: against the exact mean and covariance of the analytic model"
 
 
-def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
+PIXEL_INTERVAL_DIM = 256
+"""pixel_fd gets a bootstrap interval up to this many values per sample (each resample solves a D x D eigenproblem)."""
+
+
+def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float | Score:
     mean, cov_sqrt = _moments(ctx)
-    return frechet_to_gaussian(samples, mean, cov_sqrt)
+    value = frechet_to_gaussian(samples, mean, cov_sqrt)
+    flat = samples.detach().cpu().double().flatten(1).numpy()
+    if flat.shape[1] > PIXEL_INTERVAL_DIM or flat.shape[0] < 2:
+        return value
+    root = cov_sqrt.numpy()
+    return frechet_score(value, flat, mean.numpy(), root @ root, ctx.seed)
 
 
 FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None, "precision": "float32"}
@@ -328,12 +342,17 @@ def _fmnist_features(samples: torch.Tensor, network: Any, world: World | None, k
     return batch_statistics(network, batches, keep_features=keep, world=world)
 
 
-def fmnist_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
-    """Frechet distance (arXiv 1706.08500 eq. 6) in the classifier's 128-d features; moments merged across ranks."""
+def fmnist_frechet(samples: torch.Tensor, ctx: MetricContext) -> float | Score:
+    """Frechet distance (arXiv 1706.08500 eq. 6) in the classifier's 128-d features, with its bootstrap interval;
+    under torchrun the moments are merged across ranks and there is no interval (the features stay on their rank)."""
     from diffsampler.metrics.fid import fid_from_statistics
 
-    prepared = ctx.state.features["fd_fmnist"]
-    return fid_from_statistics(_fmnist_features(samples, prepared.network, ctx.world, False), prepared.stats)
+    prepared, alone = ctx.state.features["fd_fmnist"], ctx.world.size == 1
+    stats = _fmnist_features(samples, prepared.network, ctx.world, alone)
+    value = fid_from_statistics(stats, prepared.stats)
+    if stats.features is None:
+        return value
+    return frechet_score(value, stats.features, prepared.stats.mu, prepared.stats.sigma, ctx.seed)
 
 
 def fmnist_kid(samples: torch.Tensor, ctx: MetricContext) -> float:

@@ -27,6 +27,7 @@ from diffsampler.bench.metric_registry import (
     scored_count,
 )
 from diffsampler.bench.plan import Cell, plan_cells
+from diffsampler.bench.recommend import primary_metric
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
@@ -34,6 +35,7 @@ from diffsampler.config import recorded_precision, with_precision
 from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
+from diffsampler.metrics.bootstrap import Score, as_score
 from diffsampler.models import Denoiser, model_label, model_summary
 from diffsampler.progress import ProgressFn, report
 from diffsampler.run_setup import RunSetup, setup_run
@@ -165,7 +167,7 @@ def _record(
     cfg: BenchmarkConfig,
     cell: Cell,
     metric: Metric,
-    value: float | None,
+    score: Score | None,
     timing: dict[str, Any],
     error: str | None,
     note: str | None,
@@ -187,7 +189,7 @@ def _record(
         "scored": scored_count(cfg.metric_options.get(metric.name, {}), cfg.num_samples),
         "seed": cfg.run.seed,
         "metric": metric.name,
-        "value": value,
+        **(score or Score()).fields(),
         "error": error,
         "note": note,
         **timing,
@@ -221,6 +223,7 @@ def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
+    primary_metric(cfg.primary_metric, [m.name for m in metrics])
     return metrics
 
 
@@ -314,9 +317,9 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     if samples is not None and world.is_main:
         _save_preview(samples, denoiser.sample_shape, run.store.grid_path(cell.entry.label, cell.nfe))
     for metric in missing:
-        value = None if samples is None else metric.compute(samples, run.ctx)
+        score = None if samples is None else as_score(metric.compute(samples, run.ctx))
         if world.is_main:
-            run.store.write(_record(cfg, cell, metric, value, timing, error, run.notes.get(metric.name)))
+            run.store.write(_record(cfg, cell, metric, score, timing, error, run.notes.get(metric.name)))
     return None, seconds
 
 

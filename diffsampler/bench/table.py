@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 AFS_MARK = "†"
+TIE_MARK = "*"
+"""After a value statistically tied with the best of its column (``diffsampler.metrics.bootstrap.tied``)."""
 
 
 class Status(str, Enum):
@@ -29,15 +31,34 @@ class Entry:
     footnote: int | None = None
     auto_afs: bool = False
     best: bool = False
+    low: float | None = None
+    high: float | None = None
+    """The cell's 95% interval (None for records made without one)."""
+    replicates: tuple[float, ...] | None = None
+    """Bootstrap replicates under the run's shared resampling (the paired tie test)."""
+    tied: bool = False
+    """Not the best of its column, but statistically tied with it."""
 
     @property
     def has_value(self) -> bool:
         """True when the cell was scored (status ok with a value)."""
         return self.status is Status.OK and self.value is not None
 
+    @property
+    def has_interval(self) -> bool:
+        return self.has_value and self.low is not None and self.high is not None
+
+    def interval_text(self) -> str:
+        """' ± h', h half the interval's width (2 significant digits), or '' without an interval."""
+        if not self.has_interval:
+            return ""
+        assert self.low is not None and self.high is not None
+        return f" ± {(self.high - self.low) / 2:.2g}"
+
     def text(self, markdown: bool = False) -> str:
         if self.has_value:
-            core = f"{self.value:.4g}" + (AFS_MARK if self.auto_afs else "")
+            mark = ("\\" + TIE_MARK if markdown else TIE_MARK) if self.tied else ""
+            core = f"{self.value:.4g}{self.interval_text()}" + (AFS_MARK if self.auto_afs else "") + mark
             return f"**{core}**" if self.best and markdown else core
         if self.status in (Status.NA, Status.FAILED):
             return f"{self.status}[^{self.footnote}]" if markdown else f"{self.status} [{self.footnote}]"

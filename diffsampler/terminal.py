@@ -54,7 +54,10 @@ def recommendation_lines(report: Report) -> list[str]:
     if not report.recommendations:
         return []
     metric = report.recommendations[0].metric
-    legend = f"{TIE_MARK} tied with the best of its column (paired bootstrap); ± half the 95% interval"
+    legend = (
+        f"{TIE_MARK} tied with the best of its column (paired bootstrap); "
+        "± half the 95% interval, or [low, high] where it is not centred on the value"
+    )
     return [legend, f"Recommended by {metric}:", *(f"  {r.text()}" for r in report.recommendations)]
 
 

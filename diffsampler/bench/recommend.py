@@ -13,6 +13,7 @@ from typing import Any
 
 from diffsampler.bench.table import MetricTable
 from diffsampler.errors import UserError
+from diffsampler.metrics.bootstrap import interval_text
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Recommendation:
         """One line: 'NFE 5: unipc (logsnr), fd_fmnist 12.3 ± 0.41; tied: deis, dpmpp 3M'."""
         if self.label is None:
             return f"NFE {self.nfe}: no scored cell of {self.metric}"
-        interval = "" if self.low is None or self.high is None else f" ± {(self.high - self.low) / 2:.2g}"
+        interval = "" if self.low is None or self.high is None else interval_text(self.value, self.low, self.high)
         solver = "" if self.solver == self.label else f"solver {self.solver}, "
         head = f"NFE {self.nfe}: {self.label} ({solver}schedule {self.schedule}), "
         head += f"{self.metric} {self.value:.4g}{interval}"
@@ -60,7 +61,9 @@ def primary_metric(configured: str | None, names: list[str]) -> str:
     return configured
 
 
-def recommend(table: MetricTable, budgets: list[int], cells: dict[tuple[str, int], dict[str, Any]]) -> list[Recommendation]:
+def recommend(
+    table: MetricTable, budgets: list[int], cells: dict[tuple[str, int], dict[str, Any]]
+) -> list[Recommendation]:
     """Per budget, the best row of ``table``'s column and the rows tied with it; ``cells`` by (label, NFE) give the
     solver and schedule."""
     out = []

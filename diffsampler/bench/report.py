@@ -16,8 +16,8 @@ from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
 from diffsampler.bench.metric_registry import Metric, scored_count
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
-from diffsampler.bench.recommend import Recommendation, primary_metric, recommend
 from diffsampler.bench.plots import plot_metric, plot_metric_vs_time
+from diffsampler.bench.recommend import Recommendation, primary_metric, recommend
 from diffsampler.bench.store import ResultStore
 from diffsampler.bench.table import AFS_MARK, TIE_MARK, Entry, MetricTable, Status
 from diffsampler.metrics.bootstrap import tied
@@ -166,7 +166,7 @@ def build_report(
             m.summary,
             not m.lower_is_better,
             _mark_best(rows(grid[m.name]), not m.lower_is_better),
-            scored_count(cfg.metric_options.get(m.name, {}), cfg.num_samples),
+            scored_count(cfg.metric_options.get(m.option_name, {}), cfg.num_samples),
         )
         for m in metrics
     ]
@@ -201,7 +201,8 @@ def markdown(report: Report) -> str:
         f"for every solver (sample i seeded by ({report.seed}, i)). "
         "**Bold**: the best in its NFE column; "
         f"{TIE_MARK}: tied with it (the paired 95% bootstrap interval of the difference holds 0); "
-        "± half the 95% interval (its bounds in table.csv and results.json; docs/rankings.md). "
+        "± half the 95% interval, or [low, high] where it is not centred on the value "
+        "(its bounds in table.csv and results.json; docs/rankings.md). "
         "The exact sigma grid of every cell is in sigmas.csv.",
     ]
     if report.recommendations:

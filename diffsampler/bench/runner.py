@@ -23,6 +23,7 @@ from diffsampler.bench.metric_registry import (
     NETWORK_DEFAULT_METRICS,
     Metric,
     MetricContext,
+    expand_metrics,
     get_metric,
     scored_count,
 )
@@ -79,7 +80,7 @@ def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> l
     if names is None:
         return [METRICS[n] for n in default_metrics(denoiser)]
     metrics = []
-    for name in dict.fromkeys(names):
+    for name in expand_metrics(names):
         metric = get_metric(name)
         reason = _unavailable(metric, denoiser)
         if reason:
@@ -145,7 +146,7 @@ def _manifest(
     metric_defs = {
         m.name: {
             "version": m.version,
-            "options": cfg.metric_options.get(m.name, {}),
+            "options": cfg.metric_options.get(m.option_name, {}),
             "code": metric_code(m.compute, m.prepare, m.unavailable),
         }
         for m in metrics
@@ -186,7 +187,7 @@ def _record(
         "sigmas": cell.plan.sigmas.tolist(),
         "artefacts": cell_artefacts(cell),
         "num_samples": cfg.num_samples,
-        "scored": scored_count(cfg.metric_options.get(metric.name, {}), cfg.num_samples),
+        "scored": scored_count(cfg.metric_options.get(metric.option_name, {}), cfg.num_samples),
         "seed": cfg.run.seed,
         "metric": metric.name,
         **(score or Score()).fields(),
@@ -220,7 +221,7 @@ def _resolved(cfg: BenchmarkConfig, setup: RunSetup) -> BenchmarkConfig:
 def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     """The run's metrics; ``metric_options`` may only name those."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
-    unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
+    unknown_opts = [k for k in cfg.metric_options if k not in {m.option_name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
     primary_metric(cfg.primary_metric, [m.name for m in metrics])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from diffsampler.metrics.bootstrap import interval_text
+
 AFS_MARK = "†"
 TIE_MARK = "*"
 """After a value statistically tied with the best of its column (``diffsampler.metrics.bootstrap.tied``)."""
@@ -49,11 +51,12 @@ class Entry:
         return self.has_value and self.low is not None and self.high is not None
 
     def interval_text(self) -> str:
-        """' ± h', h half the interval's width (2 significant digits), or '' without an interval."""
-        if not self.has_interval:
+        """' ± h' (h half the width, 2 significant digits) for an interval about the value, else ' [low, high]';
+        '' without an interval (``interval_text``)."""
+        if not self.has_interval or self.value is None:
             return ""
         assert self.low is not None and self.high is not None
-        return f" ± {(self.high - self.low) / 2:.2g}"
+        return interval_text(self.value, self.low, self.high)
 
     def text(self, markdown: bool = False) -> str:
         if self.has_value:

@@ -111,12 +111,16 @@ def as_score(result: float | Score) -> Score:
     return result if isinstance(result, Score) else Score(float(result))
 
 
-def bootstrap_score(value: float, replicates: np.ndarray, floor: float | None = None) -> Score:
-    """The basic bootstrap interval of ``value`` from its replicates, clipped below at ``floor`` (0 for a distance,
-    which cannot be negative: clipping to the parameter's range keeps the coverage)."""
+def bootstrap_score(
+    value: float, replicates: np.ndarray, floor: float | None = None, ceiling: float | None = None
+) -> Score:
+    """The basic bootstrap interval of ``value`` from its replicates, clipped to the statistic's range [floor,
+    ceiling] (0 for a distance, which cannot be negative; 1 for a share): clipping keeps the coverage."""
     low, high = basic_interval(value, replicates)
     if floor is not None:
         low, high = max(low, floor), max(high, floor)
+    if ceiling is not None:
+        low, high = min(low, ceiling), min(high, ceiling)
     method = f"basic bootstrap over samples, {len(replicates)} resamples"
     return Score(float(value), low, high, method, tuple(float(r) for r in replicates))
 
@@ -137,3 +141,47 @@ def rmse_score(value: float, per_sample_mse: np.ndarray, seed: int) -> Score:
     replicates = np.sqrt(weighted_means(e, resample_counts(len(e), RESAMPLES, seed)))
     method = "mean +- 1.96 standard errors across samples (delta method)"
     return Score(float(value), value - Z_95 * se, value + Z_95 * se, method, tuple(float(r) for r in replicates))
+
+
+def polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """KID's kernel k(x, y) = (x.y / D + 1)^3 (arXiv 1801.01401), float64."""
+    return (np.asarray(a, np.float64) @ np.asarray(b, np.float64).T / a.shape[1] + 1.0) ** 3
+
+
+def kid_score(value: float, fake: np.ndarray, real: np.ndarray, seed: int) -> Score:
+    """KID ``value`` with a basic bootstrap interval over the fakes.
+
+    The replicates are those of the unbiased MMD^2 U-statistic of the fakes against fixed real features R, the
+    fakes weighted by the resampling counts w over pairs of distinct samples (a sample drawn twice is not paired
+    with itself, which would add its large k(y, y)):
+    U(w) = sum_{i != j} w_i w_j K_ij / sum_{i != j} w_i w_j - 2 sum_i w_i mean_r k(r, y_i) / sum w
+    + mean_{r != r'} k(r, r'), shifted by value - U(1), so that they spread about the subset-averaged KID as U(w)
+    spreads about U(1).
+    """
+    counts = resample_counts(len(fake), RESAMPLES, seed)
+    m = len(real)
+    k_fake, k_real = polynomial_kernel(fake, fake), polynomial_kernel(real, real)
+    real_term = (k_real.sum() - np.trace(k_real)) / (m * (m - 1))
+    cross, diagonal = polynomial_kernel(real, fake).mean(axis=0), np.diag(k_fake)
+
+    def u(weights: np.ndarray) -> np.ndarray:
+        total, squares = weights.sum(axis=1), (weights**2).sum(axis=1)
+        pairs = ((weights @ k_fake) * weights).sum(axis=1) - (weights**2) @ diagonal
+        return pairs / (total**2 - squares) - 2.0 * weights @ cross / total + real_term
+
+    replicates = u(counts) - u(np.ones((1, len(fake))))[0] + value
+    return bootstrap_score(value, replicates)
+
+
+SYMMETRY = 0.1
+"""An interval whose midpoint is within this share of its half-width from the value is shown as ± half-width."""
+
+
+def interval_text(value: float, low: float, high: float) -> str:
+    """' ± h' (h half the width, 2 significant digits, positional: 130, 3.1, 0.0042) when the interval is centred
+    on the value, else ' [low, high]' (4 significant digits): a bias-corrected interval of a biased statistic
+    such as the Frechet distance may lie beside it."""
+    half = (high - low) / 2
+    if abs((high + low) / 2 - value) <= SYMMETRY * half:
+        return " ± " + np.format_float_positional(half, precision=2, unique=False, fractional=False, trim="-")
+    return f" [{low:.4g}, {high:.4g}]"

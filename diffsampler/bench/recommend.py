@@ -37,8 +37,8 @@ class Recommendation:
         return asdict(self)
 
     def text(self) -> str:
-        """One line: 'NFE 5: unipc (logsnr), fd_fmnist 12.3 ± 0.41; tied: deis, dpmpp 3M'."""
-        if self.label is None:
+        """One line: 'NFE 5: unipc (schedule logsnr), fd_fmnist 12.3 ± 0.41; tied: deis, dpmpp 3M'."""
+        if self.label is None or self.value is None:
             return f"NFE {self.nfe}: no scored cell of {self.metric}"
         interval = "" if self.low is None or self.high is None else interval_text(self.value, self.low, self.high)
         solver = "" if self.solver == self.label else f"solver {self.solver}, "

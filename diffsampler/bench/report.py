@@ -67,8 +67,11 @@ def mark_column(column: list[Entry], higher_is_better: bool) -> list[Entry]:
 
 
 def _mark_best(rows: list[tuple[str, list[Entry]]], higher_is_better: bool) -> list[tuple[str, list[Entry]]]:
+    """Every column of the rows marked (``mark_column``)."""
+    if not rows:
+        return rows
     columns = [mark_column([row[col] for _, row in rows], higher_is_better) for col in range(len(rows[0][1]))]
-    return [(label, [column[i] for column in columns]) for i, (label, _) in enumerate(rows)] if rows else rows
+    return [(label, [column[i] for column in columns]) for i, (label, _) in enumerate(rows)]
 
 
 def _scored_entry(record: dict[str, Any], auto_afs: bool) -> Entry:

@@ -265,7 +265,7 @@ def benchmark(
     """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
     from diffsampler.bench.config import benchmark_config, parse_nfe
     from diffsampler.bench.runner import run_benchmark
-    from diffsampler.terminal import progress_bar, rich_tables
+    from diffsampler.terminal import progress_bar, recommendation_lines, rich_tables
 
     def names(text: Optional[str]) -> Optional[list[str]]:
         return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
@@ -296,6 +296,8 @@ def benchmark(
         console.print(f"† {AUTO_AFS_NOTE}", highlight=False)
     for i, reason in enumerate(report.footnotes, 1):
         console.print(f"[{i}] {reason}", highlight=False, markup=False)
+    for line in recommendation_lines(report):
+        console.print(line, highlight=False, markup=False)
     console.print(
         f"{outcome.sampled} cells sampled, {outcome.reused} reused, in {outcome.seconds:.1f} s "
         f"-> {outcome.folder}/table.md",

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from diffsampler.bench.report import Report
+from diffsampler.bench.table import TIE_MARK
 from diffsampler.progress import ProgressEvent, ProgressFn
 
 
@@ -48,8 +49,20 @@ def progress_bar(
             bar.stop()
 
 
+def recommendation_lines(report: Report) -> list[str]:
+    """The legend of the marks, then the recommendation: one line per NFE (``diffsampler.bench.recommend``)."""
+    if not report.recommendations:
+        return []
+    metric = report.recommendations[0].metric
+    legend = (
+        f"{TIE_MARK} tied with the best of its column (paired bootstrap); "
+        "± half the 95% interval, or [low, high] where it is not centred on the value"
+    )
+    return [legend, f"Recommended by {metric}:", *(f"  {r.text()}" for r in report.recommendations)]
+
+
 def rich_tables(report: Report) -> list[Table]:
-    """The metric tables for the terminal (best per column in bold green)."""
+    """The metric tables for the terminal (best per column in bold green, tied ones marked)."""
     out = []
     for table in report.tables:
         better = "higher" if table.higher_is_better else "lower"

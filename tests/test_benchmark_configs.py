@@ -8,13 +8,19 @@ import pytest
 from typer.testing import CliRunner
 
 from diffsampler.bench.config import benchmark_config, solver_entries
-from diffsampler.bench.metric_registry import METRICS
+from diffsampler.bench.metric_registry import METRIC_GROUPS, METRICS
 from diffsampler.bench.plan import LEARNED_SCHEDULES, options_at_budget, plan_cells
 from diffsampler.cli import app
 from diffsampler.models import MODELS, is_model_path
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "benchmark").glob("*.yaml"))
-P1_TABLE = ["fmnist-p1-table.yaml", "fmnist-p1-rmse.yaml", "fmnist-p1-fid.yaml", "fmnist-p1-full.yaml"]
+P1_TABLE = [
+    "fmnist-p1-table.yaml",
+    "fmnist-p1-rmse.yaml",
+    "fmnist-p1-fid.yaml",
+    "fmnist-p1-full.yaml",
+    "fmnist-p1-intervals.yaml",
+]
 
 PENDING_MODELS = {"fmnist-p1"}
 """Built-in models of issue 16, registered when their trained checkpoints ship; checked for real once they exist."""
@@ -28,7 +34,7 @@ def test_config_validates_and_every_cell_has_a_grid(path):
     cfg.validate()
     assert cfg.model in MODELS or is_model_path(cfg.model) or cfg.model in PENDING_MODELS - set(MODELS), cfg.model
     for name in cfg.metrics or []:
-        assert name in METRICS or name in PENDING_METRICS - set(METRICS), name
+        assert name in METRICS or name in METRIC_GROUPS or name in PENDING_METRICS - set(METRICS), name
     entries = solver_entries(cfg.solvers)
     searched = [
         e for e in entries if e.schedule in LEARNED_SCHEDULES
@@ -44,7 +50,7 @@ def test_p1_table_configs_share_one_solver_list():
     solvers = [benchmark_config(folder / name, {}).solvers for name in P1_TABLE]
     fixed = [s for s in solvers[0] if not (isinstance(s, dict) and s.get("schedule") in LEARNED_SCHEDULES)]
     assert fixed == solvers[1] == solvers[2]
-    assert solvers[3] == solvers[0]  # the full table: the same rows, the searched one included
+    assert solvers[3] == solvers[4] == solvers[0]  # the full table and its re-scoring: the same rows, searched too
     labels = {entry.label for entry in solver_entries(fixed)}
     wanted = {
         "euler",

@@ -45,6 +45,8 @@ class BenchmarkConfig:
     nfe: list[int] = field(default_factory=lambda: list(DEFAULT_NFE))
     metrics: list[str] | None = None
     metric_options: dict[str, Any] = field(default_factory=dict)
+    primary_metric: str | None = None
+    """The metric the recommendation ranks by; None: the first metric of the run (``bench.recommend``)."""
     num_samples: int = 256
     run: RunSettings = run_settings(precision="auto")
     sigma_min: float | None = None

@@ -15,12 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from diffsampler.distributed import World
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.metrics.bootstrap import (
+    RESAMPLES,
+    Score,
+    bootstrap_score,
+    frechet_score,
+    kid_score,
+    resample_counts,
+    rmse_score,
+)
 from diffsampler.metrics.fmnist_net import SHIPPED_REFERENCE
 from diffsampler.metrics.pixel_frechet import frechet_to_gaussian, symmetric_sqrt
+from diffsampler.metrics.prdc import NAMES as PRDC_NAMES
+from diffsampler.metrics.prdc import NEAREST_K, knn_radii, prdc_balls
 from diffsampler.metrics.reference import ReferenceCache, max_error, rmse
 from diffsampler.models import Denoiser
 from diffsampler.plugins import load_group
@@ -45,7 +57,11 @@ class MetricState:
     moments: tuple[torch.Tensor, torch.Tensor] | None = None
     """The analytic model's exact mean and covariance square root (pixel_fd)."""
     features: dict[str, FeatureReference] = field(default_factory=dict)
-    """By metric name (fid, fd_fmnist, kid_fmnist): its feature network and reference."""
+    """By metric name (fid, fd_fmnist, kid_fmnist, prdc_fmnist): its feature network and reference."""
+    prdc: PRDCReference | None = None
+    """prdc_fmnist's fixed subset of real features and their k-NN radii."""
+    prdc_scores: tuple[torch.Tensor, dict[str, Score]] | None = None
+    """The last cell's samples and their four PRDC scores (its four metrics share one computation)."""
 
 
 @dataclass
@@ -66,7 +82,8 @@ class MetricContext:
     world: World = field(default_factory=World)
 
 
-MetricFn = Callable[[torch.Tensor, MetricContext], float]
+MetricFn = Callable[[torch.Tensor, MetricContext], "float | Score"]
+"""A metric's value, or a Score: the value with its 95% interval and bootstrap replicates."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +97,17 @@ class Metric:
     unavailable: Callable[[Denoiser], str | None] | None = None
     lower_is_better: bool = True
     version: int = 1
+    options_key: str | None = None
+    """The ``metric_options`` key it reads (its group's name for a member of a group such as prdc_fmnist)."""
+
+    @property
+    def option_name(self) -> str:
+        return self.options_key or self.name
 
 
 METRICS: dict[str, Metric] = {}
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {}
+"""A name that stands for several metrics in ``metrics`` (prdc_fmnist: its four parts), one options key for all."""
 DEFAULT_METRICS = ("rmse", "max_error", "pixel_fd")
 """The defaults for an analytic model (exact moments; its reference is cheap, so every sample is scored)."""
 NETWORK_DEFAULT_METRICS: dict[str, dict[str, Any]] = {"fd_fmnist": {}, "rmse": {"samples": 4}}
@@ -98,9 +123,10 @@ def register_metric(
     unavailable: Callable[[Denoiser], str | None] | None = None,
     lower_is_better: bool = True,
     version: int = 1,
+    options_key: str | None = None,
 ) -> Metric:
     """Add a metric to the registry."""
-    metric = Metric(name, compute, summary, prepare, unavailable, lower_is_better, version)
+    metric = Metric(name, compute, summary, prepare, unavailable, lower_is_better, version, options_key)
     METRICS[name] = metric
     return metric
 
@@ -114,8 +140,13 @@ def get_metric(name: str) -> Metric:
     """The registered metric of this name (plugins loaded first)."""
     load_plugins()
     if name not in METRICS:
-        raise unknown_choice("metric", name, METRICS)
+        raise unknown_choice("metric", name, [*METRICS, *METRIC_GROUPS])
     return METRICS[name]
+
+
+def expand_metrics(names: list[str]) -> list[str]:
+    """``names`` with each group name replaced by its members, in order, without repeats."""
+    return list(dict.fromkeys(member for name in names for member in METRIC_GROUPS.get(name, (name,))))
 
 
 def _reference_cache(ctx: MetricContext) -> ReferenceCache:
@@ -160,8 +191,11 @@ def _reference_pair(samples: torch.Tensor, ctx: MetricContext, name: str) -> tup
     return samples[:count], _reference_cache(ctx).get(count).solution
 
 
-def reference_rmse(samples: torch.Tensor, ctx: MetricContext) -> float:
-    return rmse(*_reference_pair(samples, ctx, "rmse"))
+def reference_rmse(samples: torch.Tensor, ctx: MetricContext) -> Score:
+    """rmse with its interval (mean +- 1.96 se across samples, ``bootstrap.rmse_score``)."""
+    x, ref = _reference_pair(samples, ctx, "rmse")
+    per_sample = (x.double() - ref.double()).pow(2).flatten(1).mean(dim=1)
+    return rmse_score(rmse(x, ref), per_sample.cpu().numpy(), ctx.seed)
 
 
 def reference_max_error(samples: torch.Tensor, ctx: MetricContext) -> float:
@@ -190,9 +224,18 @@ def prepare_moments(ctx: MetricContext) -> str:
     return "pixel_fd: against the exact mean and covariance of the analytic model"
 
 
-def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
+PIXEL_INTERVAL_DIM = 256
+"""pixel_fd gets a bootstrap interval up to this many values per sample (each resample solves a D x D eigenproblem)."""
+
+
+def pixel_frechet(samples: torch.Tensor, ctx: MetricContext) -> float | Score:
     mean, cov_sqrt = _moments(ctx)
-    return frechet_to_gaussian(samples, mean, cov_sqrt)
+    value = frechet_to_gaussian(samples, mean, cov_sqrt)
+    flat = samples.detach().cpu().double().flatten(1).numpy()
+    if flat.shape[1] > PIXEL_INTERVAL_DIM or flat.shape[0] < 2:
+        return value
+    root = cov_sqrt.numpy()
+    return frechet_score(value, flat, mean.numpy(), root @ root, ctx.seed)
 
 
 FID_OPTIONS = {"ref": "fashion-mnist:train", "inception": None, "cache_dir": None, "precision": "float32"}
@@ -302,12 +345,15 @@ def _not_fmnist_images(denoiser: Denoiser) -> str | None:
     )
 
 
-def _fmnist_reference(ctx: MetricContext, name: str, keep_features: bool) -> str:
-    """Load the classifier and the reference statistics (with the features for KID) into ``ctx.state``, once."""
+def _fmnist_reference(
+    ctx: MetricContext, name: str, keep_features: bool, defaults: dict[str, Any] = FMNIST_OPTIONS
+) -> str:
+    """Load the classifier and the reference statistics (with the features for KID and PRDC) into ``ctx.state``,
+    once."""
     from diffsampler.metrics.fmnist_net import locate_fmnist
     from diffsampler.metrics.ref_stats import is_statistics_file, load_statistics, reference_statistics
 
-    opts = _metric_options(ctx, name, FMNIST_OPTIONS)
+    opts = _metric_options(ctx, name, defaults)
     if name not in ctx.state.features:
         weights, ref = locate_fmnist(opts["weights"]), str(opts["ref"])
         if is_statistics_file(ref):
@@ -335,21 +381,39 @@ def _fmnist_features(samples: torch.Tensor, network: Any, world: World | None, k
     return batch_statistics(network, batches, keep_features=keep, world=world)
 
 
-def fmnist_frechet(samples: torch.Tensor, ctx: MetricContext) -> float:
-    """Frechet distance (arXiv 1706.08500 eq. 6) in the classifier's 128-d features; moments merged across ranks."""
+def fmnist_frechet(samples: torch.Tensor, ctx: MetricContext) -> float | Score:
+    """Frechet distance (arXiv 1706.08500 eq. 6) in the classifier's 128-d features, with its bootstrap interval;
+    under torchrun the moments are merged across ranks and there is no interval (the features stay on their rank)."""
     from diffsampler.metrics.fid import fid_from_statistics
 
-    prepared = ctx.state.features["fd_fmnist"]
-    return fid_from_statistics(_fmnist_features(samples, prepared.network, ctx.world, False), prepared.stats)
+    prepared, alone = ctx.state.features["fd_fmnist"], ctx.world.size == 1
+    stats = _fmnist_features(samples, prepared.network, ctx.world, alone)
+    value = fid_from_statistics(stats, prepared.stats)
+    if stats.features is None:
+        return value
+    return frechet_score(value, stats.features, prepared.stats.mu, prepared.stats.sigma, ctx.seed)
 
 
-def fmnist_kid(samples: torch.Tensor, ctx: MetricContext) -> float:
-    """KID (arXiv 1801.01401) in the classifier's features; every rank holds all samples and scores them alone."""
+KID_INTERVAL_REFERENCE = 5000
+"""kid_fmnist's interval compares with this many real feature vectors (a fixed subset, permutation seeded 0)."""
+
+
+def fmnist_kid(samples: torch.Tensor, ctx: MetricContext) -> Score:
+    """KID (arXiv 1801.01401) in the classifier's features with its bootstrap interval (``bootstrap.kid_score``);
+    every rank holds all samples and scores them alone."""
     from diffsampler.metrics.fid import kernel_inception_distance
 
     prepared = ctx.state.features["kid_fmnist"]
     features = _fmnist_features(samples, prepared.network, None, True).features
-    return kernel_inception_distance(features, prepared.stats.features)
+    real = prepared.stats.features
+    value = kernel_inception_distance(features, real)
+    return kid_score(value, features, _fixed_subset(real, KID_INTERVAL_REFERENCE), ctx.seed)
+
+
+def _fixed_subset(features: np.ndarray, size: int) -> np.ndarray:
+    """``size`` rows of ``features`` (all if fewer) picked by a permutation seeded 0, in their order."""
+    order = np.random.default_rng(0).permutation(len(features))[:size]
+    return np.asarray(features, np.float64)[np.sort(order)]
 
 
 register_metric(
@@ -366,3 +430,81 @@ register_metric(
     lambda ctx: _fmnist_reference(ctx, "kid_fmnist", True),
     _not_fmnist_images,
 )
+
+
+@dataclass(frozen=True)
+class PRDCReference:
+    """The real features PRDC compares with (a fixed subset of the reference's) and their k-NN radii."""
+
+    real: np.ndarray
+    radii: np.ndarray
+    k: int
+
+
+PRDC_OPTIONS = {**FMNIST_OPTIONS, "k": NEAREST_K, "reference_size": None}
+"""metric_options of ``prdc_fmnist``: those of fd_fmnist, the k of the k-NN balls (5, as arXiv 2002.09797) and how
+many real feature vectors it compares with, a fixed subset of the reference (a permutation seeded 0); None: as many
+as the cell's samples, the paper's equal sizes."""
+PRDC_PARTS = {name: f"{name}_fmnist" for name in PRDC_NAMES}
+
+
+def _positive_int(name: str, key: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"metric_options.{name}.{key} must be an integer of at least {minimum}, got {value!r}")
+    return value
+
+
+def prepare_prdc(ctx: MetricContext) -> str:
+    """The classifier, the reference features (computed from the dataset once and cached, as for KID), their fixed
+    subset and its k-NN radii, once."""
+    opts = _metric_options(ctx, "prdc_fmnist", PRDC_OPTIONS)
+    k = _positive_int("prdc_fmnist", "k", opts["k"])
+    wanted = ctx.num_samples if opts["reference_size"] is None else opts["reference_size"]
+    size = _positive_int("prdc_fmnist", "reference_size", wanted, k + 1)
+    note = _fmnist_reference(ctx, "prdc_fmnist", True, PRDC_OPTIONS)
+    if ctx.state.prdc is None:
+        features = ctx.state.features["prdc_fmnist"].stats.features
+        assert features is not None
+        real = _fixed_subset(features, size)
+        ctx.state.prdc = PRDCReference(real, knn_radii(real, k), k)
+    return f"{note}; PRDC with k = {ctx.state.prdc.k} against {len(ctx.state.prdc.real)} of its images"
+
+
+def _prdc_scores(samples: torch.Tensor, ctx: MetricContext) -> dict[str, Score]:
+    """The four PRDC scores of one cell's samples with their bootstrap intervals, computed once per cell."""
+    cached = ctx.state.prdc_scores
+    if cached is not None and cached[0] is samples:
+        return cached[1]
+    reference, network = ctx.state.prdc, ctx.state.features["prdc_fmnist"].network
+    assert reference is not None
+    fake = _fmnist_features(samples, network, None, True).features
+    balls = prdc_balls(reference.real, fake, reference.k, reference.radii)
+    values, replicates = balls.values(), balls.replicates(resample_counts(len(fake), RESAMPLES, ctx.seed))
+    scores = {
+        name: bootstrap_score(values[name], replicates[name], 0.0, None if name == "density" else 1.0)
+        for name in PRDC_NAMES
+    }
+    ctx.state.prdc_scores = (samples, scores)
+    return scores
+
+
+def _prdc_part(part: str) -> MetricFn:
+    return lambda samples, ctx: _prdc_scores(samples, ctx)[part]
+
+
+for _part, _summary in (
+    ("precision", "PRDC precision: share of samples inside the real data's k-NN balls (fidelity)"),
+    ("recall", "PRDC recall: share of real images inside the samples' k-NN balls (diversity)"),
+    ("density", "PRDC density: real k-NN balls holding a sample, per sample / k (fidelity; 1 for real data)"),
+    ("coverage", "PRDC coverage: share of real images whose k-NN ball holds a sample (diversity)"),
+):
+    register_metric(
+        PRDC_PARTS[_part],
+        _prdc_part(_part),
+        f"{_summary}, in the Fashion-MNIST classifier's features",
+        prepare_prdc,
+        _not_fmnist_images,
+        lower_is_better=False,
+        options_key="prdc_fmnist",
+    )
+METRIC_GROUPS["prdc_fmnist"] = tuple(PRDC_PARTS.values())

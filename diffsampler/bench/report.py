@@ -6,17 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.bench.config import BenchmarkConfig
 from diffsampler.bench.metric_registry import Metric, scored_count
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
 from diffsampler.bench.plots import plot_metric, plot_metric_vs_time
+from diffsampler.bench.recommend import Recommendation, primary_metric, recommend
 from diffsampler.bench.store import ResultStore
-from diffsampler.bench.table import AFS_MARK, Entry, MetricTable, Status
+from diffsampler.bench.table import AFS_MARK, TIE_MARK, Entry, MetricTable, Status
+from diffsampler.metrics.bootstrap import tied
 
 
 @dataclass
@@ -32,28 +36,55 @@ class Report:
     footnotes: list[str]
     notes: list[str]
     cells: list[dict[str, Any]] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
+    """Per NFE, the best row by the primary metric and the rows tied with it (``diffsampler.bench.recommend``)."""
 
     @property
     def any_auto_afs(self) -> bool:
         return any(entry.auto_afs for table in self.tables for _, row in table.rows for entry in row)
 
 
-def _mark_best(rows: list[tuple[str, list[Entry]]], higher_is_better: bool) -> list[tuple[str, list[Entry]]]:
-    columns = len(rows[0][1]) if rows else 0
-    best: list[float | None] = []
-    for col in range(columns):
-        values = [v for _, row in rows if row[col].has_value and (v := row[col].value) is not None]
-        best.append((max(values) if higher_is_better else min(values)) if values else None)
+def _tied_with(entry: Entry, leader: Entry) -> bool:
+    """Whether ``entry`` is tied with the column's best: both carry replicates of the same resampling (the paired
+    test, ``bootstrap.tied``); False where either lacks them (records made without intervals)."""
+    a, b = entry.replicates, leader.replicates
+    if a is None or b is None or len(a) != len(b) or entry.value is None or leader.value is None:
+        return False
+    return tied(entry.value, np.asarray(a), leader.value, np.asarray(b))
+
+
+def mark_column(column: list[Entry], higher_is_better: bool) -> list[Entry]:
+    """The column's entries with the best (bold) and those statistically tied with it (``TIE_MARK``) marked."""
+    values = [e.value for e in column if e.has_value and e.value is not None]
+    if not values:
+        return column
+    best = max(values) if higher_is_better else min(values)
+    leader = next(e for e in column if e.has_value and e.value == best)
     return [
-        (
-            label,
-            [
-                Entry(e.status, e.value, e.footnote, e.auto_afs, e.has_value and e.value == best[i])
-                for i, e in enumerate(row)
-            ],
-        )
-        for label, row in rows
+        (replace(e, best=True) if e.value == best else replace(e, tied=_tied_with(e, leader))) if e.has_value else e
+        for e in column
     ]
+
+
+def _mark_best(rows: list[tuple[str, list[Entry]]], higher_is_better: bool) -> list[tuple[str, list[Entry]]]:
+    """Every column of the rows marked (``mark_column``)."""
+    if not rows:
+        return rows
+    columns = [mark_column([row[col] for _, row in rows], higher_is_better) for col in range(len(rows[0][1]))]
+    return [(label, [column[i] for column in columns]) for i, (label, _) in enumerate(rows)]
+
+
+def _scored_entry(record: dict[str, Any], auto_afs: bool) -> Entry:
+    """The entry of a scored record: its value, interval and replicates (absent from records made before them)."""
+    replicates = record.get("replicates")
+    return Entry(
+        Status.OK,
+        record["value"],
+        auto_afs=auto_afs,
+        low=record.get("low"),
+        high=record.get("high"),
+        replicates=None if replicates is None else tuple(replicates),
+    )
 
 
 def build_report(
@@ -115,8 +146,10 @@ def build_report(
                 grid[m.name][key] = Entry(Status.FAILED, footnote=footnote(record["error"]))
                 info.update(status=Status.FAILED.value, reason=record["error"])
             else:
-                grid[m.name][key] = Entry(Status.OK, record["value"], auto_afs=cell.auto_afs)
+                grid[m.name][key] = _scored_entry(record, cell.auto_afs)
                 info["values"][m.name] = record["value"]
+                for bound in ("low", "high"):
+                    info.setdefault(bound, {})[m.name] = record.get(bound)
                 info["status"] = Status.OK.value
             sps = record.get("samples_per_second")
             speed[key] = (
@@ -136,14 +169,19 @@ def build_report(
             m.summary,
             not m.lower_is_better,
             _mark_best(rows(grid[m.name]), not m.lower_is_better),
-            scored_count(cfg.metric_options.get(m.name, {}), cfg.num_samples),
+            scored_count(cfg.metric_options.get(m.option_name, {}), cfg.num_samples),
         )
         for m in metrics
     ]
     throughput = MetricTable(
         "samples_per_second", "samples per second, sampling alone", True, _mark_best(rows(speed), True)
     )
-    return Report(cfg.model, cfg.num_samples, cfg.run.seed, budgets, tables, throughput, footnotes, notes, cell_rows)
+    primary = next(t for t in tables if t.name == primary_metric(cfg.primary_metric, [t.name for t in tables]))
+    by_key = {(row["label"], row["nfe"]): row for row in cell_rows}
+    advice = recommend(primary, budgets, by_key)
+    return Report(
+        cfg.model, cfg.num_samples, cfg.run.seed, budgets, tables, throughput, footnotes, notes, cell_rows, advice
+    )
 
 
 def _md_escape(text: str) -> str:
@@ -164,8 +202,15 @@ def markdown(report: Report) -> str:
         "",
         f"{report.num_samples} samples per cell, the same latents "
         f"for every solver (sample i seeded by ({report.seed}, i)). "
-        "**Bold**: the best in its NFE column. The exact sigma grid of every cell is in sigmas.csv.",
+        "**Bold**: the best in its NFE column; "
+        f"{TIE_MARK}: tied with it (the paired 95% bootstrap interval of the difference holds 0); "
+        "± half the 95% interval, or [low, high] where it is not centred on the value "
+        "(its bounds in table.csv and results.json; docs/rankings.md). "
+        "The exact sigma grid of every cell is in sigmas.csv.",
     ]
+    if report.recommendations:
+        metric = report.recommendations[0].metric
+        out += ["", f"## Recommendation (by {metric})", "", *(f"- {r.text()}" for r in report.recommendations)]
     for table in (*report.tables, report.throughput):
         better = "higher" if table.higher_is_better else "lower"
         out += [
@@ -185,28 +230,25 @@ def markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+def _csv_cell(entry: Entry) -> list[str]:
+    """The value (full precision; 'n/a', 'failed' or empty), the interval's bounds and the tie mark of one cell."""
+    if entry.status is not Status.OK:
+        return ["" if entry.status is Status.MISSING else entry.status.value, "", "", ""]
+    bounds = ["" if b is None else repr(b) for b in (entry.low, entry.high)]
+    return [repr(entry.value), *bounds, str(entry.tied).lower()]
+
+
 def csv_text(report: Report) -> str:
-    """table.csv: metric, the samples of each cell it scores, solver, then one column per NFE with full-precision
-    values ('n/a', 'failed' or empty)."""
+    """table.csv: metric, the samples of each cell it scores, solver, then per NFE the value at full precision
+    ('n/a', 'failed' or empty), the 95% interval's low and high, and whether it is tied with the column's best."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["metric", "samples", "solver", *(f"nfe_{n}" for n in report.budgets)])
+    per_nfe = [f"nfe_{n}{part}" for n in report.budgets for part in ("", "_low", "_high", "_tied")]
+    writer.writerow(["metric", "samples", "solver", *per_nfe])
     for table in (*report.tables, report.throughput):
         samples = min(table.scored or report.num_samples, report.num_samples)
         for label, row in table.rows:
-            writer.writerow(
-                [
-                    table.name,
-                    samples,
-                    label,
-                    *(
-                        repr(e.value)
-                        if e.status is Status.OK
-                        else ("" if e.status is Status.MISSING else e.status.value)
-                        for e in row
-                    ),
-                ]
-            )
+            writer.writerow([table.name, samples, label, *(part for e in row for part in _csv_cell(e))])
     return buf.getvalue()
 
 
@@ -230,6 +272,18 @@ def sigmas_csv(report: Report) -> str:
     return buf.getvalue()
 
 
+def _cells_with_marks(report: Report) -> list[dict[str, Any]]:
+    """The report's cells with, per metric, whether each is the best of its column and whether tied with it."""
+    marks: dict[tuple[str, int], dict[str, dict[str, bool]]] = {}
+    for table in report.tables:
+        for label, row in table.rows:
+            for nfe, entry in zip(report.budgets, row):
+                if entry.has_value:
+                    cell = marks.setdefault((label, nfe), {"best": {}, "tied": {}})
+                    cell["best"][table.name], cell["tied"][table.name] = entry.best, entry.tied
+    return [{**cell, **marks.get((cell["label"], cell["nfe"]), {})} for cell in report.cells]
+
+
 def results_json(report: Report) -> dict[str, Any]:
     """results.json: the run, the metrics, every cell with its grid, timing and values, footnotes and notes."""
     return {
@@ -240,7 +294,9 @@ def results_json(report: Report) -> dict[str, Any]:
         "metrics": [
             {"name": t.name, "summary": t.summary, "higher_is_better": t.higher_is_better} for t in report.tables
         ],
-        "cells": report.cells,
+        "cells": _cells_with_marks(report),
+        "primary_metric": report.recommendations[0].metric if report.recommendations else None,
+        "recommendation": [r.to_json() for r in report.recommendations],
         "footnotes": report.footnotes,
         "notes": report.notes,
         "auto_afs_note": AUTO_AFS_NOTE if report.any_auto_afs else None,

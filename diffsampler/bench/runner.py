@@ -23,10 +23,12 @@ from diffsampler.bench.metric_registry import (
     NETWORK_DEFAULT_METRICS,
     Metric,
     MetricContext,
+    expand_metrics,
     get_metric,
     scored_count,
 )
 from diffsampler.bench.plan import Cell, plan_cells
+from diffsampler.bench.recommend import primary_metric
 from diffsampler.bench.report import Report, build_report, write_reports
 from diffsampler.bench.store import Manifest, ResultStore
 from diffsampler.codehash import metric_code, solver_code
@@ -34,6 +36,7 @@ from diffsampler.config import recorded_precision, with_precision
 from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError, resumable
 from diffsampler.images import save_grid, save_scatter
+from diffsampler.metrics.bootstrap import Score, as_score
 from diffsampler.models import Denoiser, model_label, model_summary
 from diffsampler.progress import ProgressFn, report
 from diffsampler.run_setup import RunSetup, setup_run
@@ -77,7 +80,7 @@ def choose_metrics(names: list[str] | None, denoiser: Denoiser, model: str) -> l
     if names is None:
         return [METRICS[n] for n in default_metrics(denoiser)]
     metrics = []
-    for name in dict.fromkeys(names):
+    for name in expand_metrics(names):
         metric = get_metric(name)
         reason = _unavailable(metric, denoiser)
         if reason:
@@ -143,7 +146,7 @@ def _manifest(
     metric_defs = {
         m.name: {
             "version": m.version,
-            "options": cfg.metric_options.get(m.name, {}),
+            "options": cfg.metric_options.get(m.option_name, {}),
             "code": metric_code(m.compute, m.prepare, m.unavailable),
         }
         for m in metrics
@@ -165,7 +168,7 @@ def _record(
     cfg: BenchmarkConfig,
     cell: Cell,
     metric: Metric,
-    value: float | None,
+    score: Score | None,
     timing: dict[str, Any],
     error: str | None,
     note: str | None,
@@ -184,10 +187,10 @@ def _record(
         "sigmas": cell.plan.sigmas.tolist(),
         "artefacts": cell_artefacts(cell),
         "num_samples": cfg.num_samples,
-        "scored": scored_count(cfg.metric_options.get(metric.name, {}), cfg.num_samples),
+        "scored": scored_count(cfg.metric_options.get(metric.option_name, {}), cfg.num_samples),
         "seed": cfg.run.seed,
         "metric": metric.name,
-        "value": value,
+        **(score or Score()).fields(),
         "error": error,
         "note": note,
         **timing,
@@ -218,9 +221,10 @@ def _resolved(cfg: BenchmarkConfig, setup: RunSetup) -> BenchmarkConfig:
 def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     """The run's metrics; ``metric_options`` may only name those."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
-    unknown_opts = [k for k in cfg.metric_options if k not in {m.name for m in metrics}]
+    unknown_opts = [k for k in cfg.metric_options if k not in {m.option_name for m in metrics}]
     if unknown_opts:
         raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
+    primary_metric(cfg.primary_metric, [m.name for m in metrics])
     return metrics
 
 
@@ -314,9 +318,9 @@ def _sample_cell(run: _Run, cell: Cell, missing: list[Metric]) -> tuple[str | No
     if samples is not None and world.is_main:
         _save_preview(samples, denoiser.sample_shape, run.store.grid_path(cell.entry.label, cell.nfe))
     for metric in missing:
-        value = None if samples is None else metric.compute(samples, run.ctx)
+        score = None if samples is None else as_score(metric.compute(samples, run.ctx))
         if world.is_main:
-            run.store.write(_record(cfg, cell, metric, value, timing, error, run.notes.get(metric.name)))
+            run.store.write(_record(cfg, cell, metric, score, timing, error, run.notes.get(metric.name)))
     return None, seconds
 
 

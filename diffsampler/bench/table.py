@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from diffsampler.metrics.bootstrap import interval_text
+
 AFS_MARK = "†"
+TIE_MARK = "*"
+"""After a value statistically tied with the best of its column (``diffsampler.metrics.bootstrap.tied``)."""
 
 
 class Status(str, Enum):
@@ -29,15 +33,35 @@ class Entry:
     footnote: int | None = None
     auto_afs: bool = False
     best: bool = False
+    low: float | None = None
+    high: float | None = None
+    """The cell's 95% interval (None for records made without one)."""
+    replicates: tuple[float, ...] | None = None
+    """Bootstrap replicates under the run's shared resampling (the paired tie test)."""
+    tied: bool = False
+    """Not the best of its column, but statistically tied with it."""
 
     @property
     def has_value(self) -> bool:
         """True when the cell was scored (status ok with a value)."""
         return self.status is Status.OK and self.value is not None
 
+    @property
+    def has_interval(self) -> bool:
+        return self.has_value and self.low is not None and self.high is not None
+
+    def interval_text(self) -> str:
+        """' ± h' (h half the width, 2 significant digits) for an interval about the value, else ' [low, high]';
+        '' without an interval (``interval_text``)."""
+        if not self.has_interval or self.value is None:
+            return ""
+        assert self.low is not None and self.high is not None
+        return interval_text(self.value, self.low, self.high)
+
     def text(self, markdown: bool = False) -> str:
         if self.has_value:
-            core = f"{self.value:.4g}" + (AFS_MARK if self.auto_afs else "")
+            mark = ("\\" + TIE_MARK if markdown else TIE_MARK) if self.tied else ""
+            core = f"{self.value:.4g}{self.interval_text()}" + (AFS_MARK if self.auto_afs else "") + mark
             return f"**{core}**" if self.best and markdown else core
         if self.status in (Status.NA, Status.FAILED):
             return f"{self.status}[^{self.footnote}]" if markdown else f"{self.status} [{self.footnote}]"

@@ -93,6 +93,9 @@ def config_command(target: str, unset: Mapping[str, str] | None = None) -> type[
     """
 
     class ConfigCommand(TyperCommand):
+        config_target = target
+        """The config dataclass ("module:Name"), read by the docs' option reference and its test."""
+
         def format_help(self, ctx: Any, formatter: Any) -> None:
             _describe(self, target, unset or {})
             super().format_help(ctx, formatter)

@@ -22,7 +22,7 @@ NAMES = sorted(MANIFEST)
 P4_RECORD = Path(__file__).parents[1] / "results/models/fmnist-p4.json"
 """The unshipped P = 4: its manifest entry, beside its checkpoint."""
 P4_LONG_RECORD = P4_RECORD.with_name("fmnist-p4-long.json")
-"""The same run trained twice as long (README: how FID falls with images seen)."""
+"""The same run trained twice as long (docs/results/trained-models.md: how FID falls with images seen)."""
 TRAINING_FREE = sorted(name for name, spec in SOLVERS.items() if spec.training_free)
 
 

@@ -49,7 +49,8 @@ def cli_commands() -> dict[str, CommandInfo]:
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    """Text for one Markdown table cell: one line, pipes escaped, angle brackets shown rather than read as HTML."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _option_row(param: Any) -> str:
@@ -113,7 +114,7 @@ def errors_markdown() -> str:
     lines = []
     for module, messages in user_errors().items():
         lines += ["", f"**`{module}`**", ""]
-        lines += [f"- `{_cell(m).replace('`', chr(39))}`" for m in messages]
+        lines += [f"- `{' '.join(m.split()).replace('`', chr(39))}`" for m in messages]
     return "\n".join(lines)
 
 

@@ -27,10 +27,15 @@ def _cli():
     return load_cli_reference().cli_commands()
 
 
-def _solver_options() -> set[str]:
+def _solver_options(tokens: list[str]) -> set[str] | None:
+    """The options of the solver a command line names (every solver's when it names none); None when it names a
+    solver that is not registered (a page's own example solver: its python block runs it)."""
     from diffsampler.solvers import SOLVERS
 
-    return {key for spec in SOLVERS.values() for key in spec.options}
+    names = [tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--solver"]
+    if not names:
+        return {key for spec in SOLVERS.values() for key in spec.options}
+    return set(SOLVERS[names[-1]].options) if names[-1] in SOLVERS else None
 
 
 def _code_lines(text: str) -> list[str]:
@@ -66,9 +71,10 @@ def _check_args(tokens: list[str], options: set[str], keys: set[str], where: str
             key = value.split("=", 1)[0].split(".", 1)[0]
             if key not in keys and not key.isupper():  # KEY=VALUE is the placeholder
                 problems.append(f"{where}: unknown config key '{key}' in --set {value}")
-        if token in ("-o", "--option") and "=" in value and "-o" in options:
-            if value.split("=", 1)[0] not in _solver_options():
-                problems.append(f"{where}: no solver has the option '{value.split('=', 1)[0]}'")
+        solver_options = _solver_options(tokens)
+        if token in ("-o", "--option") and "=" in value and "-o" in options and solver_options is not None:
+            if value.split("=", 1)[0] not in solver_options:
+                problems.append(f"{where}: the solver has no option '{value.split('=', 1)[0]}'")
     return problems
 
 
@@ -114,7 +120,8 @@ def test_every_command_page_shows_its_generated_reference() -> None:
         ("```bash\ndiffsampler benchmrk --nfe 5\n```\n", "unknown command 'diffsampler benchmrk'"),
         ("Run `diffsampler sample --nfes 5`.", "unknown option --nfes"),
         ("```bash\ndiffsampler sample --model gmm-2d \\\n    --set nfes=3\n```\n", "unknown config key 'nfes'"),
-        ("`diffsampler sample -o alpah=0.5`", "no solver has the option 'alpah'"),
+        ("`diffsampler sample -o alpah=0.5`", "the solver has no option 'alpah'"),
+        ("`diffsampler sample --solver euler -o order=2`", "the solver has no option 'order'"),
         ("Start over with `--frsh`.", "unknown option --frsh"),
         ("`diffsampler benchmark --set metric_option.rmse.samples=4`", "unknown config key 'metric_option'"),
         ("`diffsampler fid x.npz --num-samples 3`", "unknown option --num-samples"),
@@ -129,7 +136,9 @@ def test_the_checker_accepts_real_names() -> None:
     text = (
         "```bash\nOMP_NUM_THREADS=1 diffsampler --debug benchmark --nfe 3,5 --set metric_options.rmse.samples=4 \\\n"
         "    --fresh  # a comment --not-an-option\n```\n"
-        "Then `diffsampler sample -o afs=true --set rho=5`, `--resume`.\n"
+        "Then `diffsampler sample -o afs=true --set rho=5`, `--resume`,\n"
+        "`diffsampler sample --solver dpmpp -o order=2`,\n"
+        "and a page's own solver: `diffsampler sample --solver rk2 -o alpha=0.5`.\n"
     )
     assert check_text(text, "good.md") == []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffsampler.atomic import atomic_dir, check_name, check_replaceable
+from diffsampler.atomic import atomic_dir, check_name, check_replaceable, save_npz
 from diffsampler.config import SampleConfig, flat_dict, with_precision
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import model_label
@@ -72,7 +72,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     if denoiser.latent:
         samples = decode(denoiser, samples, cfg.run.batch_size, device)
     with atomic_dir(folder, "sample") as tmp:
-        np.savez(
+        save_npz(
             tmp / "samples.npz",
             samples=samples.numpy(),
             sigmas=plan.sigmas.numpy(),

@@ -13,7 +13,16 @@ from typing import Any
 import torch
 
 from diffsampler import __version__
-from diffsampler.config import RunSettings, identity_values, recorded_precision, run_settings, with_precision
+from diffsampler.config import (
+    RunSettings,
+    check_limit,
+    check_nfe,
+    check_samples,
+    identity_values,
+    recorded_precision,
+    run_settings,
+    with_precision,
+)
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
@@ -37,6 +46,10 @@ from diffsampler.solvers import get_solver
 
 METHODS = ("gits", "ld3")
 DEFAULT_SAMPLES = {"gits": 256, "ld3": 100}
+MAX_TEACHER_STEPS = 100_000
+"""The most steps of the teacher's solve (GITS' fine grid, LD3's teacher)."""
+MAX_ITERATIONS = 1_000_000
+"""The most Adam steps of LD3."""
 """GITS: 256 warm-up trajectories (the paper's code); LD3: 100 teacher samples (the paper)."""
 LD3_TEACHER_STEPS = 60
 """iPNDM steps of LD3's teacher (about the GITS teacher's 60 NFE at six steps)."""
@@ -69,6 +82,10 @@ class SearchConfig:
             raise unknown_choice("GITS metric", self.metric, METRICS)
         if self.nfe < 1 or (self.num_samples is not None and self.num_samples < 1):
             raise UserError("nfe and num_samples must be at least 1")
+        check_nfe(self.nfe)
+        check_samples(self.num_samples)
+        check_limit("teacher_steps", self.teacher_steps, MAX_TEACHER_STEPS, "steps of the teacher's solve")
+        check_limit("iterations", self.iterations, MAX_ITERATIONS, "LD3's Adam steps")
         if self.iterations < 0 or self.lr <= 0 or self.coeff <= 0:
             raise UserError("iterations must be >= 0, lr and coeff positive")
         self.run.validate()

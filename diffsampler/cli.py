@@ -260,10 +260,18 @@ def benchmark(
     device: Optional[str] = flag("device"),
     name: Optional[str] = flag("name", "Run name: results go to OUT/NAME (a rerun resumes); unset: the model name."),
     out: Optional[str] = flag("out", "Parent folder of runs."),
-    fresh: bool = typer.Option(False, "--fresh", metavar="", help="Delete the run's earlier records and start over."),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        metavar="",
+        help="Start over: first delete the run folder's run.json, records (records/<label>/nfe<N>/n<S>/<metric>.json), "
+        "sample previews (grids/<label>/nfe<N>.png) and reports (table.md, table.csv, sigmas.csv, results.json, "
+        "plots); any other file or folder there is kept.",
+    ),
 ) -> None:
     """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
     from diffsampler.bench.config import benchmark_config, parse_nfe
+    from diffsampler.bench.metric_registry import check_metric_options
     from diffsampler.bench.runner import run_benchmark
     from diffsampler.terminal import progress_bar, recommendation_lines, rich_tables
 
@@ -282,6 +290,7 @@ def benchmark(
         out=out,
     )
     cfg = benchmark_config(config, flags, names(solvers), sets)
+    check_metric_options(cfg.metric_options, cfg.metrics)  # before the progress bar is drawn
     with progress_bar("benchmark", err_console, enabled=_main_rank()) as bar:
         outcome = run_benchmark(cfg, fresh, bar)
     if not _main_rank():

@@ -18,9 +18,10 @@ from typing import Any, Mapping
 import torch
 
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
-from diffsampler.artefacts import register_prepare_hook
+from diffsampler.artefacts import register_artefact_reader, register_prepare_hook
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.errors import UserError
+from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 FORMAT = "diffsampler-amed-predictor/1"
 
@@ -50,9 +51,9 @@ def load_predictor(path: str | Path) -> PredictorCheckpoint:
     if not p.is_file():
         raise UserError(f"AMED predictor file not found: {p}; train one with `diffsampler train-amed`")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{p} is not a readable AMED predictor checkpoint ({type(exc).__name__})") from exc
+        data = load_plain(p)
+    except UnreadableTorchFile as exc:
+        raise UserError(f"{p} is not a readable AMED predictor checkpoint ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{p} is not an AMED predictor checkpoint of format {FORMAT}")
     predictor = AMEDPredictor(PredictorConfig(**data["config"]))
@@ -137,3 +138,5 @@ def register_plugin() -> None:
     """The built-in plugin (group ``diffsampler.solvers``) that loads AMED predictors for `amed` and `amed-plugin`."""
     register_prepare_hook("amed", prepare_amed)
     register_prepare_hook("amed-plugin", prepare_amed_plugin)
+    for solver in ("amed", "amed-plugin"):
+        register_artefact_reader(solver, lambda options: load_predictor(options["predictor"]))

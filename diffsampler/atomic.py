@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from diffsampler.errors import UserError, shorten
 
@@ -102,6 +102,16 @@ def check_writable_file(path: Path) -> None:
         raise UserError(f"cannot create output folder {path.parent}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path.parent, os.W_OK)):
         raise UserError(f"output folder {parent} is not writable; choose another output path")
+
+
+def check_own_file(path: Path, ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse (one line) an output file ``path`` that exists and is not ``what`` of ours (``ours(path)`` False): a
+    command replaces only a file it wrote."""
+    if path.is_symlink() or (path.exists() and not path.is_file()) or (path.is_file() and not ours(path)):
+        raise UserError(
+            f"{path} exists and is not {what} written by diffsampler, so it is left alone; "
+            "move it away or choose another output name"
+        )
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffsampler.cli_config import COMMON_HELP, config_command, config_option, flag, set_option
-from diffsampler.errors import Interrupted, UserError
+from diffsampler.errors import MESSAGE_LIMIT, Interrupted, UserError, shorten
 from diffsampler.plugins import PluginWarning, plugin_package
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -50,7 +50,8 @@ def user_errors(fn: F) -> F:
         except UserError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            line = shorten(str(exc), MESSAGE_LIMIT, as_repr=False)
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             if _state["debug"]:
@@ -472,9 +473,12 @@ def ref_stats(
 
     dev = resolve_device(device)
     if out is not None:
-        from diffsampler.atomic import check_writable_file
+        from diffsampler.atomic import check_own_file, check_path_names, check_writable_file
+        from diffsampler.metrics.ref_stats import is_statistics_file
 
+        check_path_names(out)
         check_writable_file(out)
+        check_own_file(out, is_statistics_file, "a statistics file (mu, sigma)")
     weights = feature_network(features, inception if features == "inception" else None, precision)
     size = (
         resolve_batch_size(batch_size, dev)

@@ -87,6 +87,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(
+            f"config file {p} is {p.stat().st_size:,} bytes, above the limit of {MAX_CONFIG_BYTES:,}; "
+            "give long sigma grids as a schedule file (schedule: PATH.json)"
+        )
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -106,6 +111,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {p} must hold a mapping of keys to values")
     return data
 
+
+MAX_CONFIG_BYTES = 1_000_000
+"""The largest config file read (YAML takes seconds per megabyte; a config is a few hundred bytes)."""
 
 FLAT = {"flat": True}
 """Field metadata of a nested settings dataclass whose keys files, ``--set`` and records give at the top level."""

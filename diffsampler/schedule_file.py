@@ -62,6 +62,15 @@ def write_schedule(path: str | Path, artefact: ScheduleArtefact) -> Path:
     return Path(path)
 
 
+def is_schedule_file(path: Path) -> bool:
+    """True when ``path`` holds a schedule file of ours (a JSON object with our format tag)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
 def _parse(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
         raise UserError(f"schedule file not found: {path}")

@@ -20,7 +20,7 @@ import torch
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
 from diffsampler.artefacts import register_artefact_reader, register_prepare_hook
 from diffsampler.atomic import atomic_write_bytes
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, shorten
 from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 FORMAT = "diffsampler-amed-predictor/1"
@@ -60,6 +60,15 @@ def load_predictor(path: str | Path) -> PredictorCheckpoint:
     predictor.load_state_dict(data["state_dict"])
     predictor.eval().requires_grad_(False)
     return PredictorCheckpoint(predictor, data["meta"], str(p))
+
+
+def is_predictor(path: Path) -> bool:
+    """True when ``path`` holds a checkpoint of ours (its format tag), readable or not by this version."""
+    try:
+        data = load_plain(path)
+    except UnreadableTorchFile:
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT.partition("/")[0])
 
 
 def check_context(
@@ -106,8 +115,8 @@ def check_context(
     sigmas, trained = list(context["sigmas"]), list(meta["sigmas"])
     if len(sigmas) != len(trained) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(sigmas, trained)):
         raise UserError(
-            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, "
-            f"not {[round(s, 4) for s in sigmas]}; "
+            f"{name} was trained on the sigma grid {shorten([round(s, 4) for s in trained])}, "
+            f"not {shorten([round(s, 4) for s in sigmas])}; "
             f"use sigma range [{meta['sigma_min']}, {meta['sigma_max']}] and rho {meta['rho']}"
         )
 

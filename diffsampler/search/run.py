@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from diffsampler import __version__
+from diffsampler.atomic import check_own_file, check_path_names, check_writable_file
 from diffsampler.config import (
     RunSettings,
     check_limit,
@@ -30,6 +31,7 @@ from diffsampler.run_setup import autocast_dtype, resolve_precision
 from diffsampler.schedule_file import (
     ScheduleArtefact,
     grid_of,
+    is_schedule_file,
     is_schedule_path,
     write_schedule,
 )
@@ -179,13 +181,16 @@ def default_path(cfg: SearchConfig) -> Path:
 
 def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tuple[ScheduleArtefact, Path]:
     """Load the model, search, write the schedule file; returns the artefact and its path."""
+    path = Path(cfg.out) if cfg.out else default_path(cfg)
+    check_path_names(path)
+    check_writable_file(path)
+    check_own_file(path, is_schedule_file, "a schedule file")
     denoiser = load_model(cfg.model)
     cfg = with_precision(
         cfg, resolve_precision(cfg.run.precision, denoiser.supports_autocast, resolve_device(cfg.run.device))
     )
     denoiser.set_autocast(autocast_dtype(cfg.run.precision))
     artefact = search_grid(cfg, denoiser, progress)
-    path = Path(cfg.out) if cfg.out else default_path(cfg)
     return artefact, write_schedule(path, artefact)
 
 

@@ -27,5 +27,5 @@ def load_plain(path: str | Path) -> Any:
     except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, runtime) on bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if first.startswith("Weights only load failed"):
-            first = "it holds pickled objects, not plain tensors and numbers"
+            first = "not a plain-data torch file: torch's weights-only reader refused it"
         raise UnreadableTorchFile(first[:120] + ("…" if len(first) > 120 else "")) from exc

@@ -53,10 +53,12 @@ def check_name(name: str, option: str = "--name") -> str:
 
 
 def check_path_names(path: Path, option: str = "--out") -> None:
-    """Refuse (one line) a path any of whose components is longer than ``check_name`` allows."""
-    for part in path.parts:
-        if part not in ("/", ".", ".."):
-            check_name(part, option)
+    """Refuse (one line) an output path whose last component is longer than ``check_name`` allows, or one of whose
+    folders is longer than NAME_MAX bytes."""
+    check_name(path.name, option)
+    for part in path.parent.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise UserError(f"{option}: the folder name {shorten(part, 40)} is longer than {NAME_MAX} bytes")
 
 
 def _umask() -> int:

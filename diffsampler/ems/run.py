@@ -25,6 +25,7 @@ from diffsampler import distributed
 from diffsampler.atomic import (
     atomic_dir,
     atomic_write_bytes,
+    check_path_names,
     check_replaceable,
     ensure_writable_dir,
     remove_own_file,
@@ -177,6 +178,7 @@ def compute_ems(cfg: EmsConfig, progress: ProgressFn | None = None) -> EmsOutcom
         if cfg.out
         else default_out(cfg.model, denoiser.sigma_min, denoiser.sigma_max, cfg.grid, cfg.num_data)
     )
+    check_path_names(folder)
     check_replaceable(folder, COMMAND)
     check_partial(partial_folder(folder))
     identity = _identity(denoiser, cfg.data, cfg.grid, cfg.num_data, cfg.batch_size, cfg.seed)

@@ -291,7 +291,7 @@ def benchmark(
         out=out,
     )
     cfg = benchmark_config(config, flags, names(solvers), sets)
-    check_metric_options(cfg.metric_options, cfg.metrics)  # before the progress bar is drawn
+    check_metric_options(cfg.metric_options)  # before the progress bar is drawn
     with progress_bar("benchmark", err_console, enabled=_main_rank()) as bar:
         outcome = run_benchmark(cfg, fresh, bar)
     if not _main_rank():

@@ -3,7 +3,8 @@
 Layers (imports flow downwards only; tests/test_architecture.py checks): ``cli`` and ``terminal`` (the only
 users of rich) -> the engines ``bench``, ``amed``, ``ems``, ``train``, ``search`` -> ``kdiffusion``, ``sampling``
 and ``artefacts`` -> ``solvers``, ``models``, ``metrics``, ``data`` -> base modules (``errors``, ``atomic``,
-``config``, ``device``, ``schedules``, ``latents``, ``distributed``, ``progress``, ``images``, ``plugins``).
+``torch_files``, ``config``, ``device``, ``schedules``, ``latents``, ``distributed``, ``progress``, ``images``,
+``plugins``).
 Plugins (entry points, docs/extending.md) add to the registries without an import from below: the AMED and
 DPM-Solver-v3 artefact loaders of the engines enter that way too.
 """

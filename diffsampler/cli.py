@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffsampler.cli_config import COMMON_HELP, config_command, config_option, flag, set_option
-from diffsampler.errors import Interrupted, UserError
+from diffsampler.errors import MESSAGE_LIMIT, Interrupted, UserError, shorten
 from diffsampler.plugins import PluginWarning, plugin_package
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -50,7 +50,8 @@ def user_errors(fn: F) -> F:
         except UserError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            line = shorten(str(exc), MESSAGE_LIMIT, as_repr=False)
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             if _state["debug"]:
@@ -260,10 +261,18 @@ def benchmark(
     device: Optional[str] = flag("device"),
     name: Optional[str] = flag("name", "Run name: results go to OUT/NAME (a rerun resumes); unset: the model name."),
     out: Optional[str] = flag("out", "Parent folder of runs."),
-    fresh: bool = typer.Option(False, "--fresh", metavar="", help="Delete the run's earlier records and start over."),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        metavar="",
+        help="Start over: first delete the run folder's run.json, records (records/<label>/nfe<N>/n<S>/<metric>.json), "
+        "sample previews (grids/<label>/nfe<N>.png) and reports (table.md, table.csv, sigmas.csv, results.json, "
+        "plots); any other file or folder there is kept.",
+    ),
 ) -> None:
     """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
     from diffsampler.bench.config import benchmark_config, parse_nfe
+    from diffsampler.bench.metric_registry import check_metric_options
     from diffsampler.bench.runner import run_benchmark
     from diffsampler.terminal import progress_bar, recommendation_lines, rich_tables
 
@@ -282,6 +291,7 @@ def benchmark(
         out=out,
     )
     cfg = benchmark_config(config, flags, names(solvers), sets)
+    check_metric_options(cfg.metric_options)  # before the progress bar is drawn
     with progress_bar("benchmark", err_console, enabled=_main_rank()) as bar:
         outcome = run_benchmark(cfg, fresh, bar)
     if not _main_rank():
@@ -463,9 +473,12 @@ def ref_stats(
 
     dev = resolve_device(device)
     if out is not None:
-        from diffsampler.atomic import check_writable_file
+        from diffsampler.atomic import check_own_file, check_path_names, check_writable_file
+        from diffsampler.metrics.ref_stats import is_statistics_file
 
+        check_path_names(out)
         check_writable_file(out)
+        check_own_file(out, is_statistics_file, "a statistics file (mu, sigma)")
     weights = feature_network(features, inception if features == "inception" else None, precision)
     size = (
         resolve_batch_size(batch_size, dev)

@@ -12,12 +12,29 @@ class UserError(Exception):
     """Bad input from the user: the message is one line naming the problem and the fix."""
 
 
+QUOTE_LIMIT = 200
+"""The most characters of a user's value an error message quotes (``shorten``)."""
+MESSAGE_LIMIT = 2000
+"""The most characters of one error line (the CLI cuts longer ones with ``shorten``)."""
+
+
+def shorten(value: object, limit: int = QUOTE_LIMIT, as_repr: bool = True) -> str:
+    """``repr(value)`` (or ``str`` with ``as_repr=False``) as an error message quotes it: on one line, and cut in the
+    middle with an ellipsis and the full length when longer than ``limit`` characters."""
+    text = repr(value) if as_repr else str(value)
+    text = text.replace("\n", "\\n")
+    if len(text) <= limit:
+        return text
+    half = max(1, (limit - 1) // 2)
+    return f"{text[:half]}…{text[-half:]} ({len(text):,} characters)"
+
+
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """The error for a name that is not among the valid ones, with a "did you mean" hint."""
     options = list(choices)
-    close = get_close_matches(name, options, n=1)
+    close = get_close_matches(name[:QUOTE_LIMIT], options, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return UserError(f"unknown {kind} '{name}'{hint}; choose one of: {', '.join(options)}")
+    return UserError(f"unknown {kind} '{shorten(name, as_repr=False)}'{hint}; choose one of: {', '.join(options)}")
 
 
 UNREADABLE_FILE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffsampler.atomic import atomic_dir, check_name, check_replaceable
+from diffsampler.artefacts import read_artefacts
+from diffsampler.atomic import atomic_dir, check_name, check_replaceable, save_npz
 from diffsampler.config import SampleConfig, flat_dict, with_precision
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import model_label
@@ -38,6 +39,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         check_name(cfg.name)
     spec = get_solver(cfg.solver)
     options = spec.resolve_options(cfg.options)
+    read_artefacts(spec, options)
     sigma_range = (cfg.sigma_min, cfg.sigma_max)
     setup = setup_run(cfg.model, cfg.run.device, sigma_range, cfg.trust_pickle, cfg.model_options, cfg.run.precision)
     denoiser, world, device = setup.denoiser, setup.world, setup.device
@@ -72,7 +74,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
     if denoiser.latent:
         samples = decode(denoiser, samples, cfg.run.batch_size, device)
     with atomic_dir(folder, "sample") as tmp:
-        np.savez(
+        save_npz(
             tmp / "samples.npz",
             samples=samples.numpy(),
             sigmas=plan.sigmas.numpy(),

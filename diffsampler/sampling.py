@@ -15,7 +15,7 @@ from diffsampler.artefacts import prepare_options
 from diffsampler.errors import UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser
-from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label, warn_other_nfe
+from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec
 
@@ -49,24 +49,30 @@ def plan_grid(
     """The grid for an NFE budget on the solver's default (or the given) schedule, or an explicit one.
 
     ``discrete_sigmas`` is the model's training sigma table (``Denoiser.discrete_sigmas``), for ``discrete``.
-    A ``schedule`` ending in .json is a schedule file: its grid is used as it is (a warning if it costs another NFE).
+    A ``schedule`` ending in .json is a schedule file and ``sigmas`` an explicit grid: either is used as it is, and
+    an ``nfe`` (given: None means none was asked for) that the grid does not cost is refused, the same way for both.
     """
     if is_schedule_path(schedule):
-        artefact = read_schedule(str(schedule))
-        grid = validate_sigmas(artefact.sigmas)
-        used = spec.nfe(artefact.steps, options, final_zero=float(grid[-1]) == 0.0)
-        warn_other_nfe(artefact, str(schedule), used, nfe)
+        grid = validate_sigmas(read_schedule(str(schedule)).sigmas)
+        used = _grid_cost(spec, options, grid, nfe, f"the schedule file {schedule}")
         return GridPlan(grid, schedule_label(str(schedule)), used)
     if sigmas is not None:
         grid = validate_sigmas(sigmas)
-        used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
-        if nfe is not None and nfe != used:
-            raise UserError(f"the explicit sigma grid costs {spec.name} {used} NFE, not the {nfe} asked for")
-        return GridPlan(grid, "explicit", used)
+        return GridPlan(grid, "explicit", _grid_cost(spec, options, grid, nfe, "the explicit sigma grid"))
     budget = DEFAULT_NFE if nfe is None else nfe
     steps = spec.steps_for_nfe(budget, options)
     name = schedule or spec.default_schedule
     return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas), name, budget)
+
+
+def _grid_cost(spec: SolverSpec, options: Mapping[str, Any], grid: torch.Tensor, nfe: int | None, what: str) -> int:
+    """The NFE ``grid`` costs the solver; a UserError when an asked-for ``nfe`` differs (the grid is never altered)."""
+    used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
+    if nfe is not None and nfe != used:
+        raise UserError(
+            f"{what} costs {spec.name} {used} NFE, not the {nfe} asked for; leave --nfe out or give --nfe {used}"
+        )
+    return used
 
 
 def prepared_options(

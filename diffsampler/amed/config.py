@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffsampler.config import RunSettings, run_settings
+from diffsampler.atomic import check_name
+from diffsampler.config import RunSettings, check_nfe, check_samples, run_settings
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
@@ -71,6 +72,10 @@ class AmedTrainConfig:
             raise unknown_choice("teacher solver", self.teacher, TEACHERS)
         if self.nfe < 2:
             raise UserError(f"nfe must be at least 2 (one AMED step, or 3 with afs), got {self.nfe}")
+        check_nfe(self.nfe)
+        check_samples(self.num_latents, "num_latents")
+        if self.name is not None:
+            check_name(self.name + ".pt")
         if self.teacher_m < 1:
             raise UserError(f"teacher_m (extra teacher points per interval) must be at least 1, got {self.teacher_m}")
         for key in ("num_latents", "epochs", "hidden_dim", "bottleneck_dim"):

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from diffsampler import distributed
-from diffsampler.amed.checkpoint import save_predictor
+from diffsampler.amed.checkpoint import is_predictor, save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
-from diffsampler.atomic import check_name, check_writable_file
+from diffsampler.atomic import check_name, check_own_file, check_writable_file
 from diffsampler.config import flat_dict
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser
@@ -264,6 +264,7 @@ def output_path(cfg: AmedTrainConfig) -> Path:
         check_name(cfg.name)
     path = Path(cfg.out) / cfg.file_name
     check_writable_file(path)
+    check_own_file(path, is_predictor, "an AMED predictor")
     return path
 
 

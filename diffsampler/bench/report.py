@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from diffsampler.atomic import atomic_write_bytes
+from diffsampler.atomic import atomic_write_bytes, own_files, write_marker
 from diffsampler.bench.config import BenchmarkConfig
 from diffsampler.bench.metric_registry import Metric, scored_count
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
@@ -304,7 +304,11 @@ def results_json(report: Report) -> dict[str, Any]:
 
 
 def write_reports(folder: Path, report: Report) -> None:
-    """Write every report file atomically (plots last: they are the slowest)."""
+    """Write every report file atomically (plots last: they are the slowest); the folder's marker lists them (with
+    those of earlier runs), so that ``--fresh`` deletes exactly these."""
+    names = ["table.md", "table.csv", "sigmas.csv", "results.json"]
+    names += [f"{t.name}_vs_{x}.png" for t in report.tables for x in ("nfe", "time")]
+    write_marker(folder, "benchmark", (own_files(folder) or set()) | set(names))
     atomic_write_bytes(folder / "table.md", markdown(report).encode())
     atomic_write_bytes(folder / "table.csv", csv_text(report).encode())
     atomic_write_bytes(folder / "sigmas.csv", sigmas_csv(report).encode())

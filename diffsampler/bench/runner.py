@@ -23,6 +23,7 @@ from diffsampler.bench.metric_registry import (
     NETWORK_DEFAULT_METRICS,
     Metric,
     MetricContext,
+    check_metric_options,
     expand_metrics,
     get_metric,
     scored_count,
@@ -221,9 +222,7 @@ def _resolved(cfg: BenchmarkConfig, setup: RunSetup) -> BenchmarkConfig:
 def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     """The run's metrics; ``metric_options`` may only name those."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
-    unknown_opts = [k for k in cfg.metric_options if k not in {m.option_name for m in metrics}]
-    if unknown_opts:
-        raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
+    check_metric_options(cfg.metric_options, [m.option_name for m in metrics])
     primary_metric(cfg.primary_metric, [m.name for m in metrics])
     return metrics
 
@@ -360,6 +359,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     ``progress`` hears of each metric's preparation and each cell (done of the pending cells).
     """
     tic_all = time.perf_counter()
+    check_metric_options(cfg.metric_options)
     entries = solver_entries(cfg.solvers)
     setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
     denoiser, world, device, sigma_min, sigma_max = (

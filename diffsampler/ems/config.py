@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffsampler.config import DEVICES, check_seed
+from diffsampler.config import DEVICES, MAX_GRID, check_limit, check_samples, check_seed
 from diffsampler.errors import UserError, unknown_choice
 
 
@@ -28,6 +28,8 @@ class EmsConfig:
     def validate(self) -> None:
         if self.grid < 2:
             raise UserError(f"grid must be at least 2 intervals, got {self.grid}")
+        check_limit("grid", self.grid, MAX_GRID, "intervals of the lambda grid; each costs num_data JVPs")
+        check_samples(self.num_data, "num_data")
         if self.num_data < 2 or self.batch_size < 1:
             raise UserError(
                 f"num_data must be at least 2 and batch_size at least 1, got {self.num_data} and {self.batch_size}"

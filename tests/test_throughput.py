@@ -7,7 +7,6 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from diffsampler.bench import throughput
 from diffsampler.bench.throughput import PAIRS, ThroughputSettings, compare_throughput
 from diffsampler.cli import app
 from diffsampler.errors import UserError
@@ -44,4 +43,4 @@ def test_bad_settings_and_a_missing_k_diffusion_are_one_line_errors(monkeypatch)
     monkeypatch.delitem(sys.modules, "k_diffusion", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install k-diffusion"):
-        throughput.k_sampling()
+        compare_throughput(load_model("gmm-2d"), ThroughputSettings(batch_size=2, nfe=2, repeats=1))

@@ -12,12 +12,8 @@ fixed tensor), which isolates its own arithmetic: that time over the bare networ
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import statistics
-import sys
 import time
-import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,6 +24,7 @@ from diffsampler.models import Denoiser
 from diffsampler.progress import ProgressFn, report
 from diffsampler.schedules import get_sigmas
 from diffsampler.solvers import get_solver
+from diffsampler.solvers.kdiffusion_samplers import k_sampling
 
 Method = Callable[[], torch.Tensor]
 PAIRS = (("euler (ours)", "sample_euler (k-diffusion)"), ("dpmpp 2M (ours)", "sample_dpmpp_2m (k-diffusion)"))
@@ -88,18 +85,6 @@ class ZeroCostDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: object, cond: object = None) -> torch.Tensor:
         return self.out
-
-
-def k_sampling() -> types.ModuleType:
-    """k_diffusion.sampling without the package's __init__ (which imports its training extras)."""
-    if "k_diffusion" not in sys.modules:
-        spec = importlib.util.find_spec("k_diffusion")
-        if spec is None or spec.submodule_search_locations is None:
-            raise UserError("the comparison needs k-diffusion, which is not installed: pip install k-diffusion")
-        package = types.ModuleType("k_diffusion")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["k_diffusion"] = package
-    return importlib.import_module("k_diffusion.sampling")
 
 
 def methods(model: Any, x: torch.Tensor, sigmas: torch.Tensor) -> dict[str, Method]:

@@ -38,7 +38,9 @@ class BenchmarkConfig:
     the model supports (``runner.default_metrics``). The defaults make the quick start
     (``diffsampler benchmark --nfe 5``): the shipped fmnist-p1 U-Net, in bf16 where the device runs it natively.
     ``auto_afs`` lets a 2-NFE-per-step solver meet an odd budget with afs=true
-    when its entry does not set afs itself.
+    when its entry does not set afs itself. ``converged`` names the folder of another run on the same model, seed
+    and number of samples (one solver at a high NFE): its value at its highest NFE is drawn as each metric's
+    converged line in the plots (``diffsampler.bench.converged``).
     """
 
     model: str = "fmnist-p1"
@@ -53,6 +55,7 @@ class BenchmarkConfig:
     sigma_min: float | None = None
     sigma_max: float | None = None
     auto_afs: bool = True
+    converged: str | None = None
     name: str | None = None
     out: str = "results"
 

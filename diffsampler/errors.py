@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import zipfile
 from difflib import get_close_matches
 from typing import Callable, Iterable, Iterator
@@ -10,6 +11,16 @@ from typing import Callable, Iterable, Iterator
 
 class UserError(Exception):
     """Bad input from the user: the message is one line naming the problem and the fix."""
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+"""A terminal colour or style code (torch's messages carry some)."""
+
+
+def plain_message(exc: BaseException) -> str:
+    """A library's exception as ``Type: message``, whole, on one line and without terminal colour codes."""
+    text = " ".join(line.strip() for line in ANSI_ESCAPE.sub("", str(exc)).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:

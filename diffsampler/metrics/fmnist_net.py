@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from diffsampler.digest import file_sha256
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, plain_message
 
 DATA_DIR = Path(__file__).parent / "data"
 WEIGHTS_FILE = DATA_DIR / "fmnist_classifier.pt"
@@ -161,7 +161,7 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read the Fashion-MNIST classifier {path}: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"cannot read the Fashion-MNIST classifier {path}: {plain_message(exc)}") from exc
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise UserError(f"{path} is not a Fashion-MNIST classifier state dict (no 'fc.weight')")
     return state

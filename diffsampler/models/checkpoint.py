@@ -19,7 +19,7 @@ import torch
 
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.config import build_config
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, plain_message
 from diffsampler.models.unet import UNetConfig, UNetDenoiser
 
 FORMAT = "diffsampler-unet"
@@ -75,9 +75,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, runtime) on bad files
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise UserError(
-            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint ({reason})"
+            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint (a network of your own "
+            f"runs as --model python:FILE.py:NAME); torch.load said: {plain_message(exc)}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a diffsampler model checkpoint (no '{FORMAT}' format tag)")

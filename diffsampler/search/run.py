@@ -61,6 +61,8 @@ class SearchConfig:
     slack: bool = True
     run: RunSettings = run_settings(seed=1, dtype="float64")
     out: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -162,7 +164,7 @@ def default_path(cfg: SearchConfig) -> Path:
 
 def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tuple[ScheduleArtefact, Path]:
     """Load the model, search, write the schedule file; returns the artefact and its path."""
-    denoiser = load_model(cfg.model)
+    denoiser = load_model(cfg.model, options=cfg.model_options)
     cfg = with_precision(
         cfg, resolve_precision(cfg.run.precision, denoiser.supports_autocast, resolve_device(cfg.run.device))
     )

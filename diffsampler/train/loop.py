@@ -24,7 +24,7 @@ import yaml
 
 from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir
 from diffsampler.device import hardware, resolve_device
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, plain_message
 from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
 from diffsampler.models.unet import UNetDenoiser
@@ -126,10 +126,7 @@ def _load_state(path: Path, cfg: TrainConfig, data: TrainingData, device: torch.
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on damaged files
-        raise UserError(
-            f"cannot read {path}: corrupt training state "
-            f"({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})"
-        ) from exc
+        raise UserError(f"cannot read {path}: corrupt training state ({plain_message(exc)})") from exc
     if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
         raise UserError(f"{path} is not a diffsampler training state")
     _check_resumable(saved, cfg, data, path)

@@ -33,8 +33,9 @@ ENGINES = (
 """The engines and the CLI. Nothing below them (``sampling``, ``artefacts``, ``plugins``, ``solvers``, ``models``,
 ``metrics``, ``data``, the base modules) imports them: the artefact loaders of AMED and DPM-Solver-v3 register
 themselves as built-in plugins (``diffsampler.plugins.BUILTIN``) instead of being imported by ``artefacts``."""
-ENGINE_USERS = {"diffsampler.__main__"}
-"""Modules above the engines besides the engines themselves (``python -m diffsampler`` runs the CLI)."""
+ENGINE_USERS = {"diffsampler.__main__", "diffsampler.api"}
+"""Modules above the engines besides the engines themselves (``python -m diffsampler`` runs the CLI; the Python
+API runs the benchmark engine)."""
 RICH_ALLOWED = {"diffsampler.cli", "diffsampler.terminal"}
 """The CLI layer: the only modules that may import rich (engines report progress through callbacks)."""
 API = "diffsampler.api"

@@ -1,6 +1,7 @@
 """The Python API (``import diffsampler as ds``): the same numbers as the commands, given latents, the per-step
 callback, the low-level ``solve``, named grids, ``benchmark`` and its bad inputs."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -103,3 +104,18 @@ def test_bad_api_input_is_a_user_error(kwargs, message):
 
 def test_the_package_exports_the_api():
     assert set(ds.__all__) >= {"load_model", "sample", "solve", "sigmas", "benchmark", "SampleResult"}
+
+
+def test_a_k_diffusion_sampler_hears_the_same_callback_as_ours():
+    """kdiffusion:sample_euler passes our callback to k-diffusion's own: the same steps, states and denoised as our
+    euler (float64; both take the same Euler steps, so 1e-12)."""
+    if importlib.util.find_spec("k_diffusion") is None:
+        pytest.skip("k-diffusion is not installed (pip install '.[test]')")
+    ours, theirs = [], []
+    settings = dict(nfe=4, num_samples=3, dtype="float64")
+    ds.sample("gmm-2d", solver="euler", callback=ours.append, **settings)
+    ds.sample("gmm-2d", solver="kdiffusion:sample_euler", schedule="polynomial", callback=theirs.append, **settings)
+    assert [d["i"] for d in theirs] == [d["i"] for d in ours] == [0, 1, 2, 3]
+    for a, b in zip(ours, theirs):
+        assert float(b["sigma"]) == a["sigma"]
+        assert (a["x"] - b["x"]).abs().max() < 1e-12 and (a["denoised"] - b["denoised"]).abs().max() < 1e-12

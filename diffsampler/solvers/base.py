@@ -8,6 +8,7 @@ is then an Euler step), plus one with ``denoise_to_zero`` (a final x = D(x, sigm
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -101,6 +102,8 @@ class SolverSpec:
         if opts["denoise_to_zero"] and grid[-1] == 0:
             raise UserError("denoise_to_zero needs a grid ending above 0")
         hook = {} if callback is None else {"callback": callback}  # solvers without a hook run without one
+        if hook and "callback" not in inspect.signature(inspect.unwrap(self.sample_fn)).parameters:
+            raise UserError(f"solver {self.name} takes no per-step callback (a plugin's solver may not)")
         return self.sample_fn(denoiser, x, grid, cond=cond, **hook, **opts)
 
 

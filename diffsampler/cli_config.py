@@ -25,7 +25,7 @@ SET_HELP = (
     "a.b=v sets entry b of the mapping a. The keys and their defaults are listed at the end."
 )
 COMMON_HELP = {
-    "model": "Model name or LOADER:PATH (see `diffsampler list`).",
+    "model": "Model name, LOADER:PATH or python:FILE.py:NAME (see `diffsampler list`).",
     "solver": "Solver name (see `diffsampler list`).",
     "schedule": "Sigma schedule name, or a schedule file PATH.json (search-schedule); unset: the solver's own.",
     "nfe": "Network evaluations per sample.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import zipfile
 from difflib import get_close_matches
 from typing import Callable, Iterable, Iterator
@@ -27,6 +28,16 @@ def shorten(value: object, limit: int = QUOTE_LIMIT, as_repr: bool = True) -> st
         return text
     half = max(1, (limit - 1) // 2)
     return f"{text[:half]}…{text[-half:]} ({len(text):,} characters)"
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+"""A terminal colour or style code (torch's messages carry some)."""
+
+
+def plain_message(exc: BaseException) -> str:
+    """A library's exception as ``Type: message``, whole, on one line and without terminal colour codes."""
+    text = " ".join(line.strip() for line in ANSI_ESCAPE.sub("", str(exc)).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:

@@ -18,6 +18,7 @@ from diffsampler.models import Denoiser
 from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label
 from diffsampler.schedules import get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec
+from diffsampler.solvers.base import StepCallback
 
 DEFAULT_NFE = 10
 
@@ -85,8 +86,9 @@ def prepared_options(
 
 @dataclass(frozen=True)
 class Generation:
-    """What fixes the samples of any set of indices (model, solver with prepared options, grid, seed) and how they
-    are computed (samples per network call, device, dtype of the state x)."""
+    """What fixes the samples of any set of indices (model, solver with prepared options, grid, seed or the given
+    standard-normal ``noise``, row i for sample i) and how they are computed (samples per network call, device,
+    dtype of the state x); ``callback`` hears of every step of every batch."""
 
     denoiser: Denoiser
     spec: SolverSpec
@@ -96,6 +98,15 @@ class Generation:
     batch_size: int
     device: torch.device
     dtype: torch.dtype
+    noise: torch.Tensor | None = None
+    callback: StepCallback | None = None
+
+
+def latents(job: Generation, batch: range) -> torch.Tensor:
+    """The standard-normal latents of a batch of indices: seeded per index, or the given noise's rows."""
+    if job.noise is None:
+        return standard_normal(batch, job.denoiser.sample_shape, job.seed)
+    return job.noise[batch.start : batch.stop].to(torch.float64)
 
 
 def generate(job: Generation, indices: range) -> torch.Tensor:
@@ -106,10 +117,10 @@ def generate(job: Generation, indices: range) -> torch.Tensor:
     denoiser, spec, plan = job.denoiser, job.spec, job.plan
     out = []
     for batch in distributed.batches(indices, job.batch_size):
-        x = (standard_normal(batch, denoiser.sample_shape, job.seed) * float(plan.sigmas[0])).to(job.device, job.dtype)
+        x = (latents(job, batch) * float(plan.sigmas[0])).to(job.device, job.dtype)
         denoiser.reset_calls()
         with torch.no_grad():
-            y = spec.sample(denoiser, x, plan.sigmas, job.options)
+            y = spec.sample(denoiser, x, plan.sigmas, job.options, callback=job.callback)
         if denoiser.calls != plan.nfe:
             raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
         if not torch.isfinite(y).all():

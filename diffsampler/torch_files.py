@@ -12,9 +12,11 @@ from typing import Any
 
 import torch
 
+from diffsampler.errors import plain_message
+
 
 class UnreadableTorchFile(Exception):
-    """``torch.load`` refused the file; the message is torch's first line, cut to a readable length."""
+    """``torch.load`` refused the file; the message is torch's, whole, on one line, plain (``plain_message``)."""
 
 
 def load_plain(path: str | Path) -> Any:
@@ -25,7 +27,4 @@ def load_plain(path: str | Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, runtime) on bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if first.startswith("Weights only load failed"):
-            first = "not a plain-data torch file: torch's weights-only reader refused it"
-        raise UnreadableTorchFile(first[:120] + ("…" if len(first) > 120 else "")) from exc
+        raise UnreadableTorchFile(plain_message(exc)) from exc

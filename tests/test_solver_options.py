@@ -22,7 +22,7 @@ def _defaults(fn):
     return {
         p.name: p.default
         for p in inspect.signature(target).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name != "cond" and not p.name.startswith("_")
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("cond", "callback") and not p.name.startswith("_")
     }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from diffsampler.atomic import check_name
 from diffsampler.config import RunSettings, check_nfe, check_samples, run_settings
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.models import model_label
 from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
 TEACHERS = ("heun", "dpm2", "euler")
@@ -43,6 +45,8 @@ class AmedTrainConfig:
     bottleneck_dim: int = 4
     out: str = "results/amed"
     name: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     @property
     def solver(self) -> str:
@@ -62,7 +66,8 @@ class AmedTrainConfig:
     @property
     def file_name(self) -> str:
         """``<name>.pt``, by default <model>-<student>-nfe<N>-<schedule>[-afs].pt."""
-        default = f"{self.model}-{self.student}-nfe{self.nfe}-{self.resolved_schedule}{'-afs' if self.afs else ''}"
+        afs = "-afs" if self.afs else ""
+        default = f"{model_label(self.model)}-{self.student}-nfe{self.nfe}-{self.resolved_schedule}{afs}"
         return f"{self.name or default}.pt"
 
     def validate(self) -> None:

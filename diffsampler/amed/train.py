@@ -112,7 +112,13 @@ class _Setup:
 
 
 def _setup(cfg: AmedTrainConfig) -> _Setup:
-    run = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
+    run = setup_run(
+        cfg.model,
+        cfg.run.device,
+        (cfg.sigma_min, cfg.sigma_max),
+        model_options=cfg.model_options,
+        precision=cfg.run.precision,
+    )
     world, device, sigma_min, sigma_max = run.world, run.device, run.sigma_min, run.sigma_max
     last_batch = cfg.num_latents % cfg.run.batch_size or cfg.run.batch_size
     if min(cfg.run.batch_size, last_batch) < world.size:

@@ -58,6 +58,8 @@ class BenchmarkConfig:
     converged: str | None = None
     name: str | None = None
     out: str = "results"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if not self.nfe:

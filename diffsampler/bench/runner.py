@@ -134,7 +134,7 @@ def _manifest(
     desc = denoiser.describe()
     fixed = {
         "model": cfg.model,
-        "model_sha256": desc["sha256"],
+        "model_sha256": desc.get("weights_sha256", desc["sha256"]),
         "sample_shape": desc["sample_shape"],
         "seed": cfg.run.seed,
         "dtype": cfg.run.dtype,
@@ -144,7 +144,8 @@ def _manifest(
         **recorded_precision(cfg.run.precision),
     }
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
-    codes = {name: solver_code(spec.sample_fn, prepare_hook(name)) for name, spec in specs.items()}
+    model_code = f"+model:{desc['code_sha256'][:12]}" if "code_sha256" in desc else ""
+    codes = {name: solver_code(spec.sample_fn, prepare_hook(name)) + model_code for name, spec in specs.items()}
     labels = {cell.entry.label: cell.entry for cell in cells}
     solvers = {label: {**entry.definition(), "code": codes[entry.solver]} for label, entry in labels.items()}
     metric_defs = {
@@ -367,7 +368,13 @@ def run_benchmark(
     tic_all = time.perf_counter()
     check_metric_options(cfg.metric_options)
     entries = solver_entries(cfg.solvers)
-    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
+    setup = setup_run(
+        cfg.model,
+        cfg.run.device,
+        (cfg.sigma_min, cfg.sigma_max),
+        model_options=cfg.model_options,
+        precision=cfg.run.precision,
+    )
     denoiser, world, device, sigma_min, sigma_max = (
         setup.denoiser,
         setup.world,

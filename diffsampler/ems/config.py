@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from diffsampler.config import DEVICES, MAX_GRID, check_limit, check_samples, check_seed
 from diffsampler.errors import UserError, unknown_choice
@@ -24,6 +25,8 @@ class EmsConfig:
     seed: int = 0
     device: str = "auto"
     out: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if self.grid < 2:

@@ -34,7 +34,7 @@ from diffsampler.ems.config import EmsConfig
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.errors import UNREADABLE_FILE, UserError, resumable
-from diffsampler.models import Denoiser
+from diffsampler.models import Denoiser, model_label
 from diffsampler.progress import ProgressFn, report
 from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, plan_grid
@@ -61,7 +61,7 @@ class EmsOutcome:
 
 def default_out(model: str, sigma_min: float, sigma_max: float, grid: int, num_data: int) -> Path:
     """results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>, the authors' folder naming."""
-    return Path("results/ems") / model / f"{sigma_min:g}_{sigma_max:g}_{grid}_{num_data}"
+    return Path("results/ems") / model_label(model) / f"{sigma_min:g}_{sigma_max:g}_{grid}_{num_data}"
 
 
 def data_points(
@@ -171,7 +171,7 @@ def _save_point(path: Path, record: torch.Tensor) -> None:
 def compute_ems(cfg: EmsConfig, progress: ProgressFn | None = None) -> EmsOutcome:
     """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
     cfg.validate()
-    setup = setup_run(cfg.model, cfg.device)
+    setup = setup_run(cfg.model, cfg.device, model_options=cfg.model_options)
     denoiser, dev = setup.denoiser.eval(), setup.device
     folder = (
         Path(cfg.out)

@@ -77,7 +77,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = load_plain(path)
     except UnreadableTorchFile as exc:
         raise UserError(
-            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint ({exc})"
+            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint (a network of your own "
+            f"runs as --model python:FILE.py:NAME); torch.load said: {exc}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a diffsampler model checkpoint (no '{FORMAT}' format tag)")

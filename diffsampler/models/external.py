@@ -13,6 +13,9 @@ from diffsampler.models.base import Denoiser
 
 LOADERS: dict[str, str] = {
     "diffusers:PATH": "diffusers folder or hub id: DDPM UNet2DModel, or latent (AutoencoderKL) with optional text CFG",
+    "python:FILE.py:NAME": (
+        "your own network: NAME(**model_options) from a .py file or python:package.module:NAME; runs your code"
+    ),
     "edm:PATH": (
         "EDM .pkl snapshot (NVlabs/edm networks; also edm-pkl:PATH); runs code from the file, needs --trust-pickle"
     ),

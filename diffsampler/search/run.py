@@ -76,6 +76,8 @@ class SearchConfig:
     slack: bool = True
     run: RunSettings = run_settings(seed=1, dtype="float64")
     out: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -185,7 +187,7 @@ def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tupl
     check_path_names(path)
     check_writable_file(path)
     check_own_file(path, is_schedule_file, "a schedule file")
-    denoiser = load_model(cfg.model)
+    denoiser = load_model(cfg.model, options=cfg.model_options)
     cfg = with_precision(
         cfg, resolve_precision(cfg.run.precision, denoiser.supports_autocast, resolve_device(cfg.run.device))
     )

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from diffsampler.errors import UserError, unknown_choice
-from diffsampler.solvers.base import DenoiserFn, afs_derivative, finish, multistep_order
+from diffsampler.solvers.base import DenoiserFn, StepCallback, afs_derivative, finish, multistep_order, report_step
 from diffsampler.solvers.dpm_solver_pp import dpmpp_step
 from diffsampler.solvers.ipndm import ipndm_step
 
@@ -179,12 +179,14 @@ def amed_interval(
     history: list[Any],
     student: Student,
     cond: Any = None,
+    callback: StepCallback | None = None,
 ) -> tuple[torch.Tensor, AmedParams | None]:
     """Interval ``index`` (sigmas[index] -> sigmas[index + 1]) of AMED-Solver or AMED-Plugin, 2 NFE (1 with AFS
     on interval 0, 1 when it ends at 0). ``history`` holds the multistep buffer and is updated in place.
     Differentiable in the predictor's parameters (the trainer back-propagates through D(x_s, a s))."""
     t, t_next = sigmas[index], sigmas[index + 1]
     denoised, d, features = first_evaluation(denoiser, x, t, student.afs and index == 0, cond)
+    report_step(callback, index, t, x, denoised)
     if t_next == 0:
         return x - t * d, None
     params = predictor(t, t_next, features, x.shape[0])
@@ -228,6 +230,7 @@ def run_amed(
     student: Student,
     cond: Any = None,
     denoise_to_zero: bool = False,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """All intervals of the grid with one predictor; the predictor follows x's device."""
     net = _as_predictor(predictor)
@@ -235,7 +238,7 @@ def run_amed(
         net.to(x.device)
     history: list[Any] = []
     for i in range(len(sigmas) - 1):
-        x, _ = amed_interval(denoiser, net, x, sigmas, i, history, student, cond)
+        x, _ = amed_interval(denoiser, net, x, sigmas, i, history, student, cond, callback)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
 
@@ -245,12 +248,13 @@ def amed_solver(
     sigmas: list[float],
     *,
     cond: Any = None,
+    callback: StepCallback | None = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
 ) -> torch.Tensor:
     """AMED-Solver: x_{n+1} = x_n + c_n (t_{n+1} - t_n) d(x_n + (s_n - t_n) d_n, a_n s_n), 2 NFE per step."""
-    return run_amed(denoiser, x, sigmas, predictor, Student("amed", afs), cond, denoise_to_zero)
+    return run_amed(denoiser, x, sigmas, predictor, Student("amed", afs), cond, denoise_to_zero, callback)
 
 
 def amed_plugin(
@@ -259,6 +263,7 @@ def amed_plugin(
     sigmas: list[float],
     *,
     cond: Any = None,
+    callback: StepCallback | None = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
@@ -270,4 +275,5 @@ def amed_plugin(
     if base not in PLUGIN_BASES:
         raise unknown_choice("amed-plugin base solver (-o base=...)", str(base), PLUGIN_BASES)
     lof = True if lower_order_final is None else bool(lower_order_final)
-    return run_amed(denoiser, x, sigmas, predictor, Student(base, afs, max_order, lof), cond, denoise_to_zero)
+    student = Student(base, afs, max_order, lof)
+    return run_amed(denoiser, x, sigmas, predictor, student, cond, denoise_to_zero, callback)

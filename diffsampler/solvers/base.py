@@ -8,6 +8,7 @@ is then an Euler step), plus one with ``denoise_to_zero`` (a final x = D(x, sigm
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -22,6 +23,9 @@ THRESHOLD_QUANTILE = 0.995
 zju-pi/diff-sampler, diff-solvers-main/solver_utils.py::dynamic_thresholding_fn)."""
 
 SampleFn = Callable[..., torch.Tensor]
+StepCallback = Callable[[dict[str, Any]], None]
+"""Called once per step with k-diffusion's callback contents: {"x": the state at the step's start, "i": the step
+index, "sigma" and "sigma_hat": sigmas[i] (a float; no churn here), "denoised": D(x, sigma) there}."""
 DenoiserFn = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
@@ -90,13 +94,29 @@ class SolverSpec:
         sigmas: torch.Tensor,
         options: Mapping[str, Any] | None = None,
         cond: Any = None,
+        callback: StepCallback | None = None,
     ) -> torch.Tensor:
-        """Solve the probability-flow ODE from x at sigmas[0] to sigmas[-1]."""
+        """Solve the probability-flow ODE from x at sigmas[0] to sigmas[-1]; ``callback`` hears of every step."""
         opts = self.resolve_options(options)
         grid = [float(s) for s in sigmas]
         if opts["denoise_to_zero"] and grid[-1] == 0:
             raise UserError("denoise_to_zero needs a grid ending above 0")
-        return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
+        hook = {} if callback is None else {"callback": callback}  # solvers without a hook run without one
+        if hook and "callback" not in inspect.signature(inspect.unwrap(self.sample_fn)).parameters:
+            raise UserError(f"solver {self.name} takes no per-step callback (a plugin's solver may not)")
+        return self.sample_fn(denoiser, x, grid, cond=cond, **hook, **opts)
+
+
+def report_step(callback: StepCallback | None, i: int, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
+    """Tell ``callback`` (if any) of step i: the state x at sigma and the denoised estimate there."""
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+
+
+def report_derivative(callback: StepCallback | None, i: int, sigma: float, x: torch.Tensor, d: torch.Tensor) -> None:
+    """``report_step`` from the derivative d = (x - D) / sigma (D = x - sigma d, computed only for a callback)."""
+    if callback is not None:
+        report_step(callback, i, sigma, x, x - sigma * d)
 
 
 def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from diffsampler.errors import UserError
 from diffsampler.schedules import vp_linear_fit
-from diffsampler.solvers.base import DenoiserFn, afs_derivative, finish
+from diffsampler.solvers.base import DenoiserFn, StepCallback, afs_derivative, finish, report_step
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ def dpm_solver_v3(
     sigmas: list[float],
     *,
     cond: Any = None,
+    callback: StepCallback | None = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
     stats: EmpiricalStatistics | str | None = None,
@@ -265,6 +266,8 @@ def dpm_solver_v3(
             points = [history[-2], history[-1], *history[-3::-1]][:c]
             state = local_update(tab, points, j, corrector_pseudo)
             history[-1] = Point(state, f, j)
+        if callback is not None:
+            report_step(callback, step - 1, sigma, state.to(x.dtype), denoised.to(x.dtype))
         p = min(step, order)
         if lower_order_final:
             p = min(p, steps + 1 - step)

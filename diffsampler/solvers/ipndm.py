@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence, Union
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
+from diffsampler.solvers.base import DenoiserFn, StepCallback, finish, first_derivative, report_derivative
 
 Scalar = Union[float, torch.Tensor]
 
@@ -50,6 +50,7 @@ def ipndm(
     sigmas: list[float],
     *,
     cond: Any = None,
+    callback: StepCallback | None = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
@@ -58,6 +59,7 @@ def ipndm(
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
+        report_derivative(callback, i, s, x, history[-1])
         x = ipndm_step(x, history[-1:] if s_next == 0 else history, s, s_next)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
@@ -101,6 +103,7 @@ def ipndm_v(
     sigmas: list[float],
     *,
     cond: Any = None,
+    callback: StepCallback | None = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
@@ -114,6 +117,7 @@ def ipndm_v(
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
+        report_derivative(callback, i, s, x, history[-1])
         if s_next == 0:
             x = x - s * history[-1]
             continue

@@ -16,7 +16,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order
+from diffsampler.solvers.base import (
+    DenoiserFn,
+    StepCallback,
+    data_estimate,
+    dynamic_threshold,
+    finish,
+    multistep_order,
+    report_step,
+)
 
 
 def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float, np.ndarray, np.ndarray]:
@@ -75,6 +83,7 @@ def unipc(
     sigmas: list[float],
     *,
     cond: Any = None,
+    callback: StepCallback | None = None,
     afs: bool = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
@@ -91,6 +100,7 @@ def unipc(
     history = [data_estimate(denoiser, x, sigmas[0], 0, afs, thresholding, cond)]
     lambdas = [-math.log(sigmas[0])]
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        report_step(callback, i, s, x, history[-1])
         if s_next == 0:
             x = history[-1]
             break

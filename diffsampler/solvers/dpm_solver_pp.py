@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, data_estimate, finish, multistep_order
+from diffsampler.solvers.base import Afs, DenoiserFn, data_estimate, finish, multistep_order
 
 Scalar = Union[float, torch.Tensor]
 
@@ -76,7 +76,7 @@ def dpmpp(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
     variant: Literal["midpoint", "taylor"] = "midpoint",

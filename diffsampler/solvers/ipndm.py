@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence, Union
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
+from diffsampler.solvers.base import Afs, DenoiserFn, finish, first_derivative
 
 Scalar = Union[float, torch.Tensor]
 
@@ -50,7 +50,7 @@ def ipndm(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
 ) -> torch.Tensor:
@@ -101,7 +101,7 @@ def ipndm_v(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
     _published: bool = False,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative
+from diffsampler.solvers.base import Afs, DenoiserFn, derivative, finish, first_derivative
 from diffsampler.solvers.options import Range
 
 
@@ -22,7 +22,7 @@ def euler(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step."""
@@ -37,7 +37,7 @@ def heun(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """Trapezoid rule: x_{i+1} = x_i + h (d(x_i, s_i) + d(x_i + h d_i, s_{i+1})) / 2, 2 NFE per step."""
@@ -57,7 +57,7 @@ def dpm_solver_2(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     r: Annotated[float, Range(0, 1, low_open=True)] = 0.5,
 ) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order
+from diffsampler.solvers.base import Afs, DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order
 
 
 def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float, np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def unipc(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
     variant: Literal["bh1", "bh2"] = "bh2",

@@ -608,4 +608,7 @@ def fid(
 
 
 def main() -> None:
+    from diffsampler.device import reuse_freed_memory
+
+    reuse_freed_memory()
     app(prog_name="diffsampler")

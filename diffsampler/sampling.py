@@ -12,6 +12,7 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.artefacts import prepare_options
+from diffsampler.data_mean import data_mean
 from diffsampler.errors import UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser
@@ -79,9 +80,14 @@ def _grid_cost(spec: SolverSpec, options: Mapping[str, Any], grid: torch.Tensor,
 def prepared_options(
     spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan
 ) -> dict[str, Any]:
-    """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``)."""
+    """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``),
+    and ``afs`` "mean" replaced by the model's data mean (``diffsampler.data_mean``)."""
     context = {"model": denoiser.describe(), "nfe": plan.nfe, "schedule": plan.schedule, "sigmas": plan.sigmas.tolist()}
-    return prepare_options(spec, options, context)
+    prepared = prepare_options(spec, options, context)
+    if isinstance(prepared.get("afs"), str) and prepared["afs"] == "mean":
+        weights = next(iter(denoiser.parameters()), None) if isinstance(denoiser, torch.nn.Module) else None
+        prepared["afs"] = data_mean(denoiser, torch.device("cpu") if weights is None else weights.device)
+    return prepared
 
 
 @dataclass(frozen=True)

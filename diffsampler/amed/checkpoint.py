@@ -21,6 +21,7 @@ from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
 from diffsampler.artefacts import register_artefact_reader, register_prepare_hook
 from diffsampler.atomic import atomic_write_bytes
 from diffsampler.errors import UserError, shorten
+from diffsampler.solvers.base import afs_on
 from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 FORMAT = "diffsampler-amed-predictor/1"
@@ -98,7 +99,7 @@ def check_context(
             f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} "
             f"(sha256 {model.get('sha256', '')[:12]}); train one for this model"
         )
-    if bool(options.get("afs")) != bool(meta["afs"]):
+    if afs_on(options.get("afs", False)) != bool(meta["afs"]):  # afs=mean may use an afs=true predictor (issue 36)
         raise UserError(
             f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}"
         )

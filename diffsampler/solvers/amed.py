@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from diffsampler.errors import UserError, unknown_choice
-from diffsampler.solvers.base import DenoiserFn, StepCallback, afs_derivative, finish, multistep_order, report_step
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    afs_derivative,
+    afs_on,
+    finish,
+    multistep_order,
+    report_step,
+)
 from diffsampler.solvers.dpm_solver_pp import dpmpp_step
 from diffsampler.solvers.ipndm import ipndm_step
 
@@ -88,12 +97,12 @@ def intermediate_sigma(t: float, t_next: float, r: torch.Tensor) -> torch.Tensor
 
 
 def first_evaluation(
-    denoiser: DenoiserFn, x: torch.Tensor, t: float, use_afs: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, t: float, afs: Afs, cond: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(D, d, feature) at the start of an interval: the model's bottleneck feature (detached), the
     pooled-state fallback, or None (zeros) when AFS replaces the evaluation by d = x / sqrt(1 + t^2)."""
-    if use_afs:
-        d = afs_derivative(x, t)
+    if afs_on(afs):
+        d = afs_derivative(x, t, afs)
         return x - t * d, d, None
     denoised = denoiser(x, t, cond)
     features = getattr(denoiser, "last_features", None)
@@ -106,7 +115,7 @@ class Student:
     """The solver a predictor steers: ``amed`` (AMED-Solver) or an AMED-Plugin base, with its step settings."""
 
     name: str
-    afs: bool = False
+    afs: Afs = False
     max_order: int | None = None
     lower_order_final: bool = True
 
@@ -185,7 +194,7 @@ def amed_interval(
     on interval 0, 1 when it ends at 0). ``history`` holds the multistep buffer and is updated in place.
     Differentiable in the predictor's parameters (the trainer back-propagates through D(x_s, a s))."""
     t, t_next = sigmas[index], sigmas[index + 1]
-    denoised, d, features = first_evaluation(denoiser, x, t, student.afs and index == 0, cond)
+    denoised, d, features = first_evaluation(denoiser, x, t, student.afs if index == 0 else False, cond)
     report_step(callback, index, t, x, denoised)
     if t_next == 0:
         return x - t * d, None
@@ -249,7 +258,7 @@ def amed_solver(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
 ) -> torch.Tensor:
@@ -264,7 +273,7 @@ def amed_plugin(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
     base: PluginBase | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, Union
 
 import torch
 
@@ -21,6 +21,10 @@ from diffsampler.solvers.options import Option, check_options, signature_options
 THRESHOLD_QUANTILE = 0.995
 """Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the value of
 zju-pi/diff-sampler, diff-solvers-main/solver_utils.py::dynamic_thresholding_fn)."""
+
+Afs = Union[bool, Literal["mean"], torch.Tensor]
+"""The ``afs`` option: False, True (AFS with D(x, sigma_max) = 0), "mean" (with D = the data mean, filled in by
+the sampling layer, ``diffsampler.data_mean``) or that mean itself as a tensor broadcastable to x."""
 
 SampleFn = Callable[..., torch.Tensor]
 StepCallback = Callable[[dict[str, Any]], None]
@@ -65,7 +69,7 @@ class SolverSpec:
         opts = self.resolve_options(options)
         return (
             self.evals_per_step * num_steps
-            - int(bool(opts["afs"]))
+            - int(afs_on(opts["afs"]))
             - (self.evals_per_step - 1) * int(final_zero)
             + int(bool(opts["denoise_to_zero"]))
         )
@@ -75,12 +79,13 @@ class SolverSpec:
         opts = self.resolve_options(options)
         if nfe < 1:
             raise UserError(f"NFE must be at least 1, got {nfe}")
-        raw = nfe + int(bool(opts["afs"])) - int(bool(opts["denoise_to_zero"]))
+        afs = afs_on(opts["afs"])
+        raw = nfe + int(afs) - int(bool(opts["denoise_to_zero"]))
         if raw % self.evals_per_step:
-            other = "true" if not opts["afs"] else "false"
+            other = "true" if not afs else "false"
             raise UserError(
                 f"{self.name} uses {self.evals_per_step} NFE per step: NFE {nfe} cannot be met exactly "
-                f"with afs={str(bool(opts['afs'])).lower()}; choose another NFE or set afs={other}"
+                f"with afs={str(afs).lower()}; choose another NFE or set afs={other}"
             )
         steps = raw // self.evals_per_step
         if steps < 1:
@@ -124,27 +129,46 @@ def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = 
     return (x - denoiser(x, sigma, cond)) / sigma
 
 
-def afs_derivative(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """The analytical first step's estimate x / sqrt(1 + sigma^2) of dx/dsigma (no NFE)."""
-    return x / math.sqrt(1.0 + sigma**2)
+def afs_on(afs: Afs) -> bool:
+    """Whether the ``afs`` option replaces the first evaluation (True, "mean" or a mean tensor)."""
+    return afs is not False and afs is not None
+
+
+def afs_derivative(x: torch.Tensor, sigma: float, afs: Afs = True) -> torch.Tensor:
+    """The analytical first step's estimate of dx/dsigma (no NFE): (x - m) / sqrt(1 + sigma^2).
+
+    AMED (arXiv 2312.00094, sec. 3.3) takes eps(x, sigma) ~ x / sqrt(1 + sigma^2), the network's input in VP
+    scaling, which is x0 * alpha + eps * s (alpha = 1 / sqrt(1 + sigma^2), s = sigma alpha) with the x0 part dropped
+    and s ~ 1, i.e. D = 0. With D(x, sigma_max) taken as the data mean m the same reading gives eps ~ (x - m) alpha:
+    the data-mean step is the zero-mean step of the centred problem, D_m(x) = m + D_0(x - m), which equals the exact
+    d = (x - m) / sigma up to the factor s = 1 - O(1/sigma^2). ``afs`` True is m = 0; a tensor is m; "mean" must
+    have been replaced by the mean (``diffsampler.sampling.prepared_options``).
+    """
+    if isinstance(afs, str):
+        raise UserError(
+            "afs=mean needs the data mean: run the solver through diffsampler's sampling layer, or pass the mean "
+            "tensor itself as afs"
+        )
+    centred = x - afs.to(x.device, x.dtype) if isinstance(afs, torch.Tensor) else x
+    return centred / math.sqrt(1.0 + sigma**2)
 
 
 def first_derivative(
-    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: Afs, cond: Any
 ) -> torch.Tensor:
     """dx/dsigma at the start of a step, by AFS on the first step when asked."""
-    if afs and step == 0:
-        return afs_derivative(x, sigma)
+    if step == 0 and afs_on(afs):
+        return afs_derivative(x, sigma, afs)
     return derivative(denoiser, x, sigma, cond)
 
 
 def data_estimate(
-    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: Afs, thresholding: bool, cond: Any
 ) -> torch.Tensor:
-    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when
-    asked."""
-    if afs and step == 0:
-        denoised = x - sigma * afs_derivative(x, sigma)
+    """D(x, sigma), by AFS (D = x - sigma (x - m) / sqrt(1 + sigma^2)) on the first step when asked, thresholded
+    when asked."""
+    if step == 0 and afs_on(afs):
+        denoised = x - sigma * afs_derivative(x, sigma, afs)
     else:
         denoised = denoiser(x, sigma, cond)
     return dynamic_threshold(denoised) if thresholding else denoised

@@ -17,7 +17,7 @@ import torch
 
 from diffsampler.schedules import vp_linear_fit
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import DenoiserFn, StepCallback, finish, first_derivative, report_derivative
+from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, finish, first_derivative, report_derivative
 
 
 def vp_time(sigma: np.ndarray, beta_d: float, beta_min: float) -> np.ndarray:
@@ -50,7 +50,7 @@ def deis(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
 ) -> torch.Tensor:

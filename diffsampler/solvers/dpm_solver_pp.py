@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, StepCallback, data_estimate, finish, multistep_order, report_step
+from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, data_estimate, finish, multistep_order, report_step
 
 Scalar = Union[float, torch.Tensor]
 
@@ -77,7 +77,7 @@ def dpmpp(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
     variant: Literal["midpoint", "taylor"] = "midpoint",

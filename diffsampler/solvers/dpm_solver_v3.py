@@ -25,7 +25,7 @@ import torch
 
 from diffsampler.errors import UserError
 from diffsampler.schedules import vp_linear_fit
-from diffsampler.solvers.base import DenoiserFn, StepCallback, afs_derivative, finish, report_step
+from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, afs_derivative, afs_on, finish, report_step
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def dpm_solver_v3(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     stats: EmpiricalStatistics | str | None = None,
     stats_sigma_min: float | None = None,
@@ -255,8 +255,8 @@ def dpm_solver_v3(
     previous_order = 0
     for step in range(1, steps + 1):
         j, sigma = idx[step - 1], grid_sigmas[step - 1]
-        if afs and step == 1:
-            denoised = state - sigma * afs_derivative(state, sigma)
+        if afs_on(afs) and step == 1:
+            denoised = state - sigma * afs_derivative(state, sigma, afs)
         else:
             denoised = denoiser(state.to(x.dtype), sigma, cond).to(torch.float64)
         f = (1 - tab.l[j]) * state - denoised

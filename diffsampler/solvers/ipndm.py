@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence, Union
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import DenoiserFn, StepCallback, finish, first_derivative, report_derivative
+from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, finish, first_derivative, report_derivative
 
 Scalar = Union[float, torch.Tensor]
 
@@ -51,7 +51,7 @@ def ipndm(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
 ) -> torch.Tensor:
@@ -104,7 +104,7 @@ def ipndm_v(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
     _published: bool = False,

@@ -12,7 +12,15 @@ from typing import Annotated, Any
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, StepCallback, derivative, finish, first_derivative, report_derivative
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    derivative,
+    finish,
+    first_derivative,
+    report_derivative,
+)
 from diffsampler.solvers.options import Range
 
 
@@ -23,7 +31,7 @@ def euler(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step."""
@@ -41,7 +49,7 @@ def heun(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """Trapezoid rule: x_{i+1} = x_i + h (d(x_i, s_i) + d(x_i + h d_i, s_{i+1})) / 2, 2 NFE per step."""
@@ -63,7 +71,7 @@ def dpm_solver_2(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     r: Annotated[float, Range(0, 1, low_open=True)] = 0.5,
 ) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from diffsampler.solvers.base import (
+    Afs,
     DenoiserFn,
     StepCallback,
     data_estimate,
@@ -84,7 +85,7 @@ def unipc(
     *,
     cond: Any = None,
     callback: StepCallback | None = None,
-    afs: bool = False,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
     variant: Literal["bh1", "bh2"] = "bh2",

@@ -20,7 +20,7 @@ from docs_pages import DOCS, ROOT, blocks, load_cli_reference, pages
 
 CODE_LANGS = ("bash", "console", "sh", "shell", "")
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
-COMMAND = re.compile(r"(?:^|[\s;&|(])(?:python -m |-m )?diffsampler((?:\s+--debug)?)\s+([a-z][a-z0-9-]*)")
+COMMAND = re.compile(r"(?:^|[\s;&|(])(?<!import )(?:python -m |-m )?diffsampler((?:\s+--debug)?)\s+([a-z][a-z0-9-]*)")
 
 
 def _cli():
@@ -139,6 +139,7 @@ def test_the_checker_accepts_real_names() -> None:
         "Then `diffsampler sample -o afs=true --set rho=5`, `--resume`,\n"
         "`diffsampler sample --solver dpmpp -o order=2`,\n"
         "and a page's own solver: `diffsampler sample --solver rk2 -o alpha=0.5`.\n"
+        "From Python: `import diffsampler as ds; ds.sample(ds.load_model('gmm-2d'), solver='euler', nfe=3)`.\n"
     )
     assert check_text(text, "good.md") == []
 

@@ -15,7 +15,7 @@ from diffsampler.config import SampleConfig, flat_dict, with_precision
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import model_label
 from diffsampler.run_setup import setup_run
-from diffsampler.sampling import Generation, decode, generate_sharded, plan_grid, prepared_options
+from diffsampler.sampling import Generation, decode, generate_sharded, model_flow_grid, plan_grid, prepared_options
 from diffsampler.schedule_file import is_schedule_path, warn_other_model
 from diffsampler.solvers import get_solver
 
@@ -54,6 +54,7 @@ def run_sample(cfg: SampleConfig) -> SampleOutcome:
         cfg.rho,
         cfg.sigmas,
         denoiser.discrete_sigmas,
+        model_flow_grid(denoiser, cfg.shift),
     )
     name = cfg.name or f"{model_label(cfg.model)}-{cfg.solver}-nfe{plan.nfe}"
     folder = Path(cfg.out) / check_name(name)

@@ -4,6 +4,12 @@ NFE (network function evaluations) is the unit of cost. A solver that evaluates 
 ``k`` times per step uses ``k * steps`` NFE, less one with AFS (the analytical first step
 replaces the first evaluation), less ``k - 1`` when the grid ends at sigma = 0 (the last step
 is then an Euler step), plus one with ``denoise_to_zero`` (a final x = D(x, sigma_min)).
+
+A grid may start at sigma = inf (t = 1 of a flow-matching model, where diffusers' flow schedulers start). The state
+there is stored divided by sigma (x / sigma, the noise: what every model's input scaling tends to), and a solver
+that allows it (``SolverSpec.infinite_start``) takes the limit sigma_0 -> inf of its own steps: the first step is
+x_1 = sigma_1 x / sigma + D(x, inf) (DDIM's (s_1 / s_0) x + (1 - s_1 / s_0) D in the limit), and later steps drop
+the terms of sigma_0 that the limit sends to zero. Solvers whose first step has no finite limit refuse such grids.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class SolverSpec:
     default_schedule: str
     summary: str
     requires: tuple[str, ...] = ()
+    infinite_start: str = ""
+    """How the solver starts from sigma = inf (the limit of its first step, one line), or "" where it cannot."""
     option_specs: Mapping[str, Option] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,7 +104,17 @@ class SolverSpec:
         grid = [float(s) for s in sigmas]
         if opts["denoise_to_zero"] and grid[-1] == 0:
             raise UserError("denoise_to_zero needs a grid ending above 0")
+        if math.isinf(grid[0]) and not self.infinite_start:
+            raise UserError(
+                f"{self.name} has no finite first step from sigma = inf (t = 1; its step weighs the infinite "
+                "interval): use euler, dpmpp, unipc or ipndm on this grid, or a schedule with a finite sigma_max"
+            )
         return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
+
+
+def rescale(x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """(sigma_next / sigma) x, the linear part of DDIM-type steps; sigma_next x at sigma = inf (x stored as x / sigma)."""
+    return sigma_next * x if math.isinf(sigma) else (sigma_next / sigma) * x
 
 
 def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
@@ -121,13 +139,24 @@ def first_derivative(
 def data_estimate(
     denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
 ) -> torch.Tensor:
-    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2)) on the first step when asked, thresholded when
-    asked."""
-    if afs and step == 0:
+    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2), whose limit at sigma = inf is 0) on the first step
+    when asked, thresholded when asked."""
+    if afs and step == 0 and math.isinf(sigma):
+        denoised = torch.zeros_like(x)
+    elif afs and step == 0:
         denoised = x - sigma * afs_derivative(x, sigma)
     else:
         denoised = denoiser(x, sigma, cond)
     return dynamic_threshold(denoised) if thresholding else denoised
+
+
+def step_from_infinity(
+    denoiser: DenoiserFn, x: torch.Tensor, sigma_next: float, afs: bool, cond: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_1, D_0) of the first step from sigma = inf (x stored as x / sigma): x_1 = sigma_1 x + D(x, inf), the limit
+    of the Euler / DDIM step; there dx/dsigma = lim (x - D) / sigma is the stored x itself."""
+    denoised = data_estimate(denoiser, x, math.inf, 0, afs, False, cond)
+    return sigma_next * x + denoised, denoised
 
 
 def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTILE) -> torch.Tensor:

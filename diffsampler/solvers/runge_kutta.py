@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative
+import math
+
+from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative, step_from_infinity
 from diffsampler.solvers.options import Range
 
 
@@ -25,8 +27,11 @@ def euler(
     afs: bool = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
-    """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step."""
+    """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step (from sigma = inf: x_1 = s_1 x + D)."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        if math.isinf(s):
+            x = step_from_infinity(denoiser, x, s_next, afs, cond)[0]
+            continue
         x = x + (s_next - s) * first_derivative(denoiser, x, s, i, afs, cond)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 

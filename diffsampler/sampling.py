@@ -69,7 +69,9 @@ def plan_grid(
     budget = DEFAULT_NFE if nfe is None else nfe
     steps = spec.steps_for_nfe(budget, options)
     name = schedule or spec.default_schedule
-    return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas, flow_grid), name, budget)
+    grid = get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas, flow_grid)
+    spec.check_start(float(grid[0]))
+    return GridPlan(grid, name, budget)
 
 
 def model_flow_grid(denoiser: Denoiser, shift: float | None) -> FlowGrid | None:

@@ -91,6 +91,15 @@ class SolverSpec:
             raise UserError(f"{self.name} cannot take a step with NFE {nfe} and these options")
         return steps
 
+    def check_start(self, sigma_max: float) -> None:
+        """Refuse a grid from sigma = inf when the solver's first step has no finite limit there."""
+        if math.isinf(sigma_max) and not self.infinite_start:
+            raise UserError(
+                f"{self.name} has no finite first step from sigma = inf (t = 1; its step weighs or evaluates "
+                "inside the infinite interval): use euler, dpmpp, unipc or ipndm on this grid, or a schedule with a "
+                "finite sigma_max"
+            )
+
     def sample(
         self,
         denoiser: DenoiserFn,
@@ -104,11 +113,7 @@ class SolverSpec:
         grid = [float(s) for s in sigmas]
         if opts["denoise_to_zero"] and grid[-1] == 0:
             raise UserError("denoise_to_zero needs a grid ending above 0")
-        if math.isinf(grid[0]) and not self.infinite_start:
-            raise UserError(
-                f"{self.name} has no finite first step from sigma = inf (t = 1; its step weighs the infinite "
-                "interval): use euler, dpmpp, unipc or ipndm on this grid, or a schedule with a finite sigma_max"
-            )
+        self.check_start(grid[0])
         return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
 
 

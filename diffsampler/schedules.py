@@ -140,11 +140,13 @@ class FlowGrid:
     ``shift`` s maps flow time t -> s t / (1 + (s - 1) t), i.e. sigma -> s sigma in the EDM form (sigma = t / (1 - t);
     SD3, arXiv 2403.03206 eq. 23); ``dynamic`` marks ``use_dynamic_shifting`` (s = exp(mu) per resolution), whose
     grid ends at the unshifted 1 / train_steps; ``train_steps`` is the scheduler's num_train_timesteps.
+    ``per_step_end`` is FluxPipeline's own grid: linspace(1, 1 / N, N) shifted (it passes these sigmas to the scheduler).
     """
 
     shift: float = 1.0
     dynamic: bool = False
     train_steps: int = 1000
+    per_step_end: bool = False
 
     def __post_init__(self) -> None:
         if not (self.shift > 0 and math.isfinite(self.shift)):
@@ -162,10 +164,11 @@ def flow(num_steps: int, grid: FlowGrid) -> torch.Tensor:
     """FlowMatchEulerDiscreteScheduler.set_timesteps(N) in the EDM form: t_i = shift(linspace(1, t_end, N)), then 0.
 
     t_end is the scheduler's sigma_min: 1 / T shifted once (static shift; so the last t before 0 is shifted twice, as
-    in diffusers) or 1 / T (dynamic shifting). sigma_i = t_i / (1 - t_i): sigma_0 = inf (t = 1) and a final 0.
+    in diffusers) or 1 / T (dynamic shifting); FluxPipeline's grid (``per_step_end``) ends at 1 / N before the shift.
+    sigma_i = t_i / (1 - t_i): sigma_0 = inf (t = 1) and a final 0.
     """
-    first = torch.tensor([1.0 / grid.train_steps], dtype=torch.float64)
-    t_end = float(first if grid.dynamic else shifted_time(first, grid.shift))
+    first = torch.tensor([1.0 / (num_steps if grid.per_step_end else grid.train_steps)], dtype=torch.float64)
+    t_end = float(first if grid.dynamic or grid.per_step_end else shifted_time(first, grid.shift))
     t = shifted_time(torch.linspace(1.0, t_end, num_steps, dtype=torch.float64), grid.shift)
     return torch.cat([t / (1 - t), torch.zeros(1, dtype=torch.float64)])  # t = 1 divides by 0: +inf
 

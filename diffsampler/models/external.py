@@ -12,7 +12,10 @@ from typing import Any, Mapping
 from diffsampler.models.base import Denoiser
 
 LOADERS: dict[str, str] = {
-    "diffusers:PATH": "diffusers folder or hub id: DDPM UNet2DModel, or latent (AutoencoderKL) with optional text CFG",
+    "diffusers:PATH": (
+        "diffusers folder or hub id: DDPM UNet2DModel, latent (AutoencoderKL) with optional text CFG, or a "
+        "flow-matching SD3 / Flux pipeline"
+    ),
     "edm:PATH": (
         "EDM .pkl snapshot (NVlabs/edm networks; also edm-pkl:PATH); runs code from the file, needs --trust-pickle"
     ),

@@ -27,9 +27,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def clip_parts(folder, seed):
-    """A tiny CLIP tokenizer (local vocabulary) and text encoder with projection, as diffusers' SD3 tests build."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "c": 3, "a": 4, "t</w>": 5, "at</w>": 6, "cat</w>": 7}
+def clip_parts(folder, seed, encoder="CLIPTextModelWithProjection"):
+    """A tiny CLIP tokenizer (local vocabulary) and text encoder (SD3: with projection; Flux: CLIPTextModel), as
+    diffusers' pipeline tests build them."""
+    vocab = {
+        "<|startoftext|>": 0,
+        "<|endoftext|>": 1,
+        "a</w>": 2,
+        "c": 3,
+        "a": 4,
+        "t</w>": 5,
+        "at</w>": 6,
+        "cat</w>": 7,
+    }
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\na t</w>\nc at</w>\n")
     tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=5)
@@ -46,7 +56,7 @@ def clip_parts(folder, seed):
         eos_token_id=1,
         pad_token_id=1,
     )
-    return tokenizer, transformers.CLIPTextModelWithProjection(config)
+    return tokenizer, getattr(transformers, encoder)(config)
 
 
 def tiny_vae(latent_channels):
@@ -98,13 +108,58 @@ def sd3_folder(tmp_path_factory):
     return folder / "pipe"
 
 
+def t5_parts(seed):
+    """A tiny T5 tokenizer (a Unigram vocabulary, no download) and encoder."""
+    pieces = ["<pad>", "</s>", "<unk>", "\u2581a", "\u2581cat", "\u2581", "a", "c", "t"]
+    tokenizer = transformers.T5TokenizerFast(vocab=[(p, -float(i > 2)) for i, p in enumerate(pieces)], extra_ids=0)
+    torch.manual_seed(seed)
+    config = transformers.T5Config(
+        vocab_size=len(pieces), d_model=16, d_kv=4, d_ff=16, num_layers=1, num_heads=2, decoder_start_token_id=0
+    )
+    return tokenizer, transformers.T5EncoderModel(config)
+
+
+@pytest.fixture(scope="module")
+def flux_folder(tmp_path_factory):
+    """A tiny Flux pipeline (CLIP + T5, guidance embedding, dynamic shifting as Flux.1-dev's scheduler), saved."""
+    folder = tmp_path_factory.mktemp("flux")
+    tokenizer, encoder = clip_parts(folder, 4, "CLIPTextModel")
+    tokenizer_2, encoder_2 = t5_parts(5)
+    torch.manual_seed(0)
+    transformer = diffusers.FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=8,
+        guidance_embeds=True,
+        axes_dims_rope=(2, 2, 4),
+    )
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15
+    )
+    pipeline = diffusers.FluxPipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=tiny_vae(1),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+    pipeline.save_pretrained(folder / "pipe")
+    return folder / "pipe"
+
+
 def noise(shape):
     return torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
 
 
-def ours(model, nfe, shift=None):
-    grid_settings = model.flow_grid if shift is None else type(model.flow_grid)(shift, *vars(model.flow_grid).values()[1:])
-    grid = get_sigmas("flow", nfe, model.sigma_min, model.sigma_max, flow_grid=grid_settings)
+def ours(model, nfe):
+    grid = get_sigmas("flow", nfe, model.sigma_min, model.sigma_max, flow_grid=model.flow_grid)
     with torch.no_grad():
         return get_solver("euler").sample(model, initial_state(noise(model.sample_shape), float(grid[0])), grid)
 
@@ -114,7 +169,9 @@ def ours(model, nfe, shift=None):
 def test_sd3_euler_equals_the_pipeline_loop(sd3_folder, guidance, nfe):
     """Euler on the flow grid (shift 3 from the scheduler config) = StableDiffusion3Pipeline's loop on the same
     latents, prompt and CFG scale; float32 network: the issue's 1e-5."""
-    model = load_model(f"diffusers:{sd3_folder}", options={"prompt": PROMPT, "guidance": guidance, "height": 16, "width": 16})
+    model = load_model(
+        f"diffusers:{sd3_folder}", options={"prompt": PROMPT, "guidance": guidance, "height": 16, "width": 16}
+    )
     assert model.sample_shape == (4, 8, 8) and model.flow_grid.shift == 3.0 and model.time.scale == 1000.0
     pipeline = diffusers.StableDiffusion3Pipeline.from_pretrained(sd3_folder, text_encoder_3=None, tokenizer_3=None)
     with torch.no_grad():
@@ -136,6 +193,69 @@ def test_sd3_euler_equals_the_pipeline_loop(sd3_folder, guidance, nfe):
     assert err < 1e-5, err
     images = model.decode(got)
     assert images.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("nfe", [5, 8])
+def test_flux_euler_equals_the_pipeline_loop(flux_folder, nfe):
+    """Euler on Flux's grid (linspace(1, 1/N, N) with shift exp(mu), mu for 16 tokens) = FluxPipeline's loop on the
+    same (packed) latents, prompt and embedded guidance 3.5; float32 network: the issue's 1e-5."""
+    from diffsampler.models.diffusers_flow import pack, unpack
+
+    model = load_model(f"diffusers:{flux_folder}", options={"prompt": PROMPT, "height": 16, "width": 16})
+    assert model.sample_shape == (1, 8, 8) and model.flow_grid.dynamic and model.time.scale == 1.0
+    pipeline = diffusers.FluxPipeline.from_pretrained(flux_folder)
+    with torch.no_grad():
+        want = pipeline(
+            PROMPT,
+            num_inference_steps=nfe,
+            num_images_per_prompt=2,
+            guidance_scale=3.5,
+            latents=pack(noise(model.sample_shape)),
+            output_type="latent",
+            height=16,
+            width=16,
+        ).images
+    want = unpack(want, *model.sample_shape)
+    model.reset_calls()
+    got = ours(model, nfe)
+    assert model.calls == nfe
+    err = ((got - want).norm() / want.norm()).item()
+    assert err < 1e-5, err
+    assert torch.equal(unpack(pack(got), *model.sample_shape), got)
+
+
+@pytest.mark.parametrize("which", ["sd3", "flux"])
+@pytest.mark.parametrize(
+    "name, scheduler_class", [("dpmpp", "DPMSolverMultistepScheduler"), ("unipc", "UniPCMultistepScheduler")]
+)
+@pytest.mark.parametrize("nfe", [5, 8])
+def test_multistep_on_the_pipelines_equals_diffusers_flow_schedulers(request, which, name, scheduler_class, nfe):
+    """dpmpp (2M) and unipc (order 2) = DPMSolverMultistepScheduler / UniPCMultistepScheduler (use_flow_sigmas,
+    flow_prediction, the model's shift) driving the same network (CFG 4 for SD3, embedded guidance for Flux) on their
+    grid and latents. The loop is ours around the scheduler: the pipelines would give the network DPM's integer
+    timesteps, not the grid's t. float32: the issue's 1e-5."""
+    folder = request.getfixturevalue(f"{which}_folder")
+    model = load_model(
+        f"diffusers:{folder}",
+        options={"prompt": PROMPT, "height": 16, "width": 16, **({"guidance": 4.0} if which == "sd3" else {})},
+    )
+    scheduler = getattr(diffusers, scheduler_class)(
+        use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=model.flow_grid.shift, solver_order=2
+    )
+    scheduler.set_timesteps(nfe)
+    x = noise(model.sample_shape)
+    with torch.no_grad():
+        for i, t in enumerate(scheduler.timesteps):
+            time = (model.time.scale * scheduler.sigmas[i]).expand(x.shape[0])
+            x = scheduler.step(model.velocity(x, time, None), t, x).prev_sample
+        t_grid = scheduler.sigmas.double()
+        model.reset_calls()
+        got = get_solver(name).sample(
+            model, noise(model.sample_shape) / float(1 - t_grid[0]), t_grid / (1 - t_grid), {"order": 2}
+        )
+    assert model.calls == nfe
+    err = ((got - x).norm() / x.norm()).item()
+    assert err < 1e-5, err
 
 
 def test_bad_flow_pipelines(sd3_folder, tmp_path):

@@ -121,7 +121,9 @@ def test_euler_on_flow_equals_flowmatch_euler_loop(model, shift, nfe):
     assert rel(ours, x) < 1e-5, rel(ours, x)
 
 
-@pytest.mark.parametrize("name, scheduler_class", [("dpmpp", "DPMSolverMultistepScheduler"), ("unipc", "UniPCMultistepScheduler")])
+@pytest.mark.parametrize(
+    "name, scheduler_class", [("dpmpp", "DPMSolverMultistepScheduler"), ("unipc", "UniPCMultistepScheduler")]
+)
 @pytest.mark.parametrize("shift", SHIFTS)
 @pytest.mark.parametrize("nfe", NFES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 5e-7)])
@@ -219,7 +221,10 @@ def test_bad_flow_input(model):
         get_sigmas("flow", 5, 0.002, 80.0)
     # other schedules work on flow models (finite sigma_max: shift (T - 1))
     grid = get_sigmas("polynomial", 5, model.sigma_min, model.sigma_max)
-    assert grid[0] == pytest.approx(3 * 999) and torch.isfinite(get_solver("heun").sample(model, noise() * grid[0], grid)).all()
+    assert (
+        grid[0] == pytest.approx(3 * 999)
+        and torch.isfinite(get_solver("heun").sample(model, noise() * grid[0], grid)).all()
+    )
 
 
 def test_flow_model_through_the_cli(tmp_path):
@@ -235,7 +240,10 @@ def test_flow_model_through_the_cli(tmp_path):
     assert data["sigmas"][0] == np.inf and data["sigmas"][-1] == 0
     meta = json.loads((tmp_path / "s1" / "meta.json").read_text())
     assert meta["nfe"] == 5 and meta["schedule"] == "flow"
-    for bad, message in ((["--set", "shift=0"], "shift must be positive"), (["--solver", "heun", "--nfe", "6"], "heun has no")):
+    for bad, message in (
+        (["--set", "shift=0"], "shift must be positive"),
+        (["--solver", "heun", "--nfe", "6"], "heun has no"),
+    ):
         result = CliRunner().invoke(app, [*base, "--name", "bad", *bad])
         assert result.exit_code == 2 and message in result.output, result.output
     result = CliRunner().invoke(app, [*base[:2], "gmm-2d", *base[3:], "--name", "bad2", "--set", "shift=3"])

@@ -36,7 +36,9 @@ def flow_grid_of(config: Mapping[str, Any], tokens: int, per_step_end: bool) -> 
     """The FlowGrid of a FlowMatchEulerDiscreteScheduler config for an image of ``tokens`` latent tokens."""
     for key in UNSUPPORTED:
         if config.get(key):
-            raise UserError(f"the flow scheduler option {key}={config[key]} is not supported; only shift and dynamic shift")
+            raise UserError(
+                f"the flow scheduler option {key}={config[key]} is not supported; only shift and dynamic shift"
+            )
     if config.get("stochastic_sampling"):
         raise UserError("the flow scheduler has stochastic_sampling on; only the deterministic ODE is supported")
     steps = int(config.get("num_train_timesteps", 1000))
@@ -183,4 +185,6 @@ def flow_pipeline_denoiser(pipeline: Any, folder: Path, options: Mapping[str, An
     patch = 2 if flux else int(transformer.config.patch_size)
     grid = flow_grid_of(pipeline.scheduler.config, (h // patch) * (w // patch), per_step_end=flux)
     embeds = _encode(pipeline, flux, options)
-    return FlowTransformerDenoiser(transformer, pipeline.vae, embeds, (channels, h, w), grid, float(options["guidance"]))
+    return FlowTransformerDenoiser(
+        transformer, pipeline.vae, embeds, (channels, h, w), grid, float(options["guidance"])
+    )

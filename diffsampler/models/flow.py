@@ -29,7 +29,9 @@ class FlowTime:
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
-            raise UserError(f"the flow time_scale must be positive (1, or 1000 for SD3-style networks), got {self.scale}")
+            raise UserError(
+                f"the flow time_scale must be positive (1, or 1000 for SD3-style networks), got {self.scale}"
+            )
 
 
 def training_range(grid: FlowGrid) -> tuple[float, float]:

@@ -140,7 +140,8 @@ class FlowGrid:
     ``shift`` s maps flow time t -> s t / (1 + (s - 1) t), i.e. sigma -> s sigma in the EDM form (sigma = t / (1 - t);
     SD3, arXiv 2403.03206 eq. 23); ``dynamic`` marks ``use_dynamic_shifting`` (s = exp(mu) per resolution), whose
     grid ends at the unshifted 1 / train_steps; ``train_steps`` is the scheduler's num_train_timesteps.
-    ``per_step_end`` is FluxPipeline's own grid: linspace(1, 1 / N, N) shifted (it passes these sigmas to the scheduler).
+    ``per_step_end`` is FluxPipeline's own grid: linspace(1, 1 / N, N) shifted (it passes these sigmas to the
+    scheduler).
     """
 
     shift: float = 1.0
@@ -212,7 +213,7 @@ SCHEDULES: dict[str, Schedule] = {
             "flow",
             flow,
             1.0,
-            "flow models: FlowMatchEulerDiscreteScheduler's grid from t = 1 (sigma = inf), config key shift; rho unused",
+            "flow models: FlowMatchEulerDiscreteScheduler's grid from t = 1 (sigma = inf), key shift; rho unused",
         ),
     )
 }

@@ -45,7 +45,8 @@ class Denoiser(torch.nn.Module):
     solver can read it without another NFE (AMED's predictor input); others leave it None.
 
     Discrete-time models (DDPM, latent diffusion) set ``discrete_sigmas``, the ascending float64 sigma
-    of each training timestep, which the ``discrete`` schedule needs; flow models set ``flow_grid``. Latent models set ``latent`` and
+    of each training timestep, which the ``discrete`` schedule needs; flow models set ``flow_grid``. Latent
+    models set ``latent`` and
     override ``decode`` (latents -> images in [-1, 1]); for the others ``decode`` is the identity.
     """
 

@@ -146,7 +146,8 @@ def _load_flow_pipeline(folder: Path, index: Mapping[str, Any], options: Mapping
     scheduler = str(_read_json(folder / "scheduler" / "scheduler_config.json").get("_class_name"))
     if scheduler != FLOW_SCHEDULER:
         raise UserError(
-            f"{folder} has a transformer with the scheduler '{scheduler}'; flow-matching pipelines need {FLOW_SCHEDULER}"
+            f"{folder} has a transformer with the scheduler '{scheduler}'; "
+            f"flow-matching pipelines need {FLOW_SCHEDULER}"
         )
     kind = str(index["transformer"][1])
     time_scale_of(kind, folder)

@@ -118,7 +118,8 @@ class SolverSpec:
 
 
 def rescale(x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-    """(sigma_next / sigma) x, the linear part of DDIM-type steps; sigma_next x at sigma = inf (x stored as x / sigma)."""
+    """(sigma_next / sigma) x, the linear part of DDIM-type steps; sigma_next x at sigma = inf (x stored as x /
+    sigma)."""
     return sigma_next * x if math.isinf(sigma) else (sigma_next / sigma) * x
 
 

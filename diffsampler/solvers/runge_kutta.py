@@ -8,11 +8,10 @@ last step is an Euler step (k-diffusion's convention).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import torch
-
-import math
 
 from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative, step_from_infinity
 from diffsampler.solvers.options import Range

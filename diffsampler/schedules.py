@@ -179,7 +179,7 @@ class Schedule:
     """A named sigma grid family with its default exponent.
 
     ``needs_table`` marks a schedule built on the model's training sigmas: ``make`` then takes the
-    table as a fifth argument. ``flow`` is the one schedule of flow models (made from a ``FlowGrid``).
+    table as a fifth argument; ``needs_flow`` a flow model's grid (``make(num_steps, FlowGrid)``, from t = 1).
     """
 
     name: str
@@ -187,6 +187,7 @@ class Schedule:
     default_rho: float
     summary: str
     needs_table: bool = False
+    needs_flow: bool = False
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -214,6 +215,7 @@ SCHEDULES: dict[str, Schedule] = {
             flow,
             1.0,
             "flow models: FlowMatchEulerDiscreteScheduler's grid from t = 1 (sigma = inf), key shift; rho unused",
+            needs_flow=True,
         ),
     )
 }
@@ -264,10 +266,12 @@ def get_sigmas(
         raise unknown_choice("schedule", schedule, SCHEDULES)
     if num_steps < 1:
         raise UserError(f"a schedule needs at least 1 step, got {num_steps}")
-    if schedule == "flow":
+    if SCHEDULES[schedule].needs_flow:
         if flow_grid is None:
-            raise UserError("the 'flow' schedule needs a flow-matching model (velocity prediction); choose another")
-        return validate_sigmas(flow(num_steps, flow_grid), infinite_start=True)
+            raise UserError(
+                f"the '{schedule}' schedule needs a flow-matching model (velocity prediction); choose another"
+            )
+        return validate_sigmas(SCHEDULES[schedule].make(num_steps, flow_grid), infinite_start=True)
     if not 0 < sigma_min < sigma_max:
         raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     spec = SCHEDULES[schedule]

@@ -44,6 +44,26 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 """(x_t, network time (B,), cond) -> the network's output (v, or -v for a reversed time)."""
 
 
+def velocity_denoise(
+    call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    time: FlowTime,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """D(x, sigma) = x_t - t v(x_t, t) with t = sigma / (1 + sigma), x_t = x / (1 + sigma) (t = 1 and x_t = x at
+    sigma = inf); ``call(x_t, network time)`` runs the network on x_t cast to ``dtype``."""
+    infinite = torch.isinf(sigma)
+    t = torch.where(infinite, torch.ones_like(sigma), sigma / (1 + sigma))
+    shape = (-1, *([1] * (x.ndim - 1)))
+    x_t = x * torch.where(infinite, torch.ones_like(sigma), 1 / (1 + sigma)).reshape(shape).to(x.dtype)
+    network_time = (1 - t) if time.reverse else t
+    time_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # diffusers' timesteps are float32
+    out = call(x_t.to(dtype), (time.scale * network_time).to(x.device, time_dtype))
+    v = -out if time.reverse else out
+    return (x_t - t.reshape(shape).to(x.dtype) * v.to(x.dtype)).to(x.dtype)
+
+
 class FlowDenoiser(Denoiser):
     """EDM-form wrapper of a velocity network ``velocity(x_t, time, cond)``; subclasses may override ``velocity``.
 
@@ -78,16 +98,9 @@ class FlowDenoiser(Denoiser):
         return x.dtype if first is None else first.dtype
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        infinite = torch.isinf(sigma)
-        t = torch.where(infinite, torch.ones_like(sigma), sigma / (1 + sigma))
-        shape = (-1, *([1] * (x.ndim - 1)))
-        x_t = x * torch.where(infinite, torch.ones_like(sigma), 1 / (1 + sigma)).reshape(shape).to(x.dtype)
-        time = (1 - t) if self.time.reverse else t
-        dtype = self.network_dtype(x)
-        time_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # diffusers' timesteps are float32
-        out = self.velocity(x_t.to(dtype), (self.time.scale * time).to(x.device, time_dtype), cond)
-        v = -out if self.time.reverse else out
-        return (x_t - t.reshape(shape).to(x.dtype) * v.to(x.dtype)).to(x.dtype)
+        return velocity_denoise(
+            lambda x_t, time: self.velocity(x_t, time, cond), x, sigma, self.time, self.network_dtype(x)
+        )
 
     def describe(self) -> dict[str, Any]:
         grid = self.flow_grid

@@ -56,7 +56,10 @@ def dpmpp_step(
         return d0
     h = -_log(sigma_next) - lambdas[-1]
     phi_1 = _expm1(-h)
-    linear = (sigma_next / sigma) * x if isinstance(sigma, torch.Tensor) else rescale(x, sigma, float(sigma_next))
+    if isinstance(sigma, torch.Tensor) or isinstance(sigma_next, torch.Tensor):
+        linear = (sigma_next / sigma) * x  # per-sample sigmas (AMED-Plugin), all finite
+    else:
+        linear = rescale(x, sigma, sigma_next)
     x_next = linear - phi_1 * d0
     if order == 1:
         return x_next

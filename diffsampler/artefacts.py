@@ -33,11 +33,37 @@ def prepare_hook(solver: str) -> PrepareFn | None:
     return PREPARE_HOOKS.get(solver)
 
 
+ReadFn = Callable[[Mapping[str, Any]], object]
+"""(options) -> anything: reads the artefact files named in options alone, a UserError when one cannot be read."""
+
+READERS: dict[str, ReadFn] = {}
+"""Solver name -> a reader of its artefact file alone (run before the grid is planned), so that a missing or
+damaged file is reported as such rather than as a mismatch with the request (filled like ``PREPARE_HOOKS``)."""
+
+
+def register_artefact_reader(solver: str, reader: ReadFn) -> None:
+    """Make ``reader`` check that the artefact files of ``solver`` can be read, before any planning."""
+    READERS[solver] = reader
+
+
+def _check_required(spec: SolverSpec, options: Mapping[str, Any]) -> None:
+    missing = [key for key in spec.requires if options.get(key) is None]
+    if missing:
+        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} (e.g. -o {missing[0]}=PATH)")
+
+
+def read_artefacts(spec: SolverSpec, options: Mapping[str, Any]) -> None:
+    """Refuse (one line) missing artefact options or an artefact file that cannot be read, before any planning."""
+    _check_required(spec, options)
+    load_plugins()
+    reader = READERS.get(spec.name)
+    if reader is not None:
+        reader(options)
+
+
 def prepare_options(spec: SolverSpec, options: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """Options with the solver's required artefacts checked and loaded by its hook (unchanged when it has none)."""
     opts = dict(options)
-    missing = [key for key in spec.requires if opts.get(key) is None]
-    if missing:
-        raise UserError(f"solver '{spec.name}' needs the option(s) {', '.join(missing)} (e.g. -o {missing[0]}=PATH)")
+    _check_required(spec, opts)
     hook = prepare_hook(spec.name)
     return opts if hook is None else hook(opts, context)

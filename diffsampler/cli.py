@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterator, List, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from diffsampler.cli_config import COMMON_HELP, config_command, config_option, flag, set_option
-from diffsampler.errors import Interrupted, UserError
+from diffsampler.errors import MESSAGE_LIMIT, Interrupted, UserError, shorten
+from diffsampler.packaged_configs import resolve_config
 from diffsampler.plugins import PluginWarning, plugin_package
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -50,7 +50,8 @@ def user_errors(fn: F) -> F:
         except UserError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            line = shorten(str(exc), MESSAGE_LIMIT, as_repr=False)
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             if _state["debug"]:
@@ -144,7 +145,7 @@ def sample(
         out=out,
         name=name,
     )
-    cfg = load_config(SampleConfig, config, flags, sets)
+    cfg = load_config(SampleConfig, resolve_config(config, "sample"), flags, sets)
     cfg.options = {**cfg.options, **parse_assignments(option)}
     cfg.model_options = {**cfg.model_options, **parse_assignments(model_option)}
     result = run_sample(cfg)
@@ -185,7 +186,7 @@ def train_amed(
     flags = dict(
         model=model, schedule=schedule, nfe=nfe, batch_size=batch_size, seed=seed, device=device, out=out, name=name
     )
-    cfg = load_config(AmedTrainConfig, config, flags, sets)
+    cfg = load_config(AmedTrainConfig, resolve_config(config, "train-amed"), flags, sets)
     target = Path(cfg.out) / cfg.file_name
     if not fresh and is_current(target, cfg):
         if _main_rank():
@@ -226,7 +227,7 @@ def train_model(
     from diffsampler.train import TrainConfig, train
 
     flags = dict(data=data, batch_size=batch_size, seed=seed, device=device, out=out, name=name)
-    cfg = load_config(TrainConfig, config, flags, sets)
+    cfg = load_config(TrainConfig, resolve_config(config, "train-model"), flags, sets)
     with progress_bar("train", console) as bar:
         result = train(cfg, resume=resume, progress=bar)
     loss = "-" if result.last_loss is None else f"{result.last_loss:.4f}"
@@ -260,10 +261,25 @@ def benchmark(
     device: Optional[str] = flag("device"),
     name: Optional[str] = flag("name", "Run name: results go to OUT/NAME (a rerun resumes); unset: the model name."),
     out: Optional[str] = flag("out", "Parent folder of runs."),
-    fresh: bool = typer.Option(False, "--fresh", metavar="", help="Delete the run's earlier records and start over."),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        metavar="",
+        help="Start over: first delete the run folder's run.json, records (records/<label>/nfe<N>/n<S>/<metric>.json), "
+        "sample previews (grids/<label>/nfe<N>.png) and reports (table.md, table.csv, sigmas.csv, results.json, "
+        "plots, report.html); any other file or folder there is kept.",
+    ),
+    report_only: bool = typer.Option(
+        False,
+        "--report-only",
+        metavar="",
+        help="Sample nothing: rewrite the run's reports (tables, plots, report.html) from the records it holds.",
+    ),
 ) -> None:
-    """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots and sample grids."""
+    """Compare solvers across NFE budgets on the same latents; resumable; writes tables, plots, sample grids and
+    report.html (one self-contained page)."""
     from diffsampler.bench.config import benchmark_config, parse_nfe
+    from diffsampler.bench.metric_registry import check_metric_options
     from diffsampler.bench.runner import run_benchmark
     from diffsampler.terminal import progress_bar, recommendation_lines, rich_tables
 
@@ -281,13 +297,16 @@ def benchmark(
         name=name,
         out=out,
     )
-    cfg = benchmark_config(config, flags, names(solvers), sets)
+    cfg = benchmark_config(resolve_config(config, "benchmark"), flags, names(solvers), sets)
+    check_metric_options(cfg.metric_options)  # before the progress bar is drawn
     with progress_bar("benchmark", err_console, enabled=_main_rank()) as bar:
-        outcome = run_benchmark(cfg, fresh, bar)
+        if fresh and report_only:
+            raise UserError("--fresh deletes the records that --report-only reports on: give one of them")
+        outcome = run_benchmark(cfg, fresh, bar, report_only)
     if not _main_rank():
         return
     console.print(outcome.model, highlight=False, markup=False)
-    for table in rich_tables(outcome.report):
+    for table in rich_tables(outcome.report, console.width):
         console.print(table)
     report = outcome.report
     if report.any_auto_afs:
@@ -303,6 +322,46 @@ def benchmark(
         f"-> {outcome.folder}/table.md",
         highlight=False,
     )
+
+
+@app.command(cls=config_command("diffsampler.bench.throughput:ThroughputSettings", keys=False))
+@user_errors
+def throughput(
+    model: str = typer.Option(
+        "fmnist-p1", show_default=False, help="Model name or path (see `diffsampler list`). Default fmnist-p1."
+    ),
+    batch_size: Optional[int] = flag("batch_size"),
+    nfe: Optional[int] = flag("nfe", "Network evaluations per sample (one a step for every method)."),
+    repeats: Optional[int] = typer.Option(None, help="Timed rounds (each times every method once, in turn)."),
+    precision: Optional[str] = typer.Option(None, help="float32, or bfloat16 (CPU autocast of the network)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (with one, process CPU time is the work done)."),
+) -> None:
+    """Throughput of our euler and dpmpp 2M against k-diffusion's samplers on the same network, on the CPU, and
+    the overhead over the bare network (needs the k-diffusion package)."""
+    from diffsampler.bench.throughput import ThroughputSettings, compare_throughput
+    from diffsampler.models import load_model
+    from diffsampler.terminal import progress_bar, throughput_table
+
+    given = dict(batch_size=batch_size, nfe=nfe, repeats=repeats, precision=precision, threads=threads)
+    settings = ThroughputSettings(**{k: v for k, v in given.items() if v is not None})
+    denoiser = load_model(model)
+    with progress_bar("throughput", err_console, transient=True) as bar:
+        result = compare_throughput(denoiser, settings, bar)
+    console.print(
+        f"model {model}, batch {settings.batch_size}, NFE {settings.nfe}, {settings.precision}, "
+        f"{settings.threads} thread(s), {settings.repeats} rounds (CPU)",
+        highlight=False,
+    )
+    console.print(throughput_table(result))
+    for pair in result.pairs:
+        console.print(
+            f"{pair.ours}: {pair.ratio:.3f}x the throughput of k-diffusion (>1: ours faster); over the bare network "
+            f"ours {100 * pair.overhead_ours:+.2f}%, k-diffusion {100 * pair.overhead_theirs:+.2f}%; "
+            f"max |ours - theirs| {pair.max_difference:.2e}; solver arithmetic alone "
+            f"{1e3 * pair.arithmetic_ours:.2f} ms ({100 * pair.arithmetic_fraction_ours:.3f}% of the network) "
+            f"against {1e3 * pair.arithmetic_theirs:.2f} ms ({100 * pair.arithmetic_fraction_theirs:.3f}%)",
+            highlight=False,
+        )
 
 
 @app.command("search-schedule", cls=config_command("diffsampler.search.run:SearchConfig"))
@@ -374,7 +433,7 @@ def compute_ems(
     from diffsampler.terminal import progress_bar
 
     flags = dict(model=model, data=data, batch_size=batch_size, seed=seed, device=device, out=out)
-    cfg = load_config(EmsConfig, config, flags, sets)
+    cfg = load_config(EmsConfig, resolve_config(config, "compute-ems"), flags, sets)
     with progress_bar("compute-ems", err_console, enabled=_main_rank(), transient=True) as bar:
         result = run(cfg, bar)
     if not _main_rank():
@@ -389,10 +448,12 @@ def compute_ems(
 @app.command("list")
 @user_errors
 def list_things() -> None:
-    """List the registered models, solvers, schedules and metrics, one line each (plugins marked with their
-    package)."""
+    """List the registered models, solvers, schedules and metrics (plugins marked with their package), and the
+    packaged configs (--config NAME), one line each."""
     from diffsampler import models, schedules, solvers
     from diffsampler.bench import metric_registry
+    from diffsampler.packaged_configs import KINDS, packaged_configs
+    from diffsampler.terminal import name_table
 
     for registry in (models, solvers, schedules, metric_registry):
         registry.load_plugins()
@@ -407,13 +468,22 @@ def list_things() -> None:
         ("schedules", "schedules", [(s.name, s.summary) for s in schedules.SCHEDULES.values()]),
         ("metrics", "metrics", [(m.name, m.summary) for m in metric_registry.METRICS.values()]),
     ):
-        table = Table(title=title, show_header=False, title_justify="left", box=None)
-        table.add_column(style="bold cyan")
-        table.add_column()
+        marked = []
         for name, summary in rows:
             package = plugin_package(f"diffsampler.{group}", name) if group else None
-            table.add_row(escape(name), escape(summary if package is None else f"{summary} (plugin: {package})"))
-        console.print(table)
+            marked.append((name, summary if package is None else f"{summary} (plugin: {package})"))
+        console.print(name_table(title, marked))
+    configs = [c for command in KINDS for c in packaged_configs(command).values()]
+    rows = [(f"{c.command} {c.name}", _config_line(c)) for c in configs]
+    console.print(name_table("configs (diffsampler COMMAND --config NAME)", rows))
+
+
+def _config_line(config: Any) -> str:
+    """A packaged config's first clause, and the repository files it reads (its cells need a checkout)."""
+    if not config.reads:
+        return config.summary
+    folders = ", ".join(dict.fromkeys(str(Path(p).parent) for p in config.reads))
+    return f"{config.summary} [reads files of the repository: {folders}; run it from a checkout]"
 
 
 @contextlib.contextmanager
@@ -463,9 +533,12 @@ def ref_stats(
 
     dev = resolve_device(device)
     if out is not None:
-        from diffsampler.atomic import check_writable_file
+        from diffsampler.atomic import check_own_file, check_path_names, check_writable_file
+        from diffsampler.metrics.ref_stats import is_statistics_file
 
+        check_path_names(out)
         check_writable_file(out)
+        check_own_file(out, is_statistics_file, "a statistics file (mu, sigma)")
     weights = feature_network(features, inception if features == "inception" else None, precision)
     size = (
         resolve_batch_size(batch_size, dev)
@@ -535,4 +608,7 @@ def fid(
 
 
 def main() -> None:
+    from diffsampler.device import reuse_freed_memory
+
+    reuse_freed_memory()
     app(prog_name="diffsampler")

@@ -16,13 +16,16 @@ from typer.core import TyperCommand
 
 from diffsampler.config import flat_dict
 
-CONFIG_HELP = "YAML config file ({where}); --set items and the flags below override its keys."
+CONFIG_HELP = (
+    "YAML config file, or the name of a packaged one ({where} without .yaml; `diffsampler list` shows them); "
+    "--set items and the flags below override its keys."
+)
 SET_HELP = (
     "Set one config key, repeatable: --set key=value, the value read as YAML (3, true, [1, 2]); "
     "a.b=v sets entry b of the mapping a. The keys and their defaults are listed at the end."
 )
 COMMON_HELP = {
-    "model": "Model name or LOADER:PATH (see `diffsampler list`).",
+    "model": "Model name, LOADER:PATH or python:FILE.py:NAME (see `diffsampler list`).",
     "solver": "Solver name (see `diffsampler list`).",
     "schedule": "Sigma schedule name, or a schedule file PATH.json (search-schedule); unset: the solver's own.",
     "nfe": "Network evaluations per sample.",
@@ -71,8 +74,9 @@ def show_yaml(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _describe(command: TyperCommand, target: str, unset: Mapping[str, str]) -> None:
-    """Add 'Default X.' to each flag of a config key and list every key with its default in the epilog (once)."""
+def _describe(command: TyperCommand, target: str, unset: Mapping[str, str], keys: bool = True) -> None:
+    """Add 'Default X.' to each flag of a config key and (``keys``) list every key with its default in the epilog
+    (once)."""
     if getattr(command, "_described", False):
         return
     defaults = flat_dict(_load(target)())
@@ -81,15 +85,17 @@ def _describe(command: TyperCommand, target: str, unset: Mapping[str, str]) -> N
         value = shown.get(str(param.name))
         if param.param_type_name == "option" and param.default is None and value is not None:
             param.help = f"{getattr(param, 'help', '')} Default {show_value(value)}."  # type: ignore[attr-defined]
-    keys = ", ".join(f"{key}={show_yaml(value)}" for key, value in defaults.items())
-    command.epilog = f"Config keys (--config FILE, --set KEY=VALUE) and their defaults: {keys}."
+    if keys:
+        listed = ", ".join(f"{key}={show_yaml(value)}" for key, value in defaults.items())
+        command.epilog = f"Config keys (--config FILE, --set KEY=VALUE) and their defaults: {listed}."
     command._described = True  # type: ignore[attr-defined]
 
 
-def config_command(target: str, unset: Mapping[str, str] | None = None) -> type[TyperCommand]:
+def config_command(target: str, unset: Mapping[str, str] | None = None, keys: bool = True) -> type[TyperCommand]:
     """A command class whose help states the defaults of the dataclass ``target`` ("module:Name").
 
-    ``unset`` maps a key whose default is None to the "module:NAME" of the value None stands for.
+    ``unset`` maps a key whose default is None to the "module:NAME" of the value None stands for; ``keys`` False
+    leaves out the list of config keys (a command of flags alone).
     """
 
     class ConfigCommand(TyperCommand):
@@ -97,7 +103,7 @@ def config_command(target: str, unset: Mapping[str, str] | None = None) -> type[
         """The config dataclass ("module:Name"), read by the docs' option reference and its test."""
 
         def format_help(self, ctx: Any, formatter: Any) -> None:
-            _describe(self, target, unset or {})
+            _describe(self, target, unset or {}, keys)
             super().format_help(ctx, formatter)
 
     return ConfigCommand

@@ -17,7 +17,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UserError, shorten, unknown_choice
 
 C = TypeVar("C")
 
@@ -51,33 +51,33 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except UserError:
                 continue
         words = " or ".join(_type_name(a) for a in args if a is not type(None))
-        raise UserError(f"config key '{key}' must be {words}, got {value!r}")
+        raise UserError(f"config key '{key}' must be {words}, got {shorten(value)}")
     if tp is Any:
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+            raise UserError(f"config key '{key}' must be a list, got {shorten(value)}")
         (item,) = typing.get_args(tp) or (Any,)
         return [_coerce(key, v, item) for v in value]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+            raise UserError(f"config key '{key}' must be a mapping, got {shorten(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+            raise UserError(f"config key '{key}' must be true or false, got {shorten(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+            raise UserError(f"config key '{key}' must be a number, got {shorten(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+            raise UserError(f"config key '{key}' must be an integer, got {shorten(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+            raise UserError(f"config key '{key}' must be a string, got {shorten(value)}")
         return value
     return value
 
@@ -87,8 +87,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(
+            f"config file {p} is {p.stat().st_size:,} bytes, above the limit of {MAX_CONFIG_BYTES:,}; "
+            "give long sigma grids as a schedule file (schedule: PATH.json)"
+        )
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"config file {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "give a YAML file saved as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {p}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -99,6 +111,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {p} must hold a mapping of keys to values")
     return data
 
+
+MAX_CONFIG_BYTES = 1_000_000
+"""The largest config file read (YAML takes seconds per megabyte; a config is a few hundred bytes)."""
 
 FLAT = {"flat": True}
 """Field metadata of a nested settings dataclass whose keys files, ``--set`` and records give at the top level."""
@@ -215,11 +230,12 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"expected key=value, got '{item}'")
+            raise UserError(f"expected key=value, got {shorten(item)}")
         try:
             result[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise UserError(f"cannot read the value of '{key.strip()}' in '{item}'") from exc
+            key = shorten(key.strip(), as_repr=False)
+            raise UserError(f"cannot read the value of '{key}' in {shorten(item)}") from exc
     return result
 
 
@@ -233,6 +249,31 @@ auto is bfloat16 for a U-Net on a device with native bf16 units (CUDA, a CPU wit
 float32, and runs record what it resolved to."""
 MAX_SEED = 2**63 - 1
 """Seeds are 0 .. 2^63 - 1 in every command: a signed 64-bit integer (torch generators, NumPy int64 records)."""
+
+
+MAX_NFE = 1000
+"""The largest NFE budget any command takes (an explicit grid: MAX_NFE + 1 steps): fast samplers work at 3 to 100,
+so a larger budget is a typo that would run for hours before its first progress line."""
+MAX_SAMPLES = 1_000_000
+"""The most samples (or latents, data points) one command draws: 20 times FID's customary 50,000."""
+MAX_GRID = 10_000
+"""The most intervals of compute-ems' lambda grid (DPM-Solver-v3, arXiv 2310.13268, uses about 1,200)."""
+
+
+def check_limit(key: str, value: int | None, limit: int, why: str) -> None:
+    """A UserError naming the limit when ``value`` (not None) is above ``limit``: checked before any work."""
+    if value is not None and value > limit:
+        raise UserError(f"{key} is {value:,}, above the limit of {limit:,} ({why}); lower it")
+
+
+def check_nfe(nfe: int | None, key: str = "nfe") -> None:
+    """Refuse an NFE budget above MAX_NFE."""
+    check_limit(key, nfe, MAX_NFE, "fast samplers use 3 to 100 NFE")
+
+
+def check_samples(num: int | None, key: str = "num_samples") -> None:
+    """Refuse a sample (latent, data point) count above MAX_SAMPLES."""
+    check_limit(key, num, MAX_SAMPLES, "all of them are held in memory")
 
 
 def check_seed(seed: int) -> None:
@@ -297,6 +338,9 @@ class SampleConfig:
             raise UserError(f"nfe must be at least 1, got {self.nfe}")
         if self.num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {self.num_samples}")
+        check_nfe(self.nfe)
+        check_samples(self.num_samples)
+        check_limit("the length of sigmas", len(self.sigmas or []), MAX_NFE + 2, f"NFE at most {MAX_NFE}")
         self.run.validate()
         if self.sigmas is not None and (self.schedule is not None or self.rho is not None):
             raise UserError("give either an explicit 'sigmas' list or a 'schedule' (with 'rho'), not both")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 from pathlib import Path
@@ -57,3 +59,32 @@ def native_bf16(device: torch.device) -> bool:
         return True
     flags = _cpuinfo("flags").split()
     return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+"""glibc ``mallopt`` parameter numbers (malloc.h)."""
+KEEP_FREED_BYTES = 1 << 30
+"""Asked-for mmap and trim thresholds: glibc caps the mmap threshold (32 MiB on 64-bit), so blocks under that come
+from the heap, and freed memory up to this much stays there for reuse."""
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc's malloc keep freed CPU tensors' memory for the next ones instead of returning it to the system.
+
+    By default glibc maps every block above its mmap threshold (at most 32 MiB) afresh and unmaps it on free, so each
+    activation of a U-Net forward (33 MB at batch 256 on fmnist-p1) is zero-filled page by page by the kernel: on a
+    2-core EPYC in float32 that was 0.65M page faults and a quarter of the CPU time per forward, and raising both
+    thresholds (``mallopt``) made the forward 1.4x faster. Environment settings (``MALLOC_MMAP_THRESHOLD_``) win.
+    Returns whether it applied (glibc only; elsewhere, and with those variables set, it does nothing).
+    """
+    if platform.libc_ver()[0] != "glibc" or any(
+        k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+        )
+    except (OSError, AttributeError):
+        return False

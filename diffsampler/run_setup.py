@@ -50,10 +50,19 @@ def setup_run(
     model_options: Mapping[str, Any] | None = None,
     precision: str = FULL_PRECISION,
 ) -> RunSetup:
-    """Load ``model`` (its network in ``precision``), join torchrun's process group (if any), move the model to
-    this rank's device and resolve ``sigma_range`` (None: the model's end); a range without
-    0 < sigma_min < sigma_max is a UserError."""
-    denoiser = load_model(model, trust_pickle, model_options)
+    """Load ``model`` (its network in ``precision``) and set it up (``setup_model``)."""
+    return setup_model(load_model(model, trust_pickle, model_options), device, sigma_range, precision)
+
+
+def setup_model(
+    denoiser: Denoiser,
+    device: str,
+    sigma_range: tuple[float | None, float | None] = (None, None),
+    precision: str = FULL_PRECISION,
+) -> RunSetup:
+    """Join torchrun's process group (if any), put the loaded model's network in ``precision`` on this rank's
+    device and resolve ``sigma_range`` (None: the model's end); a range without 0 < sigma_min < sigma_max is a
+    UserError."""
     world, dev = distributed.setup(resolve_device(device))
     precision = resolve_precision(precision, denoiser.supports_autocast, dev)
     denoiser.set_autocast(autocast_dtype(precision))

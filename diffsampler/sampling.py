@@ -13,12 +13,14 @@ import torch
 
 from diffsampler import distributed
 from diffsampler.artefacts import prepare_options
+from diffsampler.data_mean import data_mean
 from diffsampler.errors import UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser
-from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label, warn_other_nfe
+from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label
 from diffsampler.schedules import FlowGrid, get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec
+from diffsampler.solvers.base import StepCallback
 
 DEFAULT_NFE = 10
 
@@ -52,20 +54,16 @@ def plan_grid(
 
     ``discrete_sigmas`` is the model's training sigma table (``Denoiser.discrete_sigmas``), for ``discrete``;
     ``flow_grid`` a flow model's grid settings (``model_flow_grid``), for ``flow``.
-    A ``schedule`` ending in .json is a schedule file: its grid is used as it is (a warning if it costs another NFE).
+    A ``schedule`` ending in .json is a schedule file and ``sigmas`` an explicit grid: either is used as it is, and
+    an ``nfe`` (given: None means none was asked for) that the grid does not cost is refused, the same way for both.
     """
     if is_schedule_path(schedule):
-        artefact = read_schedule(str(schedule))
-        grid = validate_sigmas(artefact.sigmas)
-        used = spec.nfe(artefact.steps, options, final_zero=float(grid[-1]) == 0.0)
-        warn_other_nfe(artefact, str(schedule), used, nfe)
+        grid = validate_sigmas(read_schedule(str(schedule)).sigmas)
+        used = _grid_cost(spec, options, grid, nfe, f"the schedule file {schedule}")
         return GridPlan(grid, schedule_label(str(schedule)), used)
     if sigmas is not None:
         grid = validate_sigmas(sigmas)
-        used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
-        if nfe is not None and nfe != used:
-            raise UserError(f"the explicit sigma grid costs {spec.name} {used} NFE, not the {nfe} asked for")
-        return GridPlan(grid, "explicit", used)
+        return GridPlan(grid, "explicit", _grid_cost(spec, options, grid, nfe, "the explicit sigma grid"))
     budget = DEFAULT_NFE if nfe is None else nfe
     steps = spec.steps_for_nfe(budget, options)
     name = schedule or spec.default_schedule
@@ -89,18 +87,34 @@ def initial_state(noise: torch.Tensor, sigma_max: float) -> torch.Tensor:
     return noise if math.isinf(sigma_max) else noise * sigma_max
 
 
+def _grid_cost(spec: SolverSpec, options: Mapping[str, Any], grid: torch.Tensor, nfe: int | None, what: str) -> int:
+    """The NFE ``grid`` costs the solver; a UserError when an asked-for ``nfe`` differs (the grid is never altered)."""
+    used = spec.nfe(grid.numel() - 1, options, final_zero=float(grid[-1]) == 0.0)
+    if nfe is not None and nfe != used:
+        raise UserError(
+            f"{what} costs {spec.name} {used} NFE, not the {nfe} asked for; leave --nfe out or give --nfe {used}"
+        )
+    return used
+
+
 def prepared_options(
     spec: SolverSpec, options: Mapping[str, Any], denoiser: Denoiser, plan: GridPlan
 ) -> dict[str, Any]:
-    """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``)."""
+    """Options with required artefacts checked against this model and grid and loaded (``diffsampler.artefacts``),
+    and ``afs`` "mean" replaced by the model's data mean (``diffsampler.data_mean``)."""
     context = {"model": denoiser.describe(), "nfe": plan.nfe, "schedule": plan.schedule, "sigmas": plan.sigmas.tolist()}
-    return prepare_options(spec, options, context)
+    prepared = prepare_options(spec, options, context)
+    if isinstance(prepared.get("afs"), str) and prepared["afs"] == "mean":
+        weights = next(iter(denoiser.parameters()), None) if isinstance(denoiser, torch.nn.Module) else None
+        prepared["afs"] = data_mean(denoiser, torch.device("cpu") if weights is None else weights.device)
+    return prepared
 
 
 @dataclass(frozen=True)
 class Generation:
-    """What fixes the samples of any set of indices (model, solver with prepared options, grid, seed) and how they
-    are computed (samples per network call, device, dtype of the state x)."""
+    """What fixes the samples of any set of indices (model, solver with prepared options, grid, seed or the given
+    standard-normal ``noise``, row i for sample i) and how they are computed (samples per network call, device,
+    dtype of the state x); ``callback`` hears of every step of every batch."""
 
     denoiser: Denoiser
     spec: SolverSpec
@@ -110,6 +124,15 @@ class Generation:
     batch_size: int
     device: torch.device
     dtype: torch.dtype
+    noise: torch.Tensor | None = None
+    callback: StepCallback | None = None
+
+
+def latents(job: Generation, batch: range) -> torch.Tensor:
+    """The standard-normal latents of a batch of indices: seeded per index, or the given noise's rows."""
+    if job.noise is None:
+        return standard_normal(batch, job.denoiser.sample_shape, job.seed)
+    return job.noise[batch.start : batch.stop].to(torch.float64)
 
 
 def generate(job: Generation, indices: range) -> torch.Tensor:
@@ -120,11 +143,10 @@ def generate(job: Generation, indices: range) -> torch.Tensor:
     denoiser, spec, plan = job.denoiser, job.spec, job.plan
     out = []
     for batch in distributed.batches(indices, job.batch_size):
-        noise = standard_normal(batch, denoiser.sample_shape, job.seed)
-        x = initial_state(noise, float(plan.sigmas[0])).to(job.device, job.dtype)
+        x = initial_state(latents(job, batch), float(plan.sigmas[0])).to(job.device, job.dtype)
         denoiser.reset_calls()
         with torch.no_grad():
-            y = spec.sample(denoiser, x, plan.sigmas, job.options)
+            y = spec.sample(denoiser, x, plan.sigmas, job.options, callback=job.callback)
         if denoiser.calls != plan.nfe:
             raise RuntimeError(f"{spec.name} used {denoiser.calls} NFE where {plan.nfe} were planned")
         if not torch.isfinite(y).all():

@@ -4,8 +4,9 @@ A learned grid (GITS, arXiv 2405.11326; LD3, arXiv 2405.15506) or any hand-made 
 ``{"format": "diffsampler-schedule", "version": 1, "sigmas": [...], "made_for": {...}, "method": ...}``.
 ``made_for`` names the model (and its content hash), the solver with its options and the NFE;
 ``search`` holds the method's settings (teacher, samples, seed, ...) and ``seconds`` the time taken.
-Any solver may use any file: a file made for another model or NFE is used as it is, with a one-line
-warning; the grid is never altered. Only ``sigmas`` is required.
+Any solver may use any file: a file made for another model is used as it is, with a one-line
+warning; the grid is never altered (an explicit NFE it does not cost is refused, ``sampling.plan_grid``).
+Only ``sigmas`` is required.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from diffsampler.atomic import atomic_write_bytes
+from diffsampler.config import MAX_NFE
 from diffsampler.errors import UserError
 from diffsampler.schedules import validate_sigmas
 
@@ -60,6 +62,15 @@ def write_schedule(path: str | Path, artefact: ScheduleArtefact) -> Path:
     return Path(path)
 
 
+def is_schedule_file(path: Path) -> bool:
+    """True when ``path`` holds a schedule file of ours (a JSON object with our format tag)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
 def _parse(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
         raise UserError(f"schedule file not found: {path}")
@@ -81,6 +92,8 @@ def read_schedule(path: str | Path) -> ScheduleArtefact:
     p = Path(path)
     data = _parse(p)
     values = data["sigmas"]
+    if len(values) > MAX_NFE + 2:
+        raise UserError(f"schedule file {p} holds {len(values):,} sigmas; the limit is {MAX_NFE + 2} (NFE {MAX_NFE})")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise UserError(f"schedule file {p}: 'sigmas' must be a list of numbers")
     try:
@@ -97,18 +110,6 @@ def read_schedule(path: str | Path) -> ScheduleArtefact:
 def schedule_label(path: str | Path) -> str:
     """How a file schedule is named in records and tables: ``file:<stem>``."""
     return f"file:{Path(path).stem}"
-
-
-def warn_other_nfe(artefact: ScheduleArtefact, path: str | Path, used_nfe: int, asked_nfe: int | None) -> None:
-    """One warning line when the file's grid costs another NFE than asked for (the grid is used as it is)."""
-    if asked_nfe is not None and asked_nfe != used_nfe:
-        log.warning(
-            "schedule %s has %d steps (NFE %d here), not NFE %d; using it as it is",
-            path,
-            artefact.steps,
-            used_nfe,
-            asked_nfe,
-        )
 
 
 def warn_other_model(path: str | Path, model_sha256: str, solver: str) -> None:

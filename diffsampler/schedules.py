@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UserError, shorten, unknown_choice
 from diffsampler.plugins import load_group
 
 VP_EPS_S = 1e-3
@@ -241,7 +241,7 @@ def validate_sigmas(sigmas: Sequence[float] | torch.Tensor, infinite_start: bool
     if not torch.isfinite(inner).all():
         raise UserError("the sigma grid contains NaN or infinity")
     if not (grid[1:] < grid[:-1]).all():
-        raise UserError(f"the sigma grid must be strictly descending, got {grid.tolist()}")
+        raise UserError(f"the sigma grid must be strictly descending, got {shorten(grid.tolist())}")
     if (grid[:-1] <= 0).any() or grid[-1] < 0:
         raise UserError("the sigma grid must be positive (only its last point may be 0)")
     return grid

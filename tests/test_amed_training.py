@@ -200,8 +200,8 @@ def test_afs_mismatch_and_unreadable_files(tmp_path, small_run):
 
 
 def test_train_amed_keeps_a_current_predictor_and_retrains_a_changed_one(tmp_path):
-    """A rerun with the same config and model keeps the file (byte for byte); another seed, --fresh or an unreadable
-    file trains again."""
+    """A rerun with the same config and model keeps the file (byte for byte); another seed or --fresh trains again;
+    a file at that path that is not a predictor of ours is refused, not replaced."""
     from typer.testing import CliRunner
 
     from diffsampler.cli import app
@@ -221,8 +221,10 @@ def test_train_amed_keeps_a_current_predictor_and_retrains_a_changed_one(tmp_pat
     assert "already holds" in run() and path.read_bytes() == first
     assert "predictor for amed" in run("--set", "seed=1") and load_predictor(path).meta["config"]["seed"] == 1
     assert "predictor for amed" in run("--set", "seed=1", "--fresh")
-    path.write_text("not a checkpoint")
-    assert "predictor for amed" in run() and load_predictor(path).meta["config"]["seed"] == 0
+    path.write_text("not a checkpoint")  # not ours (issue 37): left alone, in one line
+    refused = runner.invoke(app, train)
+    assert refused.exit_code == 2 and "is not an AMED predictor written by diffsampler" in refused.output
+    assert path.read_text() == "not a checkpoint"
 
 
 def test_train_amed_and_sample_from_the_command_line(tmp_path):

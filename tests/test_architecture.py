@@ -33,10 +33,16 @@ ENGINES = (
 """The engines and the CLI. Nothing below them (``sampling``, ``artefacts``, ``plugins``, ``solvers``, ``models``,
 ``metrics``, ``data``, the base modules) imports them: the artefact loaders of AMED and DPM-Solver-v3 register
 themselves as built-in plugins (``diffsampler.plugins.BUILTIN``) instead of being imported by ``artefacts``."""
-ENGINE_USERS = {"diffsampler.__main__"}
-"""Modules above the engines besides the engines themselves (``python -m diffsampler`` runs the CLI)."""
+ENGINE_USERS = {"diffsampler.__main__", "diffsampler.api"}
+"""Modules above the engines besides the engines themselves (``python -m diffsampler`` runs the CLI; the Python
+API runs the benchmark engine)."""
 RICH_ALLOWED = {"diffsampler.cli", "diffsampler.terminal"}
 """The CLI layer: the only modules that may import rich (engines report progress through callbacks)."""
+API = "diffsampler.api"
+API_USERS = {"diffsampler", "diffsampler.cli"}
+"""The Python API is the top layer beside the CLI: the package root re-exports it (``import diffsampler as ds;
+ds.sample``) and holds ``__version__``, which every layer reads. So the root's edge to the API is left out of the
+cycle check (the API imports the engines inside its functions only), and nothing below the top may import the API."""
 
 
 def module_name(path: Path) -> str:
@@ -65,7 +71,9 @@ def imported_names(path: Path) -> set[str]:
 def package_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports (a name that is not a module counts as its package)."""
     modules = all_modules()
-    return {name: {n for n in imported_names(path) if n in modules and n != name} for name, path in modules.items()}
+    graph = {name: {n for n in imported_names(path) if n in modules and n != name} for name, path in modules.items()}
+    graph["diffsampler"].discard(API)
+    return graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -136,3 +144,18 @@ def test_only_the_cli_layer_imports_rich():
     }
     assert "diffsampler.cli" in users  # the check sees rich imports at all
     assert users <= RICH_ALLOWED, f"rich imported outside the CLI layer by {sorted(users - RICH_ALLOWED)}"
+
+
+def test_only_the_top_layer_imports_the_api():
+    users = {name for name, path in all_modules().items() if API in imported_names(path)}
+    assert "diffsampler" in users  # the root re-exports it: the check sees the import
+    assert users <= API_USERS, f"the Python API is imported from below the top by {sorted(users - API_USERS)}"
+
+
+def test_the_api_imports_no_engine_at_module_level():
+    """``import diffsampler`` imports the API, so its module level may import nothing heavy (the CLI's startup)."""
+    tree = ast.parse(all_modules()[API].read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
+    assert names <= {"__future__", "dataclasses", "typing"}, names

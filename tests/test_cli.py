@@ -242,14 +242,24 @@ def test_every_flag_of_a_config_command_is_a_config_key(command, config):
     from diffsampler.config import config_keys
 
     keys = set(config_keys(_config_class(config)))
-    actions = {"config", "sets", "option", "model_option", "fresh", "resume"}
+    actions = {"config", "sets", "option", "model_option", "fresh", "resume", "report_only"}
     params = typer.main.get_command(app).commands[command].params
     assert {p.name for p in params} - actions <= keys
 
 
 @pytest.mark.parametrize(
     "command",
-    ["sample", "train-amed", "train-model", "benchmark", "compute-ems", "search-schedule", "ref-stats", "fid"],
+    [
+        "sample",
+        "train-amed",
+        "train-model",
+        "benchmark",
+        "compute-ems",
+        "search-schedule",
+        "ref-stats",
+        "fid",
+        "throughput",
+    ],
 )
 def test_help_shows_defaults_one_way_and_no_bool_metavar_on_flags(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})

@@ -248,3 +248,36 @@ def test_flow_model_through_the_cli(tmp_path):
         assert result.exit_code == 2 and message in result.output, result.output
     result = CliRunner().invoke(app, [*base[:2], "gmm-2d", *base[3:], "--name", "bad2", "--set", "shift=3"])
     assert result.exit_code == 2 and "shift applies to flow-matching models" in result.output, result.output
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp", "unipc", "ipndm"])
+def test_afs_mean_from_t1_is_the_exact_first_evaluation(model, name):
+    """At sigma = inf AFS's D = x - sigma (x - m) / sqrt(1 + sigma^2) tends to m, and the exact flow model's
+    D(x, t = 1) = E[x0] = m too: afs=mean (m from the model's moments) gives the plain run's samples with one NFE
+    fewer (float64; 1e-12). afs=True (m = 0) is another first step."""
+    from diffsampler.sampling import GridPlan, prepared_options
+
+    grid = flow_grid(model, 3.0, 6)
+    spec = get_solver(name)
+    plan = GridPlan(grid, "flow", spec.nfe(6, {"afs": "mean"}, final_zero=True))
+    options = prepared_options(spec, spec.resolve_options({"afs": "mean"}), model, plan)
+    model.reset_calls()
+    plain = spec.sample(model, noise(), grid)
+    plain_calls = model.calls
+    model.reset_calls()
+    with_mean = spec.sample(model, noise(), grid, options)
+    assert model.calls == plain_calls - 1 == plan.nfe
+    assert (with_mean - plain).abs().max() < 1e-12
+    assert (spec.sample(model, noise(), grid, {"afs": True}) - plain).abs().max() > 1e-3
+
+
+def test_callback_at_t1_hears_sigma_inf_and_the_noise(model):
+    """Step 0 from sigma = inf reports sigma = inf, the stored state (the noise) and D(noise, inf) = the data mean."""
+    heard = []
+    grid = flow_grid(model, 3.0, 5)
+    for name in ("euler", "dpmpp", "unipc", "ipndm"):
+        heard.clear()
+        get_solver(name).sample(model, noise(), grid, callback=heard.append)
+        first = heard[0]
+        assert [h["i"] for h in heard] == list(range(5)) and first["sigma"] == math.inf, name
+        assert torch.equal(first["x"], noise()) and torch.allclose(first["denoised"], model.mean.expand(6, 2))

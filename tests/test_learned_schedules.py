@@ -135,20 +135,21 @@ def test_malformed_or_non_monotone_schedule_file_is_refused_in_one_line(tmp_path
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
 
 
-def test_schedule_file_for_another_nfe_or_model_is_used_unaltered_with_a_warning(tmp_path, caplog):
+def test_schedule_file_for_another_model_is_used_unaltered_and_an_explicit_other_nfe_refused(tmp_path, caplog):
     path = write_schedule(
         tmp_path / "s.json",
         ScheduleArtefact(GITS_CIFAR10_6, "gits", {"model": "x", "model_sha256": "ab" * 32, "nfe": 6}),
     )
     spec = get_solver("dpmpp")
     with caplog.at_level(logging.WARNING):
-        plan = plan_grid(spec, spec.resolve_options(), 0.002, 80.0, 5, str(path))
+        plan = plan_grid(spec, spec.resolve_options(), 0.002, 80.0, None, str(path))
         result = runner.invoke(
             app, ["sample", "--model", "gmm-2d", "--schedule", str(path), "--num-samples", "4", "--out", str(tmp_path)]
         )
     assert plan.sigmas.tolist() == GITS_CIFAR10_6 and plan.nfe == 6
-    assert any("not NFE 5" in r.getMessage() for r in caplog.records)
     assert result.exit_code == 0 and any("made for model x" in r.getMessage() for r in caplog.records)
+    with pytest.raises(UserError, match="costs dpmpp 6 NFE, not the 5 asked for; leave --nfe out or give --nfe 6"):
+        plan_grid(spec, spec.resolve_options(), 0.002, 80.0, 5, str(path))
 
 
 def test_ays_reproduces_the_published_grids_and_interpolates_log_linearly():

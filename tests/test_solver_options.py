@@ -22,7 +22,7 @@ def _defaults(fn):
     return {
         p.name: p.default
         for p in inspect.signature(target).parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.name != "cond" and not p.name.startswith("_")
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("cond", "callback") and not p.name.startswith("_")
     }
 
 
@@ -111,8 +111,8 @@ def test_range_ends():
         ("r=abc", "dpm2 option r must be a number in (0, 1], got 'abc'"),
         ("r=nan", "dpm2 option r must be a number in (0, 1], got 'nan'"),
         ("r=.nan", "dpm2 option r must be a number in (0, 1], got nan"),
-        ("afs=maybe", "dpm2 option afs must be true or false, got 'maybe'"),
-        ('afs="false"', "dpm2 option afs must be true or false, got 'false'"),
+        ("afs=maybe", "dpm2 option afs must be true or false or one of mean or a Tensor, got 'maybe'"),
+        ('afs="false"', "dpm2 option afs must be true or false or one of mean or a Tensor, got 'false'"),
         ("denoise_to_zero=2", "dpm2 option denoise_to_zero must be true or false, got 2"),
     ],
 )

@@ -35,7 +35,8 @@ ARGS = [
     "run",
 ]
 TIMINGS = ("sampling_seconds", "samples_per_second")
-REPORTS_WITH_TIMINGS = {"table.md", "table.csv", "results.json"}
+REPORTS_WITH_TIMINGS = {"table.md", "table.csv", "results.json", "report.html"}
+"""Reports that show the cells' sampling times (report.html: the throughput table and the _vs_time plots)."""
 TIMING_PLOT_SUFFIX = "_vs_time.png"
 """Plots whose x axis is each cell's sampling time (they differ between any two runs)."""
 CHILD = r"""

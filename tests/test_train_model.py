@@ -204,6 +204,8 @@ def test_checkpoint_feeds_the_benchmark(trained, tmp_path):
             "euler,ipndm",
             "--num-samples",
             "4",
+            "--metrics",
+            "rmse",
             "--batch-size",
             "4",
             "--device",

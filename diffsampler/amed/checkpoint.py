@@ -18,9 +18,11 @@ from typing import Any, Mapping
 import torch
 
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
-from diffsampler.artefacts import register_prepare_hook
+from diffsampler.artefacts import register_artefact_reader, register_prepare_hook
 from diffsampler.atomic import atomic_write_bytes
-from diffsampler.errors import UserError
+from diffsampler.errors import UserError, shorten
+from diffsampler.solvers.base import afs_on
+from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 FORMAT = "diffsampler-amed-predictor/1"
 
@@ -50,15 +52,24 @@ def load_predictor(path: str | Path) -> PredictorCheckpoint:
     if not p.is_file():
         raise UserError(f"AMED predictor file not found: {p}; train one with `diffsampler train-amed`")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{p} is not a readable AMED predictor checkpoint ({type(exc).__name__})") from exc
+        data = load_plain(p)
+    except UnreadableTorchFile as exc:
+        raise UserError(f"{p} is not a readable AMED predictor checkpoint ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{p} is not an AMED predictor checkpoint of format {FORMAT}")
     predictor = AMEDPredictor(PredictorConfig(**data["config"]))
     predictor.load_state_dict(data["state_dict"])
     predictor.eval().requires_grad_(False)
     return PredictorCheckpoint(predictor, data["meta"], str(p))
+
+
+def is_predictor(path: Path) -> bool:
+    """True when ``path`` holds a checkpoint of ours (its format tag), readable or not by this version."""
+    try:
+        data = load_plain(path)
+    except UnreadableTorchFile:
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith(FORMAT.partition("/")[0])
 
 
 def check_context(
@@ -88,7 +99,7 @@ def check_context(
             f"(sha256 {meta['model'].get('sha256', '')[:12]}), not this {model.get('class')} "
             f"(sha256 {model.get('sha256', '')[:12]}); train one for this model"
         )
-    if bool(options.get("afs")) != bool(meta["afs"]):
+    if afs_on(options.get("afs", False)) != bool(meta["afs"]):  # afs=mean may use an afs=true predictor (issue 36)
         raise UserError(
             f"{name} was trained with afs={str(meta['afs']).lower()}; pass -o afs={str(meta['afs']).lower()}"
         )
@@ -105,8 +116,8 @@ def check_context(
     sigmas, trained = list(context["sigmas"]), list(meta["sigmas"])
     if len(sigmas) != len(trained) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(sigmas, trained)):
         raise UserError(
-            f"{name} was trained on the sigma grid {[round(s, 4) for s in trained]}, "
-            f"not {[round(s, 4) for s in sigmas]}; "
+            f"{name} was trained on the sigma grid {shorten([round(s, 4) for s in trained])}, "
+            f"not {shorten([round(s, 4) for s in sigmas])}; "
             f"use sigma range [{meta['sigma_min']}, {meta['sigma_max']}] and rho {meta['rho']}"
         )
 
@@ -137,3 +148,5 @@ def register_plugin() -> None:
     """The built-in plugin (group ``diffsampler.solvers``) that loads AMED predictors for `amed` and `amed-plugin`."""
     register_prepare_hook("amed", prepare_amed)
     register_prepare_hook("amed-plugin", prepare_amed_plugin)
+    for solver in ("amed", "amed-plugin"):
+        register_artefact_reader(solver, lambda options: load_predictor(options["predictor"]))

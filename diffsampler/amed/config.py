@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from diffsampler.config import RunSettings, run_settings
+from diffsampler.atomic import check_name
+from diffsampler.config import RunSettings, check_nfe, check_samples, run_settings
 from diffsampler.errors import UserError, unknown_choice
+from diffsampler.models import model_label
 from diffsampler.solvers.amed import DEFAULT_MAX_ORDER, STUDENTS
 
 TEACHERS = ("heun", "dpm2", "euler")
@@ -42,6 +45,8 @@ class AmedTrainConfig:
     bottleneck_dim: int = 4
     out: str = "results/amed"
     name: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     @property
     def solver(self) -> str:
@@ -61,7 +66,8 @@ class AmedTrainConfig:
     @property
     def file_name(self) -> str:
         """``<name>.pt``, by default <model>-<student>-nfe<N>-<schedule>[-afs].pt."""
-        default = f"{self.model}-{self.student}-nfe{self.nfe}-{self.resolved_schedule}{'-afs' if self.afs else ''}"
+        afs = "-afs" if self.afs else ""
+        default = f"{model_label(self.model)}-{self.student}-nfe{self.nfe}-{self.resolved_schedule}{afs}"
         return f"{self.name or default}.pt"
 
     def validate(self) -> None:
@@ -71,6 +77,10 @@ class AmedTrainConfig:
             raise unknown_choice("teacher solver", self.teacher, TEACHERS)
         if self.nfe < 2:
             raise UserError(f"nfe must be at least 2 (one AMED step, or 3 with afs), got {self.nfe}")
+        check_nfe(self.nfe)
+        check_samples(self.num_latents, "num_latents")
+        if self.name is not None:
+            check_name(self.name + ".pt")
         if self.teacher_m < 1:
             raise UserError(f"teacher_m (extra teacher points per interval) must be at least 1, got {self.teacher_m}")
         for key in ("num_latents", "epochs", "hidden_dim", "bottleneck_dim"):

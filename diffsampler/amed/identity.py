@@ -37,4 +37,4 @@ def is_current(path: Path, cfg: AmedTrainConfig) -> bool:
         stored = training_identity(build_config(AmedTrainConfig, meta["config"]), meta["model"]["sha256"])
     except (UserError, KeyError, TypeError):
         return False
-    return stored == training_identity(cfg, load_model(cfg.model).content_hash())
+    return stored == training_identity(cfg, load_model(cfg.model, options=cfg.model_options).content_hash())

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from diffsampler import distributed
-from diffsampler.amed.checkpoint import save_predictor
+from diffsampler.amed.checkpoint import is_predictor, save_predictor
 from diffsampler.amed.config import AmedTrainConfig
 from diffsampler.amed.predictor import AMEDPredictor, PredictorConfig
-from diffsampler.atomic import check_name, check_writable_file
+from diffsampler.atomic import check_name, check_own_file, check_writable_file
 from diffsampler.config import flat_dict
 from diffsampler.errors import UserError
 from diffsampler.models import Denoiser
@@ -112,7 +112,13 @@ class _Setup:
 
 
 def _setup(cfg: AmedTrainConfig) -> _Setup:
-    run = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
+    run = setup_run(
+        cfg.model,
+        cfg.run.device,
+        (cfg.sigma_min, cfg.sigma_max),
+        model_options=cfg.model_options,
+        precision=cfg.run.precision,
+    )
     world, device, sigma_min, sigma_max = run.world, run.device, run.sigma_min, run.sigma_max
     last_batch = cfg.num_latents % cfg.run.batch_size or cfg.run.batch_size
     if min(cfg.run.batch_size, last_batch) < world.size:
@@ -264,6 +270,7 @@ def output_path(cfg: AmedTrainConfig) -> Path:
         check_name(cfg.name)
     path = Path(cfg.out) / cfg.file_name
     check_writable_file(path)
+    check_own_file(path, is_predictor, "an AMED predictor")
     return path
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from diffsampler.config import RunSettings, build_config, config_values, run_settings
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.atomic import check_name
+from diffsampler.config import RunSettings, build_config, check_nfe, check_samples, config_values, run_settings
+from diffsampler.errors import UserError, shorten, unknown_choice
 from diffsampler.schedule_file import is_schedule_path, read_schedule
 from diffsampler.schedules import SCHEDULES
 from diffsampler.schedules import load_plugins as load_schedule_plugins
@@ -35,9 +36,14 @@ class BenchmarkConfig:
     ``solvers`` items are a solver name or a mapping {solver, label, options, schedule, rho}; None means
     every registered training-free solver with its defaults. ``metrics`` None means the default metrics
     the model supports (``runner.default_metrics``). The defaults make the quick start
-    (``diffsampler benchmark --nfe 5``): the shipped fmnist-p1 U-Net, in bf16 where the device runs it natively.
+    (``diffsampler benchmark --nfe 5``): the shipped fmnist-p1 U-Net, in bf16 where the device runs it natively, on
+    ``num_samples`` 64 per cell (issue 36: its NFE-5 fd_fmnist ranking of the ten training-free solvers has Spearman
+    0.90 against the 5,000-sample reference table, scripts/quick_start_ranking.py; 256 took 254 s in float32 on a
+    2-core AVX2 CPU).
     ``auto_afs`` lets a 2-NFE-per-step solver meet an odd budget with afs=true
-    when its entry does not set afs itself.
+    when its entry does not set afs itself. ``converged`` names the folder of another run on the same model, seed
+    and number of samples (one solver at a high NFE): its value at its highest NFE is drawn as each metric's
+    converged line in the plots (``diffsampler.bench.converged``).
     """
 
     model: str = "fmnist-p1"
@@ -47,13 +53,16 @@ class BenchmarkConfig:
     metric_options: dict[str, Any] = field(default_factory=dict)
     primary_metric: str | None = None
     """The metric the recommendation ranks by; None: the first metric of the run (``bench.recommend``)."""
-    num_samples: int = 256
+    num_samples: int = 64
     run: RunSettings = run_settings(precision="auto")
     sigma_min: float | None = None
     sigma_max: float | None = None
     auto_afs: bool = True
+    converged: str | None = None
     name: str | None = None
     out: str = "results"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if not self.nfe:
@@ -61,8 +70,10 @@ class BenchmarkConfig:
         bad = [n for n in self.nfe if n < 1]
         if bad:
             raise UserError(f"NFE budgets must be at least 1, got {bad[0]}")
+        check_nfe(max(self.nfe), "the largest NFE budget")
         if self.num_samples < 2:
             raise UserError(f"num_samples must be at least 2, got {self.num_samples}")
+        check_samples(self.num_samples)
         self.run.validate()
         if self.metrics is not None and not self.metrics:
             raise UserError("the metric list is empty; name at least one metric or leave it out for the defaults")
@@ -71,7 +82,9 @@ class BenchmarkConfig:
                 "the solver list is empty; name at least one solver or leave it out for all training-free ones"
             )
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise UserError(f"run name '{self.name}' must be letters, digits, '.', '_' or '-'")
+            raise UserError(f"run name {shorten(self.name)} must be letters, digits, '.', '_' or '-'")
+        if self.name is not None:
+            check_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -100,10 +113,11 @@ def parse_nfe(text: str) -> list[int]:
             continue
         match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part)
         if match is None:
-            raise UserError(f"--nfe takes budgets like 3,5,7,9 or 3-10, got '{text}'")
+            raise UserError(f"--nfe takes budgets like 3,5,7,9 or 3-10, got {shorten(text)}")
         lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
         if hi < lo:
             raise UserError(f"the NFE range '{part}' is empty; write it low-high, e.g. 3-10")
+        check_nfe(hi, "the largest NFE budget")
         budgets.update(range(lo, hi + 1))
     return sorted(budgets)
 
@@ -121,7 +135,9 @@ def _entry(item: Any) -> SolverEntry:
     if isinstance(item, str):
         item = {"solver": item}
     if not isinstance(item, Mapping):
-        raise UserError(f"each item of 'solvers' must be a solver name or a mapping with a 'solver' key, got {item!r}")
+        raise UserError(
+            f"each item of 'solvers' must be a solver name or a mapping with a 'solver' key, got {shorten(item)}"
+        )
     for key in item:
         if key not in ENTRY_KEYS:
             raise unknown_choice("key in a solvers item", str(key), ENTRY_KEYS)
@@ -130,7 +146,7 @@ def _entry(item: Any) -> SolverEntry:
     spec = get_solver(str(item["solver"]))
     options = item.get("options") or {}
     if not isinstance(options, Mapping):
-        raise UserError(f"'options' of solver '{spec.name}' must be a mapping, got {options!r}")
+        raise UserError(f"'options' of solver '{spec.name}' must be a mapping, got {shorten(options)}")
     resolved = spec.resolve_options(options)
     missing = [key for key in spec.requires if resolved.get(key) is None]
     if missing:
@@ -152,7 +168,7 @@ def _entry(item: Any) -> SolverEntry:
         )
     rho = item.get("rho")
     if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or rho <= 0):
-        raise UserError(f"'rho' of solver '{spec.name}' must be a positive number, got {rho!r}")
+        raise UserError(f"'rho' of solver '{spec.name}' must be a positive number, got {shorten(rho)}")
     rho = None if rho is None else float(rho)
     label = str(item.get("label") or _default_label(spec.name, options, schedule, rho))
     return SolverEntry(
@@ -203,7 +219,7 @@ def benchmark_config(
     if solver_names is not None:
         file_solvers = values.get("solvers")
         if file_solvers is not None and not isinstance(file_solvers, list):
-            raise UserError(f"config key 'solvers' must be a list, got {file_solvers!r}")
+            raise UserError(f"config key 'solvers' must be a list, got {shorten(file_solvers)}")
         values["solvers"] = select_solvers(file_solvers, solver_names)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return build_config(BenchmarkConfig, values, str(path) if path is not None else "--set")

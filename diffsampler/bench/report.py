@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from diffsampler.atomic import atomic_write_bytes
+from diffsampler.atomic import atomic_write_bytes, own_files, write_marker
 from diffsampler.bench.config import BenchmarkConfig
+from diffsampler.bench.converged import Converged
 from diffsampler.bench.metric_registry import Metric, scored_count
 from diffsampler.bench.plan import AUTO_AFS_NOTE, Cell
-from diffsampler.bench.plots import plot_metric, plot_metric_vs_time
+from diffsampler.bench.plots import PlotSettings, RowStyle, plot_metric, plot_metric_vs_time, plot_paths, row_group
 from diffsampler.bench.recommend import Recommendation, primary_metric, recommend
 from diffsampler.bench.store import ResultStore
 from diffsampler.bench.table import AFS_MARK, TIE_MARK, Entry, MetricTable, Status
@@ -38,6 +39,29 @@ class Report:
     cells: list[dict[str, Any]] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
     """Per NFE, the best row by the primary metric and the rows tied with it (``diffsampler.bench.recommend``)."""
+    styles: dict[str, RowStyle] = field(default_factory=dict)
+    """Row label -> its solver and group (the plots' colour and panel)."""
+    converged: Converged = field(default_factory=Converged)
+
+    @property
+    def plot_settings(self) -> PlotSettings:
+        return PlotSettings(self.styles, self.converged.values, self.converged.label)
+
+    def intro(self, bold: str) -> str:
+        """The sentence under the title (``bold``: the word 'Bold' as the format marks it)."""
+        return (
+            f"{self.num_samples} samples per cell, the same latents for every solver (sample i seeded by "
+            f"({self.seed}, i)). {bold}: the best in its NFE column; {TIE_MARK}: tied with it (the paired 95% "
+            "bootstrap interval of the difference holds 0); ± half the 95% interval, or [low, high] where it is not "
+            "centred on the value (its bounds in table.csv and results.json; docs/rankings.md). The exact sigma grid "
+            "of every cell is in sigmas.csv."
+        )
+
+    @property
+    def converged_text(self) -> str:
+        """The sentence saying what the plots' dashed line is and its value per metric."""
+        values = ", ".join(f"{name} {value:.4g}" for name, value in self.converged.values.items())
+        return f"Dashed line in the plots: the converged value ({self.converged.label}): {values}."
 
     @property
     def any_auto_afs(self) -> bool:
@@ -93,10 +117,15 @@ def build_report(
     metrics: list[Metric],
     store: ResultStore,
     unavailable: dict[tuple[str, int], str],
+    converged: Converged | None = None,
 ) -> Report:
-    """Read the records of the current cells and lay them out per metric, with footnotes for n/a cells."""
+    """Read the records of the current cells and lay them out per metric, with footnotes for n/a cells (and the
+    interval of a record that carries ``low`` / ``high``)."""
     footnotes: list[str] = []
-    notes: list[str] = []
+    converged = converged or Converged()
+    names = [m.name for m in metrics]
+    converged = replace(converged, values={k: v for k, v in converged.values.items() if k in names})
+    notes: list[str] = [converged.note] if converged.note else []
 
     def footnote(reason: str) -> int:
         if reason not in footnotes:
@@ -179,8 +208,20 @@ def build_report(
     primary = next(t for t in tables if t.name == primary_metric(cfg.primary_metric, [t.name for t in tables]))
     by_key = {(row["label"], row["nfe"]): row for row in cell_rows}
     advice = recommend(primary, budgets, by_key)
+    styles = {cell.entry.label: RowStyle(cell.entry.solver, row_group(cell.entry)) for cell in cells}
     return Report(
-        cfg.model, cfg.num_samples, cfg.run.seed, budgets, tables, throughput, footnotes, notes, cell_rows, advice
+        cfg.model,
+        cfg.num_samples,
+        cfg.run.seed,
+        budgets,
+        tables,
+        throughput,
+        footnotes,
+        notes,
+        cell_rows,
+        recommendations=advice,
+        styles=styles,
+        converged=converged,
     )
 
 
@@ -197,32 +238,23 @@ def _markdown_table(table: MetricTable, budgets: list[int]) -> list[str]:
 
 def markdown(report: Report) -> str:
     """table.md: one table per metric (rows solver, columns NFE, best per column in bold), then footnotes."""
-    out = [
-        f"# Benchmark: {report.model}",
-        "",
-        f"{report.num_samples} samples per cell, the same latents "
-        f"for every solver (sample i seeded by ({report.seed}, i)). "
-        "**Bold**: the best in its NFE column; "
-        f"{TIE_MARK}: tied with it (the paired 95% bootstrap interval of the difference holds 0); "
-        "± half the 95% interval, or [low, high] where it is not centred on the value "
-        "(its bounds in table.csv and results.json; docs/rankings.md). "
-        "The exact sigma grid of every cell is in sigmas.csv.",
-    ]
+    out = [f"# Benchmark: {report.model}", "", report.intro("**Bold**")]
     if report.recommendations:
         metric = report.recommendations[0].metric
         out += ["", f"## Recommendation (by {metric})", "", *(f"- {r.text()}" for r in report.recommendations)]
     for table in (*report.tables, report.throughput):
-        better = "higher" if table.higher_is_better else "lower"
         out += [
             "",
             f"## {table.name}",
             "",
-            f"{table.summary} ({better} is better); {table.samples_text(report.num_samples)} of each cell.",
+            table.caption(report.num_samples),
             "",
             *_markdown_table(table, report.budgets),
         ]
     if report.any_auto_afs:
         out += ["", f"{AFS_MARK} {AUTO_AFS_NOTE}."]
+    if report.converged.values:
+        out += ["", report.converged_text]
     if report.notes:
         out += ["", *(f"- {note}" for note in report.notes)]
     if report.footnotes:
@@ -300,15 +332,25 @@ def results_json(report: Report) -> dict[str, Any]:
         "footnotes": report.footnotes,
         "notes": report.notes,
         "auto_afs_note": AUTO_AFS_NOTE if report.any_auto_afs else None,
+        "converged": {"label": report.converged.label, "values": report.converged.values}
+        if report.converged.values
+        else None,
     }
 
 
 def write_reports(folder: Path, report: Report) -> None:
-    """Write every report file atomically (plots last: they are the slowest)."""
+    """Write every report file but report.html atomically (plots last: they are the slowest; report.html, which
+    inlines them, is written after them by ``diffsampler.bench.html_report.write_html``); the folder's marker lists
+    them all (with those of earlier runs), so that ``--fresh`` deletes exactly these."""
+    names = ["table.md", "table.csv", "sigmas.csv", "results.json", "report.html"]
+    names += [f"{t.name}_vs_{x}.png" for t in report.tables for x in ("nfe", "time")]
+    write_marker(folder, "benchmark", (own_files(folder) or set()) | set(names))
     atomic_write_bytes(folder / "table.md", markdown(report).encode())
     atomic_write_bytes(folder / "table.csv", csv_text(report).encode())
     atomic_write_bytes(folder / "sigmas.csv", sigmas_csv(report).encode())
     atomic_write_bytes(folder / "results.json", (json.dumps(results_json(report), indent=2) + "\n").encode())
+    settings = report.plot_settings
     for table in report.tables:
-        plot_metric(table, report.budgets, folder / f"{table.name}_vs_nfe.png")
-        plot_metric_vs_time(table, report.throughput, folder / f"{table.name}_vs_time.png")
+        by_nfe, by_time = plot_paths(folder, table.name)
+        plot_metric(table, report.budgets, by_nfe, settings)
+        plot_metric_vs_time(table, report.throughput, by_time, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from diffsampler import __version__, distributed
 from diffsampler.artefacts import prepare_hook
 from diffsampler.atomic import atomic_file, ensure_writable_dir
 from diffsampler.bench.config import BenchmarkConfig, solver_entries
+from diffsampler.bench.converged import Converged, read_converged
+from diffsampler.bench.html_report import write_html
 from diffsampler.bench.learned import learned_schedules, warn_schedule_files
 from diffsampler.bench.metric_registry import (
     DEFAULT_METRICS,
@@ -23,6 +26,7 @@ from diffsampler.bench.metric_registry import (
     NETWORK_DEFAULT_METRICS,
     Metric,
     MetricContext,
+    check_metric_options,
     expand_metrics,
     get_metric,
     scored_count,
@@ -130,7 +134,7 @@ def _manifest(
     desc = denoiser.describe()
     fixed = {
         "model": cfg.model,
-        "model_sha256": desc["sha256"],
+        "model_sha256": desc.get("weights_sha256", desc["sha256"]),
         "sample_shape": desc["sample_shape"],
         "seed": cfg.run.seed,
         "dtype": cfg.run.dtype,
@@ -140,7 +144,8 @@ def _manifest(
         **recorded_precision(cfg.run.precision),
     }
     specs = {cell.entry.solver: get_solver(cell.entry.solver) for cell in cells}
-    codes = {name: solver_code(spec.sample_fn, prepare_hook(name)) for name, spec in specs.items()}
+    model_code = f"+model:{desc['code_sha256'][:12]}" if "code_sha256" in desc else ""
+    codes = {name: solver_code(spec.sample_fn, prepare_hook(name)) + model_code for name, spec in specs.items()}
     labels = {cell.entry.label: cell.entry for cell in cells}
     solvers = {label: {**entry.definition(), "code": codes[entry.solver]} for label, entry in labels.items()}
     metric_defs = {
@@ -221,9 +226,7 @@ def _resolved(cfg: BenchmarkConfig, setup: RunSetup) -> BenchmarkConfig:
 def _checked_metrics(cfg: BenchmarkConfig, denoiser: Denoiser) -> list[Metric]:
     """The run's metrics; ``metric_options`` may only name those."""
     metrics = choose_metrics(cfg.metrics, denoiser, cfg.model)
-    unknown_opts = [k for k in cfg.metric_options if k not in {m.option_name for m in metrics}]
-    if unknown_opts:
-        raise UserError(f"metric_options names '{unknown_opts[0]}', which is not among the metrics of this run")
+    check_metric_options(cfg.metric_options, [m.option_name for m in metrics])
     primary_metric(cfg.primary_metric, [m.name for m in metrics])
     return metrics
 
@@ -352,16 +355,26 @@ def _sample_cells(
     return unavailable
 
 
-def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressFn | None = None) -> BenchmarkOutcome:
-    """Sample every missing cell, score it with every metric, write records, then the reports.
+def run_benchmark(
+    cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressFn | None = None, report_only: bool = False
+) -> BenchmarkOutcome:
+    """Sample every missing cell, score it with every metric, write records, then the reports; ``report_only``
+    samples nothing and rewrites the reports from the records there are (``_report_only``).
 
     Under torchrun the batches of every cell are dealt across ranks (``diffsampler.distributed``) and
     gathered in index order, so samples and metrics equal a single process's; rank 0 alone writes.
     ``progress`` hears of each metric's preparation and each cell (done of the pending cells).
     """
     tic_all = time.perf_counter()
+    check_metric_options(cfg.metric_options)
     entries = solver_entries(cfg.solvers)
-    setup = setup_run(cfg.model, cfg.run.device, (cfg.sigma_min, cfg.sigma_max), precision=cfg.run.precision)
+    setup = setup_run(
+        cfg.model,
+        cfg.run.device,
+        (cfg.sigma_min, cfg.sigma_max),
+        model_options=cfg.model_options,
+        precision=cfg.run.precision,
+    )
     denoiser, world, device, sigma_min, sigma_max = (
         setup.denoiser,
         setup.world,
@@ -371,6 +384,7 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     )
     cfg = _resolved(cfg, setup)
     metrics = _checked_metrics(cfg, denoiser)
+    converged = read_converged(cfg.converged, cfg.model, cfg.run.seed, cfg.num_samples)
     out = Path(cfg.out)
     warn_schedule_files(entries, cfg.nfe, denoiser)
     learned = learned_schedules(cfg.model, denoiser, device, cfg.run, out / ".cache" / "schedules", progress)
@@ -378,6 +392,8 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
     store.check(manifest, fresh)
+    if report_only:
+        return _report_only(cfg, cells, metrics, store, converged, _model_line(cfg, setup))
     if world.is_main:
         ensure_writable_dir(out)
     ctx = MetricContext(
@@ -401,14 +417,58 @@ def run_benchmark(cfg: BenchmarkConfig, fresh: bool = False, progress: ProgressF
     run = _Run(cfg, denoiser, ctx, store, world, notes)
     unavailable = _sample_cells(run, pending, progress)
     distributed.barrier(world)
-    result = build_report(cfg, cells, metrics, store, unavailable)
+    result = build_report(cfg, cells, metrics, store, unavailable, converged)
     if world.is_main:
         write_reports(store.folder, result)
+        write_html(store.folder, result)
     runnable = sum(c.runnable for c in cells)
     seconds = time.perf_counter() - tic_all
     return BenchmarkOutcome(
         store.folder, result, len(pending), runnable - len(pending), seconds, _model_line(cfg, setup)
     )
+
+
+def _not_current(
+    cells: list[Cell], metrics: list[Metric], store: ResultStore, num_samples: int
+) -> dict[tuple[str, int], str]:
+    """Cells whose record (of any metric) was made on another sigma grid or other artefacts, and why; grids equal
+    to 1e-12 relative are the same (the last bits of a schedule's float64 arithmetic vary between library versions).
+    """
+    out = {}
+    for cell in cells:
+        if cell.plan is None:
+            continue
+        sigmas, artefacts = cell.plan.sigmas.tolist(), cell_artefacts(cell)
+        for metric in metrics:
+            record = store.read(cell.entry.label, cell.nfe, num_samples, metric.name)
+            grid = None if record is None else record.get("sigmas")
+            if isinstance(grid, list) and len(grid) == len(sigmas):
+                grid = sigmas if all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(grid, sigmas)) else grid
+            why = None if record is None else _made_for_other({**record, "sigmas": grid}, sigmas, artefacts)
+            if why is not None:
+                out[(cell.entry.label, cell.nfe)] = f"its record was made {why}; rerun without --report-only"
+    return out
+
+
+def _report_only(
+    cfg: BenchmarkConfig, cells: list[Cell], metrics: list[Metric], store: ResultStore, converged: Converged, line: str
+) -> BenchmarkOutcome:
+    """The reports of an existing run rewritten from its records, nothing sampled, no record changed (for reports
+    of a newer version from costly records); records made by earlier code are shown and named in a note."""
+    tic = time.perf_counter()
+    if not store.is_run():
+        raise UserError(f"{store.folder} holds no benchmark run to report on; run it once without --report-only")
+    stale = sorted(store.stale_labels) + sorted(store.stale_metrics)
+    store.stale_labels, store.stale_metrics = set(), set()  # shown, not recomputed
+    result = build_report(cfg, cells, metrics, store, _not_current(cells, metrics, store, cfg.num_samples), converged)
+    if stale:
+        result.notes.append(
+            "reports rebuilt from the records (--report-only); the code of "
+            f"{', '.join(stale)} changed since their records were made (a rerun without it recomputes them)"
+        )
+    write_reports(store.folder, result)
+    write_html(store.folder, result)
+    return BenchmarkOutcome(store.folder, result, 0, sum(c.runnable for c in cells), time.perf_counter() - tic, line)
 
 
 def _model_line(cfg: BenchmarkConfig, setup: RunSetup) -> str:

@@ -1,32 +1,48 @@
 """The result store of one run: a manifest and one JSON record per (solver label, NFE, samples, metric).
 
 Layout under results/<run>/: ``run.json`` (what makes records comparable: model hash, seed, dtype,
-sigma range, code versions, and what each label and metric stood for) and
-``records/<label>/nfe<N>/n<samples>/<metric>.json``. Every file is written atomically, so a killed run
+sigma range, code versions, and what each label and metric stood for),
+``records/<label>/nfe<N>/n<samples>/<metric>.json``, sample previews ``grids/<label>/nfe<N>.png`` and the reports
+(listed in the folder's marker, ``atomic.MARKER``). Every file is written atomically, so a killed run
 loses at most the cell in progress; a record, once written, is never rewritten. When only the code
 hash of a label or a metric changed (``diffsampler/codehash.py``), its records are stale: they are deleted
-and recomputed, and the other records are kept.
+and recomputed, and the other records are kept. Only files at these paths are ever deleted (``--fresh`` deletes
+them all): anything else a user keeps in the run folder, records/ included, stays.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffsampler import __version__
-from diffsampler.atomic import atomic_write_bytes, ensure_writable_dir, remove_stale_temporaries
+from diffsampler.atomic import (
+    MARKER,
+    atomic_write_bytes,
+    ensure_writable_dir,
+    own_files,
+    remove_own_file,
+    remove_stale_temporaries,
+)
 from diffsampler.config import FULL_PRECISION
-from diffsampler.errors import UNREADABLE_FILE, UserError
+from diffsampler.errors import UNREADABLE_FILE, UserError, shorten
 
 FORMAT = 1
 RECORD_KEYS = ("label", "nfe", "num_samples", "metric", "value")
 log = logging.getLogger(__name__)
+_SLUG = r"[A-Za-z0-9._=-]+-[0-9a-f]{6}"
+RECORD_PATH = re.compile(rf"records/{_SLUG}/nfe\d{{3,}}/n\d+/[A-Za-z0-9._-]+\.json", re.ASCII)
+"""Where records stand (relative to the run folder): only files at such paths are deleted as records."""
+GRID_PATH = re.compile(rf"grids/{_SLUG}/nfe\d{{3,}}\.png", re.ASCII)
+"""Where the sample previews stand."""
+REPORT_PATH = re.compile(r"table\.md|table\.csv|sigmas\.csv|results\.json|[A-Za-z0-9_]+_vs_(?:nfe|time)\.png", re.ASCII)
+"""The report files of a run folder written before its marker listed them (``--fresh`` deletes them too)."""
 
 
 def slug(label: str) -> str:
@@ -114,9 +130,10 @@ class ResultStore:
         if self.manifest_path.is_file():
             try:
                 old = json.loads(self.manifest_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError) as exc:
                 raise UserError(
-                    f"{self.manifest_path} cannot be read ({exc}); use --fresh to start the run over"
+                    f"{self.manifest_path} cannot be read ({shorten(exc, as_repr=False)}); "
+                    "use --fresh to start the run over"
                 ) from exc
             change = _first_difference(old, manifest)
             if change is not None:
@@ -151,12 +168,35 @@ class ResultStore:
         """Start or resume the run (after ``check``); ``fresh`` first deletes the run's earlier records."""
         merged = self.check(manifest, fresh)
         if fresh and self.folder.exists():
-            shutil.rmtree(self.folder)
+            self.remove_own()
         ensure_writable_dir(self.folder)
         self._remove_stale()
         if merged is not None:
             atomic_write_bytes(self.manifest_path, dumps(merged))
         self._clean_temporaries()
+
+    def own(self, relative: str, listed: set[str] | None) -> bool:
+        """True for a file of ours: run.json, a record, a preview, or a report (``listed`` by the marker; without a
+        marker, one at a report name)."""
+        if relative == "run.json" or RECORD_PATH.fullmatch(relative) or GRID_PATH.fullmatch(relative):
+            return True
+        return relative in listed if listed is not None else bool(REPORT_PATH.fullmatch(relative))
+
+    def remove_own(self) -> None:
+        """``--fresh``: delete our files (``own``) and the folders they leave empty; nothing else is touched."""
+        listed = own_files(self.folder)
+        for path in sorted(self.folder.rglob("*"), reverse=True):
+            relative = path.relative_to(self.folder).as_posix()
+            if not path.is_dir() and self.own(relative, listed):
+                remove_own_file(self.folder, relative)
+        remove_own_file(self.folder, MARKER)
+
+    def _remove_own_records(self, pattern: str) -> None:
+        """Delete our records matching ``pattern`` (a glob under the run folder)."""
+        for path in self.folder.glob(pattern):
+            relative = path.relative_to(self.folder).as_posix()
+            if path.is_file() and RECORD_PATH.fullmatch(relative):
+                remove_own_file(self.folder, relative)
 
     def _remove_stale(self) -> None:
         """Delete the records made by other code than the current one (before the manifest says the new code)."""
@@ -165,11 +205,10 @@ class ResultStore:
                 "the code of solver label '%s' changed since its records were made: recomputing its cells",
                 label,
             )
-            shutil.rmtree(self.folder / "records" / slug(label), ignore_errors=True)
+            self._remove_own_records(f"records/{glob.escape(slug(label))}/*/*/*.json")
         for metric in sorted(self.stale_metrics):
             log.warning("the code of metric '%s' changed since its records were made: it is recomputed", metric)
-            for path in (self.folder / "records").glob(f"*/*/*/{metric}.json"):
-                path.unlink()
+            self._remove_own_records(f"records/*/*/*/{glob.escape(metric)}.json")
         self.stale_labels, self.stale_metrics = set(), set()
 
     def _clean_temporaries(self) -> None:

@@ -26,7 +26,8 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class Entry:
-    """One displayed value: ok (with value), n/a or failed (with a footnote number), or missing."""
+    """One displayed value: ok (with value, and an interval where the record has one), n/a or failed (with a
+    footnote number), or missing."""
 
     status: Status
     value: float | None = None
@@ -78,6 +79,11 @@ class MetricTable:
     rows: list[tuple[str, list[Entry]]]
     scored: int | None = None
     """How many samples of each cell the metric scores (the first ones), None for all."""
+
+    def caption(self, num_samples: int) -> str:
+        """What the table shows: '<summary> (lower is better); 256 samples of each cell.'"""
+        better = "higher" if self.higher_is_better else "lower"
+        return f"{self.summary} ({better} is better); {self.samples_text(num_samples)} of each cell."
 
     def samples_text(self, num_samples: int) -> str:
         """'256 samples', or 'the first 8 of 256 samples' for a metric that scores a subset."""

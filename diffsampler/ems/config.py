@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from diffsampler.config import DEVICES, check_seed
+from diffsampler.config import DEVICES, MAX_GRID, check_limit, check_samples, check_seed
 from diffsampler.errors import UserError, unknown_choice
 
 
@@ -24,10 +25,14 @@ class EmsConfig:
     seed: int = 0
     device: str = "auto"
     out: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if self.grid < 2:
             raise UserError(f"grid must be at least 2 intervals, got {self.grid}")
+        check_limit("grid", self.grid, MAX_GRID, "intervals of the lambda grid; each costs num_data JVPs")
+        check_samples(self.num_data, "num_data")
         if self.num_data < 2 or self.batch_size < 1:
             raise UserError(
                 f"num_data must be at least 2 and batch_size at least 1, got {self.num_data} and {self.batch_size}"

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from diffsampler.artefacts import register_prepare_hook
+from diffsampler.atomic import save_npz
 from diffsampler.errors import UNREADABLE_FILE, UserError
 from diffsampler.solvers.dpm_solver_v3 import EmpiricalStatistics
 
@@ -29,12 +30,17 @@ RANGE_RTOL = 1e-6
 
 def write_statistics(folder: Path, l: np.ndarray, s: np.ndarray, b: np.ndarray, meta: Mapping[str, Any]) -> None:
     """Write the three arrays in the authors' format and the metadata into an (atomic, temporary) folder."""
-    np.savez(folder / L_FILE, l=np.asarray(l, dtype=np.float64))
-    np.savez(folder / SB_FILE, s=np.asarray(s, dtype=np.float64), b=np.asarray(b, dtype=np.float64))
+    save_npz(folder / L_FILE, l=np.asarray(l, dtype=np.float64))
+    save_npz(folder / SB_FILE, s=np.asarray(s, dtype=np.float64), b=np.asarray(b, dtype=np.float64))
     (folder / META_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2))
 
 
 def _read(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
+    if not path.is_file():
+        raise UserError(
+            f"statistics file {path} is missing (a statistics folder holds {L_FILE}, {SB_FILE} and {META_FILE}); "
+            "make it with `diffsampler compute-ems`"
+        )
     try:
         with np.load(path) as data:
             missing = [k for k in keys if k not in data.files]

@@ -8,11 +8,11 @@ is removed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,19 @@ import numpy as np
 import torch
 
 from diffsampler import distributed
-from diffsampler.atomic import atomic_dir, atomic_write_bytes, check_replaceable, ensure_writable_dir
+from diffsampler.atomic import (
+    atomic_dir,
+    atomic_write_bytes,
+    check_path_names,
+    check_replaceable,
+    ensure_writable_dir,
+    remove_own_file,
+)
 from diffsampler.ems.config import EmsConfig
 from diffsampler.ems.estimate import RIDGE, lambda_grid, point_generator, point_record, statistics_from_records
 from diffsampler.ems.format import write_statistics
 from diffsampler.errors import UNREADABLE_FILE, UserError, resumable
-from diffsampler.models import Denoiser
+from diffsampler.models import Denoiser, model_label
 from diffsampler.progress import ProgressFn, report
 from diffsampler.run_setup import setup_run
 from diffsampler.sampling import Generation, generate_sharded, plan_grid
@@ -54,7 +61,7 @@ class EmsOutcome:
 
 def default_out(model: str, sigma_min: float, sigma_max: float, grid: int, num_data: int) -> Path:
     """results/ems/<model>/<sigma_min>_<sigma_max>_<N>_<K>, the authors' folder naming."""
-    return Path("results/ems") / model / f"{sigma_min:g}_{sigma_max:g}_{grid}_{num_data}"
+    return Path("results/ems") / model_label(model) / f"{sigma_min:g}_{sigma_max:g}_{grid}_{num_data}"
 
 
 def data_points(
@@ -127,6 +134,15 @@ def _open_partial(partial: Path, identity: dict[str, Any]) -> None:
     atomic_write_bytes(run_file, json.dumps(identity, indent=2).encode())
 
 
+def remove_partial(partial: Path) -> None:
+    """Delete our files of a finished run's partial folder (its run file and grid points), then the folder if that
+    leaves it empty: a file a user put there stays."""
+    for path in [partial / RUN_FILE, *partial.glob("point_*.npy")]:
+        remove_own_file(partial, path.name)
+    with contextlib.suppress(OSError):
+        partial.rmdir()
+
+
 def _point_file(partial: Path, index: int) -> Path:
     return partial / f"point_{index:05d}.npy"
 
@@ -155,13 +171,14 @@ def _save_point(path: Path, record: torch.Tensor) -> None:
 def compute_ems(cfg: EmsConfig, progress: ProgressFn | None = None) -> EmsOutcome:
     """Estimate l, s, b of a registered model on N + 1 = grid + 1 points uniform in lambda over its sigma range."""
     cfg.validate()
-    setup = setup_run(cfg.model, cfg.device)
+    setup = setup_run(cfg.model, cfg.device, model_options=cfg.model_options)
     denoiser, dev = setup.denoiser.eval(), setup.device
     folder = (
         Path(cfg.out)
         if cfg.out
         else default_out(cfg.model, denoiser.sigma_min, denoiser.sigma_max, cfg.grid, cfg.num_data)
     )
+    check_path_names(folder)
     check_replaceable(folder, COMMAND)
     check_partial(partial_folder(folder))
     identity = _identity(denoiser, cfg.data, cfg.grid, cfg.num_data, cfg.batch_size, cfg.seed)
@@ -288,6 +305,6 @@ def estimate_to_folder(
     if world.is_main:
         with atomic_dir(job.folder, COMMAND) as tmp:
             write_statistics(tmp, stats["l"], stats["s"], stats["b"], meta)
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_partial(partial)
     log.debug("compute-ems: %d elements had Var(f) < RIDGE Var(p) (s shrunk toward 0)", stats["shrunk"])
     return EmsOutcome(job.folder, job.grid, num_data, seconds, resumed, stats["shrunk"])

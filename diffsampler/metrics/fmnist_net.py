@@ -21,6 +21,7 @@ from torch import nn
 
 from diffsampler.digest import file_sha256
 from diffsampler.errors import UserError
+from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 DATA_DIR = Path(__file__).parent / "data"
 WEIGHTS_FILE = DATA_DIR / "fmnist_classifier.pt"
@@ -159,9 +160,9 @@ class FMNISTWeights:
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     """The float16 state dict of a weights file (``torch.load(weights_only=True)``), a UserError if it is not one."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read the Fashion-MNIST classifier {path}: {str(exc).splitlines()[0]}") from exc
+        state = load_plain(path)
+    except UnreadableTorchFile as exc:
+        raise UserError(f"cannot read the Fashion-MNIST classifier {path}: {exc}") from exc
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise UserError(f"{path} is not a Fashion-MNIST classifier state dict (no 'fc.weight')")
     return state

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from diffsampler.atomic import atomic_file
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UserError, plain_message, unknown_choice
 from diffsampler.metrics.ref_stats import PROTOCOL
 from diffsampler.metrics.resize import resize_bicubic
 
@@ -157,9 +157,7 @@ def load_trunk(path: Path, device: torch.device | str = "cpu") -> nn.Module:
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
             module = torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise UserError(
-            f"{path} is not a TorchScript Inception file ({str(exc).splitlines()[0]}); {HOW_TO_GET}"
-        ) from exc
+        raise UserError(f"{path} is not a TorchScript Inception file ({plain_message(exc)}); {HOW_TO_GET}") from exc
     for dotted in TRUNK_PATHS:
         trunk: object = module
         for name in dotted.split("."):

@@ -11,6 +11,7 @@ from diffsampler.models.base import Denoiser
 from diffsampler.models.builtin import fashion_mnist_mixture, gaussian_flow_2d, toy_2d
 from diffsampler.models.external import LOADERS, external_kind, external_label, load_external
 from diffsampler.models.gaussian_mixture import GaussianMixture
+from diffsampler.models.python_model import is_python_model, load_python_model, python_label
 from diffsampler.models.shipped import read_manifest, shipped_builder, summary
 from diffsampler.plugins import load_group
 
@@ -70,14 +71,20 @@ def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any]
     """A registered model by name, an external checkpoint (``diffusers:PATH``, ``edm:PATH``), an own U-Net
     checkpoint (.pt) by path, or a two-network spec (.yaml).
 
-    ``trust_pickle`` allows pickles (they run code from the file); ``options`` go to external loaders.
+    A ``python:FILE.py:NAME`` or ``python:package.module:NAME`` is the user's own network
+    (``diffsampler.models.python_model``). ``trust_pickle`` allows pickles (they run code from the file);
+    ``options`` go to external loaders and to the user's NAME.
     """
+    if is_python_model(name):
+        return load_python_model(name, options)
     load_plugins()
     external = external_kind(name)
     if external is not None:
         return load_external(*external, trust_pickle=trust_pickle, options=options)
     if options:
-        raise UserError(f"model options ({', '.join(options)}) apply only to external models, not to '{name}'")
+        raise UserError(
+            f"model options ({', '.join(options)}) apply only to external and python: models, not to '{name}'"
+        )
     if name in MODELS:
         return MODELS[name].build()
     suffix = Path(name).suffix.lower()
@@ -95,7 +102,7 @@ def load_model(name: str, trust_pickle: bool = False, options: Mapping[str, Any]
         return load_two_network(name, values, load_model)
     raise UserError(
         f"{unknown_choice('model', name, MODELS)}, or a checkpoint path (.pt), two-network spec (.yaml) "
-        "or diffusers:/edm: checkpoint"
+        "or diffusers:/edm:/python: model"
     )
 
 
@@ -104,6 +111,8 @@ def model_summary(name: str) -> str:
     load_plugins()
     if name in MODELS:
         return MODELS[name].summary
+    if is_python_model(name):
+        return "the user's own Python model"
     external = external_kind(name)
     if external is not None:
         return f"external {external[0]} checkpoint"
@@ -113,6 +122,8 @@ def model_summary(name: str) -> str:
 def model_label(name: str) -> str:
     """A short file-name-safe name for output folders: the registered name, ``<kind>-<stem>`` for an external
     checkpoint, ``<folder>-<stem>`` for an own checkpoint or spec."""
+    if is_python_model(name):
+        return python_label(name)
     if external_kind(name) is not None:
         return external_label(name)
     if not is_model_path(name):

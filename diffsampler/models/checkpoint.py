@@ -22,6 +22,7 @@ from diffsampler.config import build_config
 from diffsampler.errors import UserError
 from diffsampler.models.unet import UNetConfig, UNetDenoiser
 from diffsampler.models.unet_flow import FlowUNetDenoiser
+from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 FORMAT = "diffsampler-unet"
 VERSION = 2
@@ -76,11 +77,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"model checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, runtime) on bad files
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        payload = load_plain(path)
+    except UnreadableTorchFile as exc:
         raise UserError(
-            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint ({reason})"
+            f"cannot read checkpoint {path}: corrupt or not a diffsampler model checkpoint (a network of your own "
+            f"runs as --model python:FILE.py:NAME); torch.load said: {exc}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a diffsampler model checkpoint (no '{FORMAT}' format tag)")

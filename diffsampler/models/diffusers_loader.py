@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UserError, plain_message, unknown_choice
 from diffsampler.models.base import Denoiser
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -65,7 +65,7 @@ def _from_pretrained(cls: Any, folder: Path, what: str, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = plain_message(exc)
         hint = (
             "; only safetensors weights load (pickled .bin weights can run code): re-save with safe_serialization=True"
             if "safetensors" in first
@@ -232,10 +232,9 @@ def local_folder(path: str) -> Path:
     try:
         return Path(snapshot_download(path, allow_patterns=HUB_FILES))
     except Exception as exc:  # noqa: BLE001 - network and hub errors of every kind become one line
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
         raise UserError(
             f"'{path}' is no local folder and fetching it from the Hugging Face hub failed "
-            f"({type(exc).__name__}: {detail}); check the id and the connection, or pass a local folder"
+            f"({plain_message(exc)}); check the id and the connection, or pass a local folder"
         ) from exc
 
 

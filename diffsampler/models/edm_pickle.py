@@ -33,7 +33,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.errors import UserError, plain_message, unknown_choice
 from diffsampler.models.base import Denoiser
 
 EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
@@ -121,8 +121,7 @@ class _Reconstructor:
                 exec(compile(source, f"<edm pickle module {digest}>", "exec"), module.__dict__)  # noqa: S102 - trusted by the user
                 self.modules[digest] = module
             except Exception as exc:  # noqa: BLE001 - any failure of foreign source becomes a placeholder
-                detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-                self.modules[digest] = f"its embedded source fails here ({type(exc).__name__}: {detail})"
+                self.modules[digest] = f"its embedded source fails here ({plain_message(exc)})"
         return self.modules[digest]
 
     def __call__(self, meta: Mapping[str, Any]) -> Any:
@@ -217,10 +216,7 @@ def read_edm_pickle(path: Path) -> Any:
         IndexError,
         RuntimeError,
     ) as exc:
-        raise UserError(
-            f"{path} is not a readable EDM pickle "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
-        ) from exc
+        raise UserError(f"{path} is not a readable EDM pickle ({plain_message(exc)})") from exc
 
 
 class EDMPickleDenoiser(Denoiser):

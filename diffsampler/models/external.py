@@ -16,6 +16,9 @@ LOADERS: dict[str, str] = {
         "diffusers folder or hub id: DDPM UNet2DModel, latent (AutoencoderKL) with optional text CFG, or a "
         "flow-matching SD3 / Flux pipeline"
     ),
+    "python:FILE.py:NAME": (
+        "your own network: NAME(**model_options) from a .py file or python:package.module:NAME; runs your code"
+    ),
     "edm:PATH": (
         "EDM .pkl snapshot (NVlabs/edm networks; also edm-pkl:PATH); runs code from the file, needs --trust-pickle"
     ),

@@ -33,6 +33,10 @@ class GaussianFlow(FlowDenoiser):
         x0 = m + (1 - t) * var * (x_t - (1 - t) * m) / ((1 - t) ** 2 * var + t**2)
         return ((x_t - x0) / t).to(x_t.dtype)
 
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact mean (D,) and covariance diag(s^2) (D, D) of the data, flattened (as ``GaussianMixture.moments``)."""
+        return self.mean.flatten(), torch.diag(self.std.flatten() ** 2)
+
     def exact_sample(self, noise: torch.Tensor) -> torch.Tensor:
         """The ODE's exact map of the noise at t = 1 to data: m + s eps."""
         return (self.mean + self.std * noise.to(torch.float64)).to(noise.dtype)

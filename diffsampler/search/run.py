@@ -13,7 +13,17 @@ from typing import Any
 import torch
 
 from diffsampler import __version__
-from diffsampler.config import RunSettings, identity_values, recorded_precision, run_settings, with_precision
+from diffsampler.atomic import check_own_file, check_path_names, check_writable_file
+from diffsampler.config import (
+    RunSettings,
+    check_limit,
+    check_nfe,
+    check_samples,
+    identity_values,
+    recorded_precision,
+    run_settings,
+    with_precision,
+)
 from diffsampler.device import resolve_device
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models import Denoiser, load_model, model_label
@@ -21,6 +31,7 @@ from diffsampler.run_setup import autocast_dtype, resolve_precision
 from diffsampler.schedule_file import (
     ScheduleArtefact,
     grid_of,
+    is_schedule_file,
     is_schedule_path,
     write_schedule,
 )
@@ -37,6 +48,10 @@ from diffsampler.solvers import get_solver
 
 METHODS = ("gits", "ld3")
 DEFAULT_SAMPLES = {"gits": 256, "ld3": 100}
+MAX_TEACHER_STEPS = 100_000
+"""The most steps of the teacher's solve (GITS' fine grid, LD3's teacher)."""
+MAX_ITERATIONS = 1_000_000
+"""The most Adam steps of LD3."""
 """GITS: 256 warm-up trajectories (the paper's code); LD3: 100 teacher samples (the paper)."""
 LD3_TEACHER_STEPS = 60
 """iPNDM steps of LD3's teacher (about the GITS teacher's 60 NFE at six steps)."""
@@ -61,6 +76,8 @@ class SearchConfig:
     slack: bool = True
     run: RunSettings = run_settings(seed=1, dtype="float64")
     out: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the model: keywords for a python: model's NAME, and the toolbox's own (prediction, shape, ...)."""
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -69,6 +86,10 @@ class SearchConfig:
             raise unknown_choice("GITS metric", self.metric, METRICS)
         if self.nfe < 1 or (self.num_samples is not None and self.num_samples < 1):
             raise UserError("nfe and num_samples must be at least 1")
+        check_nfe(self.nfe)
+        check_samples(self.num_samples)
+        check_limit("teacher_steps", self.teacher_steps, MAX_TEACHER_STEPS, "steps of the teacher's solve")
+        check_limit("iterations", self.iterations, MAX_ITERATIONS, "LD3's Adam steps")
         if self.iterations < 0 or self.lr <= 0 or self.coeff <= 0:
             raise UserError("iterations must be >= 0, lr and coeff positive")
         self.run.validate()
@@ -162,13 +183,16 @@ def default_path(cfg: SearchConfig) -> Path:
 
 def search_schedule(cfg: SearchConfig, progress: Progress | None = None) -> tuple[ScheduleArtefact, Path]:
     """Load the model, search, write the schedule file; returns the artefact and its path."""
-    denoiser = load_model(cfg.model)
+    path = Path(cfg.out) if cfg.out else default_path(cfg)
+    check_path_names(path)
+    check_writable_file(path)
+    check_own_file(path, is_schedule_file, "a schedule file")
+    denoiser = load_model(cfg.model, options=cfg.model_options)
     cfg = with_precision(
         cfg, resolve_precision(cfg.run.precision, denoiser.supports_autocast, resolve_device(cfg.run.device))
     )
     denoiser.set_autocast(autocast_dtype(cfg.run.precision))
     artefact = search_grid(cfg, denoiser, progress)
-    path = Path(cfg.out) if cfg.out else default_path(cfg)
     return artefact, write_schedule(path, artefact)
 
 

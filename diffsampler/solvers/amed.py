@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from diffsampler.errors import UserError, unknown_choice
-from diffsampler.solvers.base import DenoiserFn, afs_derivative, finish, multistep_order
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    afs_derivative,
+    afs_on,
+    finish,
+    multistep_order,
+    report_step,
+)
 from diffsampler.solvers.dpm_solver_pp import dpmpp_step
 from diffsampler.solvers.ipndm import ipndm_step
 
@@ -88,12 +97,12 @@ def intermediate_sigma(t: float, t_next: float, r: torch.Tensor) -> torch.Tensor
 
 
 def first_evaluation(
-    denoiser: DenoiserFn, x: torch.Tensor, t: float, use_afs: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, t: float, afs: Afs, cond: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(D, d, feature) at the start of an interval: the model's bottleneck feature (detached), the
     pooled-state fallback, or None (zeros) when AFS replaces the evaluation by d = x / sqrt(1 + t^2)."""
-    if use_afs:
-        d = afs_derivative(x, t)
+    if afs_on(afs):
+        d = afs_derivative(x, t, afs)
         return x - t * d, d, None
     denoised = denoiser(x, t, cond)
     features = getattr(denoiser, "last_features", None)
@@ -106,7 +115,7 @@ class Student:
     """The solver a predictor steers: ``amed`` (AMED-Solver) or an AMED-Plugin base, with its step settings."""
 
     name: str
-    afs: bool = False
+    afs: Afs = False
     max_order: int | None = None
     lower_order_final: bool = True
 
@@ -179,12 +188,14 @@ def amed_interval(
     history: list[Any],
     student: Student,
     cond: Any = None,
+    callback: StepCallback | None = None,
 ) -> tuple[torch.Tensor, AmedParams | None]:
     """Interval ``index`` (sigmas[index] -> sigmas[index + 1]) of AMED-Solver or AMED-Plugin, 2 NFE (1 with AFS
     on interval 0, 1 when it ends at 0). ``history`` holds the multistep buffer and is updated in place.
     Differentiable in the predictor's parameters (the trainer back-propagates through D(x_s, a s))."""
     t, t_next = sigmas[index], sigmas[index + 1]
-    denoised, d, features = first_evaluation(denoiser, x, t, student.afs and index == 0, cond)
+    denoised, d, features = first_evaluation(denoiser, x, t, student.afs if index == 0 else False, cond)
+    report_step(callback, index, t, x, denoised)
     if t_next == 0:
         return x - t * d, None
     params = predictor(t, t_next, features, x.shape[0])
@@ -228,6 +239,7 @@ def run_amed(
     student: Student,
     cond: Any = None,
     denoise_to_zero: bool = False,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """All intervals of the grid with one predictor; the predictor follows x's device."""
     net = _as_predictor(predictor)
@@ -235,7 +247,7 @@ def run_amed(
         net.to(x.device)
     history: list[Any] = []
     for i in range(len(sigmas) - 1):
-        x, _ = amed_interval(denoiser, net, x, sigmas, i, history, student, cond)
+        x, _ = amed_interval(denoiser, net, x, sigmas, i, history, student, cond, callback)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
 
@@ -245,12 +257,13 @@ def amed_solver(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
 ) -> torch.Tensor:
     """AMED-Solver: x_{n+1} = x_n + c_n (t_{n+1} - t_n) d(x_n + (s_n - t_n) d_n, a_n s_n), 2 NFE per step."""
-    return run_amed(denoiser, x, sigmas, predictor, Student("amed", afs), cond, denoise_to_zero)
+    return run_amed(denoiser, x, sigmas, predictor, Student("amed", afs), cond, denoise_to_zero, callback)
 
 
 def amed_plugin(
@@ -259,7 +272,8 @@ def amed_plugin(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     predictor: Any = None,
     base: PluginBase | None = None,
@@ -270,4 +284,5 @@ def amed_plugin(
     if base not in PLUGIN_BASES:
         raise unknown_choice("amed-plugin base solver (-o base=...)", str(base), PLUGIN_BASES)
     lof = True if lower_order_final is None else bool(lower_order_final)
-    return run_amed(denoiser, x, sigmas, predictor, Student(base, afs, max_order, lof), cond, denoise_to_zero)
+    student = Student(base, afs, max_order, lof)
+    return run_amed(denoiser, x, sigmas, predictor, student, cond, denoise_to_zero, callback)

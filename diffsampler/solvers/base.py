@@ -14,9 +14,10 @@ the terms of sigma_0 that the limit sends to zero. Solvers whose first step has 
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, Union
 
 import torch
 
@@ -27,7 +28,15 @@ THRESHOLD_QUANTILE = 0.995
 """Quantile of |D| used by dynamic thresholding (Imagen, arXiv 2205.11487; the value of
 zju-pi/diff-sampler, diff-solvers-main/solver_utils.py::dynamic_thresholding_fn)."""
 
+Afs = Union[bool, Literal["mean"], torch.Tensor]
+"""The ``afs`` option: False, True (AFS with D(x, sigma_max) = 0), "mean" (with D = the data mean, filled in by
+the sampling layer, ``diffsampler.data_mean``) or that mean itself as a tensor broadcastable to x."""
+
 SampleFn = Callable[..., torch.Tensor]
+StepCallback = Callable[[dict[str, Any]], None]
+"""Called once per step with k-diffusion's callback contents: {"x": the state at the step's start, "i": the step
+index, "sigma" and "sigma_hat": sigmas[i] (a float; no churn here), "denoised": D(x, sigma) there}. On a grid from
+sigma = inf, step 0 reports sigma = inf and the stored state x / sigma (the noise), as the solvers hold it."""
 DenoiserFn = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
@@ -69,7 +78,7 @@ class SolverSpec:
         opts = self.resolve_options(options)
         return (
             self.evals_per_step * num_steps
-            - int(bool(opts["afs"]))
+            - int(afs_on(opts["afs"]))
             - (self.evals_per_step - 1) * int(final_zero)
             + int(bool(opts["denoise_to_zero"]))
         )
@@ -79,12 +88,13 @@ class SolverSpec:
         opts = self.resolve_options(options)
         if nfe < 1:
             raise UserError(f"NFE must be at least 1, got {nfe}")
-        raw = nfe + int(bool(opts["afs"])) - int(bool(opts["denoise_to_zero"]))
+        afs = afs_on(opts["afs"])
+        raw = nfe + int(afs) - int(bool(opts["denoise_to_zero"]))
         if raw % self.evals_per_step:
-            other = "true" if not opts["afs"] else "false"
+            other = "true" if not afs else "false"
             raise UserError(
                 f"{self.name} uses {self.evals_per_step} NFE per step: NFE {nfe} cannot be met exactly "
-                f"with afs={str(bool(opts['afs'])).lower()}; choose another NFE or set afs={other}"
+                f"with afs={str(afs).lower()}; choose another NFE or set afs={other}"
             )
         steps = raw // self.evals_per_step
         if steps < 1:
@@ -107,14 +117,30 @@ class SolverSpec:
         sigmas: torch.Tensor,
         options: Mapping[str, Any] | None = None,
         cond: Any = None,
+        callback: StepCallback | None = None,
     ) -> torch.Tensor:
-        """Solve the probability-flow ODE from x at sigmas[0] to sigmas[-1]."""
+        """Solve the probability-flow ODE from x at sigmas[0] to sigmas[-1]; ``callback`` hears of every step."""
         opts = self.resolve_options(options)
         grid = [float(s) for s in sigmas]
         if opts["denoise_to_zero"] and grid[-1] == 0:
             raise UserError("denoise_to_zero needs a grid ending above 0")
         self.check_start(grid[0])
-        return self.sample_fn(denoiser, x, grid, cond=cond, **opts)
+        hook = {} if callback is None else {"callback": callback}  # solvers without a hook run without one
+        if hook and "callback" not in inspect.signature(inspect.unwrap(self.sample_fn)).parameters:
+            raise UserError(f"solver {self.name} takes no per-step callback (a plugin's solver may not)")
+        return self.sample_fn(denoiser, x, grid, cond=cond, **hook, **opts)
+
+
+def report_step(callback: StepCallback | None, i: int, sigma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
+    """Tell ``callback`` (if any) of step i: the state x at sigma and the denoised estimate there."""
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+
+
+def report_derivative(callback: StepCallback | None, i: int, sigma: float, x: torch.Tensor, d: torch.Tensor) -> None:
+    """``report_step`` from the derivative d = (x - D) / sigma (D = x - sigma d, computed only for a callback)."""
+    if callback is not None:
+        report_step(callback, i, sigma, x, x - sigma * d)
 
 
 def rescale(x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -128,40 +154,74 @@ def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = 
     return (x - denoiser(x, sigma, cond)) / sigma
 
 
-def afs_derivative(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """The analytical first step's estimate x / sqrt(1 + sigma^2) of dx/dsigma (no NFE)."""
-    return x / math.sqrt(1.0 + sigma**2)
+def afs_on(afs: Afs) -> bool:
+    """Whether the ``afs`` option replaces the first evaluation (True, "mean" or a mean tensor)."""
+    return afs is not False and afs is not None
+
+
+def afs_derivative(x: torch.Tensor, sigma: float, afs: Afs = True) -> torch.Tensor:
+    """The analytical first step's estimate of dx/dsigma (no NFE): (x - m) / sqrt(1 + sigma^2).
+
+    AMED (arXiv 2312.00094, sec. 3.3) takes eps(x, sigma) ~ x / sqrt(1 + sigma^2), the network's input in VP
+    scaling, which is x0 * alpha + eps * s (alpha = 1 / sqrt(1 + sigma^2), s = sigma alpha) with the x0 part dropped
+    and s ~ 1, i.e. D = 0. With D(x, sigma_max) taken as the data mean m the same reading gives eps ~ (x - m) alpha:
+    the data-mean step is the zero-mean step of the centred problem, D_m(x) = m + D_0(x - m), which equals the exact
+    d = (x - m) / sigma up to the factor s = 1 - O(1/sigma^2). ``afs`` True is m = 0; a tensor is m; "mean" must
+    have been replaced by the mean (``diffsampler.sampling.prepared_options``).
+    """
+    return (x - afs_mean(x, afs)) / math.sqrt(1.0 + sigma**2)
+
+
+def afs_mean(x: torch.Tensor, afs: Afs) -> torch.Tensor:
+    """The m that AFS takes for D(x, sigma_max), shaped like x: 0 for ``afs`` True, the tensor itself for a mean;
+    "mean" not yet replaced by the sampling layer is an error. It is also AFS's D at sigma = inf (the limit of
+    x - sigma (x - m) / sqrt(1 + sigma^2) with x stored as x / sigma)."""
+    if isinstance(afs, str):
+        raise UserError(
+            "afs=mean needs the data mean: run the solver through diffsampler's sampling layer, or pass the mean "
+            "tensor itself as afs"
+        )
+    if isinstance(afs, torch.Tensor):
+        return afs.to(x.device, x.dtype).expand_as(x)
+    return torch.zeros_like(x)
 
 
 def first_derivative(
-    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: Afs, cond: Any
 ) -> torch.Tensor:
     """dx/dsigma at the start of a step, by AFS on the first step when asked."""
-    if afs and step == 0:
-        return afs_derivative(x, sigma)
+    if step == 0 and afs_on(afs):
+        return afs_derivative(x, sigma, afs)
     return derivative(denoiser, x, sigma, cond)
 
 
 def data_estimate(
-    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: bool, thresholding: bool, cond: Any
+    denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: Afs, thresholding: bool, cond: Any
 ) -> torch.Tensor:
-    """D(x, sigma), by AFS (D = x - sigma x / sqrt(1 + sigma^2), whose limit at sigma = inf is 0) on the first step
-    when asked, thresholded when asked."""
-    if afs and step == 0 and math.isinf(sigma):
-        denoised = torch.zeros_like(x)
-    elif afs and step == 0:
-        denoised = x - sigma * afs_derivative(x, sigma)
+    """D(x, sigma), by AFS (D = x - sigma (x - m) / sqrt(1 + sigma^2), whose limit at sigma = inf is m) on the
+    first step when asked, thresholded when asked."""
+    if step == 0 and afs_on(afs) and math.isinf(sigma):
+        denoised = afs_mean(x, afs)
+    elif step == 0 and afs_on(afs):
+        denoised = x - sigma * afs_derivative(x, sigma, afs)
     else:
         denoised = denoiser(x, sigma, cond)
     return dynamic_threshold(denoised) if thresholding else denoised
 
 
 def step_from_infinity(
-    denoiser: DenoiserFn, x: torch.Tensor, sigma_next: float, afs: bool, cond: Any
+    denoiser: DenoiserFn,
+    x: torch.Tensor,
+    sigma_next: float,
+    afs: Afs,
+    cond: Any,
+    callback: StepCallback | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_1, D_0) of the first step from sigma = inf (x stored as x / sigma): x_1 = sigma_1 x + D(x, inf), the limit
-    of the Euler / DDIM step; there dx/dsigma = lim (x - D) / sigma is the stored x itself."""
+    of the Euler / DDIM step; there dx/dsigma = lim (x - D) / sigma is the stored x itself. ``callback`` hears of
+    step 0 with the stored x and sigma = inf."""
     denoised = data_estimate(denoiser, x, math.inf, 0, afs, False, cond)
+    report_step(callback, 0, math.inf, x, denoised)
     return sigma_next * x + denoised, denoised
 
 

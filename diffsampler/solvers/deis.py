@@ -17,7 +17,7 @@ import torch
 
 from diffsampler.schedules import vp_linear_fit
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import DenoiserFn, finish, first_derivative
+from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, finish, first_derivative, report_derivative
 
 
 def vp_time(sigma: np.ndarray, beta_d: float, beta_min: float) -> np.ndarray:
@@ -49,7 +49,8 @@ def deis(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
 ) -> torch.Tensor:
@@ -57,5 +58,6 @@ def deis(
     history: list[torch.Tensor] = []
     for i, (s, w) in enumerate(zip(sigmas[:-1], deis_weights(sigmas, order))):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
+        report_derivative(callback, i, s, x, history[-1])
         x = x + combine(w, history)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)

@@ -22,7 +22,16 @@ from typing import Any, Literal, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, data_estimate, finish, multistep_order, rescale
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    data_estimate,
+    finish,
+    multistep_order,
+    report_step,
+    rescale,
+)
 
 Scalar = Union[float, torch.Tensor]
 
@@ -84,7 +93,8 @@ def dpmpp(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
     variant: Literal["midpoint", "taylor"] = "midpoint",
@@ -101,6 +111,7 @@ def dpmpp(
     lambdas: list[float] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, data_estimate(denoiser, x, s, i, afs, thresholding, cond)][-order:]
+        report_step(callback, i, s, x, history[-1])
         lambdas = [*lambdas, -math.log(s)][-order:]
         x = dpmpp_step(
             x, history, lambdas, s, s_next, multistep_order(i, steps, order, lower_order_final), variant, _published_3m

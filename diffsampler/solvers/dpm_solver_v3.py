@@ -25,7 +25,7 @@ import torch
 
 from diffsampler.errors import UserError
 from diffsampler.schedules import vp_linear_fit
-from diffsampler.solvers.base import DenoiserFn, afs_derivative, finish
+from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, afs_derivative, afs_on, finish, report_step
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,8 @@ def dpm_solver_v3(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     stats: EmpiricalStatistics | str | None = None,
     stats_sigma_min: float | None = None,
@@ -254,8 +255,8 @@ def dpm_solver_v3(
     previous_order = 0
     for step in range(1, steps + 1):
         j, sigma = idx[step - 1], grid_sigmas[step - 1]
-        if afs and step == 1:
-            denoised = state - sigma * afs_derivative(state, sigma)
+        if afs_on(afs) and step == 1:
+            denoised = state - sigma * afs_derivative(state, sigma, afs)
         else:
             denoised = denoiser(state.to(x.dtype), sigma, cond).to(torch.float64)
         f = (1 - tab.l[j]) * state - denoised
@@ -265,6 +266,8 @@ def dpm_solver_v3(
             points = [history[-2], history[-1], *history[-3::-1]][:c]
             state = local_update(tab, points, j, corrector_pseudo)
             history[-1] = Point(state, f, j)
+        if callback is not None:
+            report_step(callback, step - 1, sigma, state.to(x.dtype), denoised.to(x.dtype))
         p = min(step, order)
         if lower_order_final:
             p = min(p, steps + 1 - step)

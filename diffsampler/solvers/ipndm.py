@@ -23,7 +23,15 @@ from typing import Any, Literal, Sequence, Union
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import DenoiserFn, finish, first_derivative, step_from_infinity
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    finish,
+    first_derivative,
+    report_derivative,
+    step_from_infinity,
+)
 
 Scalar = Union[float, torch.Tensor]
 
@@ -51,7 +59,8 @@ def ipndm(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
 ) -> torch.Tensor:
@@ -62,9 +71,10 @@ def ipndm(
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         if math.isinf(s):
-            history, x = [x], step_from_infinity(denoiser, x, s_next, afs, cond)[0]
+            history, x = [x], step_from_infinity(denoiser, x, s_next, afs, cond, callback)[0]
             continue
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
+        report_derivative(callback, i, s, x, history[-1])
         x = ipndm_step(x, history[-1:] if s_next == 0 else history, s, s_next)
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
@@ -108,7 +118,8 @@ def ipndm_v(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
     _published: bool = False,
@@ -121,6 +132,7 @@ def ipndm_v(
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
+        report_derivative(callback, i, s, x, history[-1])
         if s_next == 0:
             x = x - s * history[-1]
             continue

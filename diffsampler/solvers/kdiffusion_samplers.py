@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 
 from diffsampler.errors import UserError, unknown_choice
-from diffsampler.solvers.base import DenoiserFn, finish
+from diffsampler.solvers.base import DenoiserFn, StepCallback, finish
 
 PREFIX = "kdiffusion:"
 GRID_ARGS = ("model", "x", "sigmas")
@@ -67,11 +67,17 @@ class KModel:
 
 
 def run_k_sampler(
-    fn: Callable[..., torch.Tensor], denoiser: DenoiserFn, x: torch.Tensor, sigmas: list[float], cond: Any
+    fn: Callable[..., torch.Tensor],
+    denoiser: DenoiserFn,
+    x: torch.Tensor,
+    sigmas: list[float],
+    cond: Any,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """One k-diffusion sampler solve from x at sigmas[0] (float64 grid on x's device, progress bar off)."""
+    """One k-diffusion sampler solve from x at sigmas[0] (float64 grid on x's device, progress bar off); its own
+    callback is ours (the same dict)."""
     grid = torch.tensor(sigmas, dtype=torch.float64, device=x.device)
-    return fn(KModel(denoiser, cond), x, grid, disable=True)
+    return fn(KModel(denoiser, cond), x, grid, disable=True, callback=callback)
 
 
 def _count(fn: Callable[..., torch.Tensor], steps: int, to_zero: bool) -> int:
@@ -115,12 +121,14 @@ def k_solver_fn(function: str) -> Callable[..., torch.Tensor]:
         sigmas: list[float],
         *,
         cond: Any = None,
+        callback: StepCallback | None = None,
         afs: bool = False,
         denoise_to_zero: bool = False,
     ) -> torch.Tensor:
         if afs:
             raise UserError(f"kdiffusion:{function} has no analytical first step; set afs=false")
-        return finish(denoiser, run_k_sampler(fn, denoiser, x, sigmas, cond), sigmas, denoise_to_zero, cond)
+        x = run_k_sampler(fn, denoiser, x, sigmas, cond, callback)
+        return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
     sample.__name__ = sample.__qualname__ = function
     sample.__doc__ = f"k-diffusion's {function} (its docstring: {(fn.__doc__ or '').strip()})"

@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from diffsampler.errors import UserError, unknown_choice
 
-NOT_OPTIONS = ("cond",)
+NOT_OPTIONS = ("cond", "callback")
 """Keyword-only parameters every solver takes that are not options."""
 REQUIRED_OPTIONS = ("afs", "denoise_to_zero")
 """Options every solver takes (the NFE accounting reads them)."""

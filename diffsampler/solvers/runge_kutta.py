@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import torch
 
-from diffsampler.solvers.base import DenoiserFn, derivative, finish, first_derivative, step_from_infinity
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    derivative,
+    finish,
+    first_derivative,
+    report_derivative,
+    step_from_infinity,
+)
 from diffsampler.solvers.options import Range
 
 
@@ -23,15 +32,18 @@ def euler(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step (from sigma = inf: x_1 = s_1 x + D)."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         if math.isinf(s):
-            x = step_from_infinity(denoiser, x, s_next, afs, cond)[0]
+            x = step_from_infinity(denoiser, x, s_next, afs, cond, callback)[0]
             continue
-        x = x + (s_next - s) * first_derivative(denoiser, x, s, i, afs, cond)
+        d = first_derivative(denoiser, x, s, i, afs, cond)
+        report_derivative(callback, i, s, x, d)
+        x = x + (s_next - s) * d
     return finish(denoiser, x, sigmas, denoise_to_zero, cond)
 
 
@@ -41,12 +53,14 @@ def heun(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
     """Trapezoid rule: x_{i+1} = x_i + h (d(x_i, s_i) + d(x_i + h d_i, s_{i+1})) / 2, 2 NFE per step."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         d = first_derivative(denoiser, x, s, i, afs, cond)
+        report_derivative(callback, i, s, x, d)
         x_euler = x + (s_next - s) * d
         if s_next == 0:
             x = x_euler
@@ -61,7 +75,8 @@ def dpm_solver_2(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     r: Annotated[float, Range(0, 1, low_open=True)] = 0.5,
 ) -> torch.Tensor:
@@ -71,6 +86,7 @@ def dpm_solver_2(
     """
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         d = first_derivative(denoiser, x, s, i, afs, cond)
+        report_derivative(callback, i, s, x, d)
         if s_next == 0:
             x = x + (s_next - s) * d
             continue

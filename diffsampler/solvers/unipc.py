@@ -22,7 +22,17 @@ import numpy as np
 import torch
 
 from diffsampler.errors import UserError
-from diffsampler.solvers.base import DenoiserFn, data_estimate, dynamic_threshold, finish, multistep_order, rescale
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    data_estimate,
+    dynamic_threshold,
+    finish,
+    multistep_order,
+    report_step,
+    rescale,
+)
 
 
 def _b_vector(hh: float, b_h: float, order: int) -> np.ndarray:
@@ -108,7 +118,8 @@ def unipc(
     sigmas: list[float],
     *,
     cond: Any = None,
-    afs: bool = False,
+    callback: StepCallback | None = None,
+    afs: Afs = False,
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3] = 3,
     variant: Literal["bh1", "bh2"] = "bh2",
@@ -126,6 +137,7 @@ def unipc(
     history = [data_estimate(denoiser, x, sigmas[0], 0, afs, thresholding, cond)]
     lambdas = [-math.log(sigmas[0])]
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        report_step(callback, i, s, x, history[-1])
         if s_next == 0:
             x = history[-1]
             break

@@ -9,8 +9,9 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-from diffsampler.config import DEVICES, PRECISIONS, check_seed
-from diffsampler.errors import UserError, unknown_choice
+from diffsampler.atomic import check_name
+from diffsampler.config import DEVICES, PRECISIONS, check_nfe, check_seed
+from diffsampler.errors import UserError, shorten, unknown_choice
 from diffsampler.models.checkpoint import STORAGE_DTYPES
 from diffsampler.models.unet import UNetConfig
 from diffsampler.solvers import get_solver
@@ -131,7 +132,9 @@ class TrainConfig:
         if self.checkpoint_dtype not in STORAGE_DTYPES:
             raise unknown_choice("checkpoint_dtype", self.checkpoint_dtype, STORAGE_DTYPES)
         if not self.name or "/" in self.name or self.name.startswith("."):
-            raise UserError(f"name must be a plain folder name, got '{self.name}'")
+            raise UserError(f"name must be a plain folder name, got {shorten(self.name)}")
+        check_name(self.name)
+        check_nfe(self.grid_nfe, "grid_nfe")
         if self.objective not in OBJECTIVES:
             raise unknown_choice("training objective", self.objective, OBJECTIVES)
         if self.logit_std <= 0:

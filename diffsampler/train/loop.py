@@ -34,6 +34,7 @@ from diffsampler.run_setup import resolve_precision
 from diffsampler.sampling import Generation, GridPlan, generate, plan_grid
 from diffsampler.schedules import FlowGrid
 from diffsampler.solvers import SolverSpec, get_solver
+from diffsampler.torch_files import UnreadableTorchFile, load_plain
 from diffsampler.train.config import RESUMABLE_KEYS, TrainConfig
 from diffsampler.train.data import TrainingData, training_data
 from diffsampler.train.objective import edm_loss, ema_beta, ema_update, flow_loss, sample_flow_times, sample_sigmas
@@ -131,12 +132,9 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, data: TrainingData
 
 def _load_state(path: Path, cfg: TrainConfig, data: TrainingData, device: torch.device) -> TrainState:
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types on damaged files
-        raise UserError(
-            f"cannot read {path}: corrupt training state "
-            f"({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})"
-        ) from exc
+        saved = load_plain(path)
+    except UnreadableTorchFile as exc:
+        raise UserError(f"cannot read {path}: corrupt training state ({exc})") from exc
     if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
         raise UserError(f"{path} is not a diffsampler training state")
     _check_resumable(saved, cfg, data, path)

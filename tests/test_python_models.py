@@ -120,7 +120,11 @@ BAD_FILES = {
     ),
     "no_shape": (PLAIN_NET.replace("sample_shape = (1, 4, 4)", "pass"), "Net", "no sample shape"),
     "nan": (PLAIN_NET.replace("return x *", "return float('nan') * x *"), "Net", "NaN or infinite"),
-    "flow": (PLAIN_NET.replace("sample_shape", "prediction = 'flow'\n    sample_shape"), "Net", "issue #35"),
+    "flow_shift": (
+        PLAIN_NET.replace("sample_shape", "prediction = 'flow'\n    shift = 0\n    sample_shape"),
+        "Net",
+        "shift must be a positive number",
+    ),
 }
 
 

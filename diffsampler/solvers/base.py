@@ -182,7 +182,7 @@ def afs_mean(x: torch.Tensor, afs: Afs) -> torch.Tensor:
             "tensor itself as afs"
         )
     if isinstance(afs, torch.Tensor):
-        return afs.to(x.device, x.dtype).expand_as(x)
+        return afs.to(x.device, x.dtype).expand_as(x).clone()  # its own memory: a callback may change D in place
     return torch.zeros_like(x)
 
 

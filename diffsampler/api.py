@@ -141,7 +141,8 @@ def solve(
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """The low level: ``solver`` from ``x`` at sigmas[0] (already scaled: x = x0 + sigmas[0] * noise) down the
-    descending grid ``sigmas`` (ending at sigma_min or 0), under ``torch.no_grad``.
+    descending grid ``sigmas`` (ending at sigma_min or 0), under ``torch.no_grad``. A flow model's grid may start at
+    sigmas[0] = inf (t = 1); x is then the noise itself (the state divided by sigma).
 
     ``model`` is a Denoiser or any callable D(x, sigma, cond) returning x0; solvers that need an artefact
     (AMED's predictor, DPM-Solver-v3's statistics) need a Denoiser, against which the artefact is checked.
@@ -153,6 +154,8 @@ def solve(
         >>> ds.solve(ds.load_model("gmm-2d"), x, grid, "ipndm").shape
         torch.Size([3, 2])
     """
+    import math
+
     import torch
 
     from diffsampler.errors import UserError
@@ -163,7 +166,9 @@ def solve(
 
     spec = get_solver(solver)
     opts = spec.resolve_options(options)
-    grid = validate_sigmas([float(s) for s in sigmas])
+    grid = validate_sigmas([float(s) for s in sigmas], infinite_start=True)  # solvers without a limit refuse inf
+    if math.isinf(float(grid[0])) and isinstance(model, Denoiser) and model.flow_grid is None:
+        raise UserError(f"a grid from sigma = inf (t = 1) needs a flow-matching model, not {type(model).__name__}")
     if spec.requires and not isinstance(model, Denoiser):
         raise UserError(f"{solver} checks its artefacts against the model: pass a diffsampler Denoiser (load_model)")
     if isinstance(model, Denoiser):
@@ -183,8 +188,9 @@ def sigmas(
     rho: float | None = None,
 ) -> torch.Tensor:
     """The descending float64 grid of a named schedule (polynomial, logsnr, time_uniform, time_quadratic,
-    discrete) with ``steps`` steps (steps + 1 points) from sigma_max to sigma_min: those given, else the model's,
-    else EDM's 80 and 0.002. ``sample`` finds the steps for an NFE budget itself.
+    discrete; flow for a flow model, from sigma = inf) with ``steps`` steps (steps + 1 points) from sigma_max to
+    sigma_min: those given, else the model's, else EDM's 80 and 0.002. ``sample`` finds the steps for an NFE budget
+    itself.
 
     Example:
         >>> import diffsampler as ds
@@ -198,7 +204,7 @@ def sigmas(
     lo = source.sigma_min if sigma_min is None else sigma_min
     hi = source.sigma_max if sigma_max is None else sigma_max
     discrete = None if model is None else model.discrete_sigmas
-    return get_sigmas(schedule, steps, lo, hi, rho, discrete)
+    return get_sigmas(schedule, steps, lo, hi, rho, discrete, None if model is None else model.flow_grid)
 
 
 def benchmark(
@@ -224,7 +230,8 @@ def benchmark(
         >>> import diffsampler as ds
         >>> outcome = ds.benchmark("gmm-2d", solvers=["euler"], nfe=[3], metrics=["rmse"], num_samples=8,
         ...                        out="/tmp/doctest-results")  # doctest: +SKIP
-        >>> outcome.report.tables[0].rows[0][0]  # doctest: +SKIP
+        >>> first_row = outcome.report.tables[0].rows[0]  # doctest: +SKIP
+        >>> first_row[0]  # doctest: +SKIP
         'euler'
     """
     from diffsampler.bench.config import benchmark_config

@@ -326,6 +326,7 @@ class SampleConfig:
     sigma_min: float | None = None
     sigma_max: float | None = None
     sigmas: list[float] | None = None
+    shift: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 64
     run: RunSettings = run_settings()
@@ -343,3 +344,5 @@ class SampleConfig:
         self.run.validate()
         if self.sigmas is not None and (self.schedule is not None or self.rho is not None):
             raise UserError("give either an explicit 'sigmas' list or a 'schedule' (with 'rho'), not both")
+        if self.shift is not None and not self.shift > 0:
+            raise UserError(f"shift must be positive (1: no shift), got {self.shift}")

@@ -17,7 +17,15 @@ from diffsampler.config import SampleConfig, flat_dict, with_precision
 from diffsampler.images import save_grid, save_scatter
 from diffsampler.models import model_label
 from diffsampler.run_setup import RunSetup, setup_run
-from diffsampler.sampling import Generation, GridPlan, decode, generate_sharded, plan_grid, prepared_options
+from diffsampler.sampling import (
+    Generation,
+    GridPlan,
+    decode,
+    generate_sharded,
+    model_flow_grid,
+    plan_grid,
+    prepared_options,
+)
 from diffsampler.schedule_file import is_schedule_path, warn_other_model
 from diffsampler.solvers import SolverSpec, get_solver
 from diffsampler.solvers.base import StepCallback
@@ -63,6 +71,7 @@ def _plan(cfg: SampleConfig, setup: RunSetup) -> tuple[SolverSpec, dict[str, Any
         cfg.rho,
         cfg.sigmas,
         setup.denoiser.discrete_sigmas,
+        model_flow_grid(setup.denoiser, cfg.shift),
     )
     return spec, options, plan
 

@@ -5,7 +5,8 @@ code: `diffsampler sample` itself is ``diffsampler.sample_run``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import torch
@@ -17,7 +18,7 @@ from diffsampler.errors import UserError
 from diffsampler.latents import standard_normal
 from diffsampler.models import Denoiser
 from diffsampler.schedule_file import is_schedule_path, read_schedule, schedule_label
-from diffsampler.schedules import get_sigmas, validate_sigmas
+from diffsampler.schedules import FlowGrid, get_sigmas, validate_sigmas
 from diffsampler.solvers import SolverSpec
 from diffsampler.solvers.base import StepCallback
 
@@ -47,10 +48,12 @@ def plan_grid(
     rho: float | None = None,
     sigmas: list[float] | None = None,
     discrete_sigmas: torch.Tensor | None = None,
+    flow_grid: FlowGrid | None = None,
 ) -> GridPlan:
     """The grid for an NFE budget on the solver's default (or the given) schedule, or an explicit one.
 
-    ``discrete_sigmas`` is the model's training sigma table (``Denoiser.discrete_sigmas``), for ``discrete``.
+    ``discrete_sigmas`` is the model's training sigma table (``Denoiser.discrete_sigmas``), for ``discrete``;
+    ``flow_grid`` a flow model's grid settings (``model_flow_grid``), for ``flow``.
     A ``schedule`` ending in .json is a schedule file and ``sigmas`` an explicit grid: either is used as it is, and
     an ``nfe`` (given: None means none was asked for) that the grid does not cost is refused, the same way for both.
     """
@@ -64,7 +67,24 @@ def plan_grid(
     budget = DEFAULT_NFE if nfe is None else nfe
     steps = spec.steps_for_nfe(budget, options)
     name = schedule or spec.default_schedule
-    return GridPlan(get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas), name, budget)
+    grid = get_sigmas(name, steps, sigma_min, sigma_max, rho, discrete_sigmas, flow_grid)
+    spec.check_start(float(grid[0]))
+    return GridPlan(grid, name, budget)
+
+
+def model_flow_grid(denoiser: Denoiser, shift: float | None) -> FlowGrid | None:
+    """The flow model's grid settings with the config key ``shift`` (None: the model's own) in place."""
+    grid = denoiser.flow_grid
+    if grid is None:
+        if shift is not None:
+            raise UserError(f"shift applies to flow-matching models only, not to {type(denoiser).__name__}; remove it")
+        return None
+    return grid if shift is None else replace(grid, shift=float(shift))
+
+
+def initial_state(noise: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """x at sigma_max = sigma_max * noise; at sigma_max = inf the state is stored as x / sigma, the noise itself."""
+    return noise if math.isinf(sigma_max) else noise * sigma_max
 
 
 def _grid_cost(spec: SolverSpec, options: Mapping[str, Any], grid: torch.Tensor, nfe: int | None, what: str) -> int:
@@ -123,7 +143,7 @@ def generate(job: Generation, indices: range) -> torch.Tensor:
     denoiser, spec, plan = job.denoiser, job.spec, job.plan
     out = []
     for batch in distributed.batches(indices, job.batch_size):
-        x = (latents(job, batch) * float(plan.sigmas[0])).to(job.device, job.dtype)
+        x = initial_state(latents(job, batch), float(plan.sigmas[0])).to(job.device, job.dtype)
         denoiser.reset_calls()
         with torch.no_grad():
             y = spec.sample(denoiser, x, plan.sigmas, job.options, callback=job.callback)

@@ -3,7 +3,8 @@
 Each schedule maps (num_steps, sigma_min, sigma_max, rho) to N + 1 = num_steps + 1 sigmas,
 with the formulas of zju-pi/diff-sampler (diff-solvers-main/solver_utils.py::get_schedule; EDM arXiv
 2206.00364 eq. 5 for ``polynomial``, DPM-Solver arXiv 2206.00927 section 3.3 for ``logsnr`` and ``time_uniform``).
-``discrete`` also needs the model's table of training sigmas (``Denoiser.discrete_sigmas``).
+``discrete`` also needs the model's table of training sigmas (``Denoiser.discrete_sigmas``); ``flow`` (the grid of
+diffusers' FlowMatchEulerDiscreteScheduler) the flow model's ``FlowGrid`` and starts at sigma = inf (t = 1).
 """
 
 from __future__ import annotations
@@ -133,11 +134,52 @@ def ays_sdxl(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.
 
 
 @dataclass(frozen=True)
+class FlowGrid:
+    """The settings of a flow-matching model's own grid (diffusers' FlowMatchEulerDiscreteScheduler).
+
+    ``shift`` s maps flow time t -> s t / (1 + (s - 1) t), i.e. sigma -> s sigma in the EDM form (sigma = t / (1 - t);
+    SD3, arXiv 2403.03206 eq. 23); ``dynamic`` marks ``use_dynamic_shifting`` (s = exp(mu) per resolution), whose
+    grid ends at the unshifted 1 / train_steps; ``train_steps`` is the scheduler's num_train_timesteps.
+    ``per_step_end`` is FluxPipeline's own grid: linspace(1, 1 / N, N) shifted (it passes these sigmas to the
+    scheduler).
+    """
+
+    shift: float = 1.0
+    dynamic: bool = False
+    train_steps: int = 1000
+    per_step_end: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.shift > 0 and math.isfinite(self.shift)):
+            raise UserError(f"the flow shift must be a positive number, got {self.shift}; use shift > 0 (1: no shift)")
+        if self.train_steps < 2:
+            raise UserError(f"a flow scheduler needs num_train_timesteps >= 2, got {self.train_steps}")
+
+
+def shifted_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """t -> s t / (1 + (s - 1) t) (the shift of SD3 and FlowMatchEulerDiscreteScheduler)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flow(num_steps: int, grid: FlowGrid) -> torch.Tensor:
+    """FlowMatchEulerDiscreteScheduler.set_timesteps(N) in the EDM form: t_i = shift(linspace(1, t_end, N)), then 0.
+
+    t_end is the scheduler's sigma_min: 1 / T shifted once (static shift; so the last t before 0 is shifted twice, as
+    in diffusers) or 1 / T (dynamic shifting); FluxPipeline's grid (``per_step_end``) ends at 1 / N before the shift.
+    sigma_i = t_i / (1 - t_i): sigma_0 = inf (t = 1) and a final 0.
+    """
+    first = torch.tensor([1.0 / (num_steps if grid.per_step_end else grid.train_steps)], dtype=torch.float64)
+    t_end = float(first if grid.dynamic or grid.per_step_end else shifted_time(first, grid.shift))
+    t = shifted_time(torch.linspace(1.0, t_end, num_steps, dtype=torch.float64), grid.shift)
+    return torch.cat([t / (1 - t), torch.zeros(1, dtype=torch.float64)])  # t = 1 divides by 0: +inf
+
+
+@dataclass(frozen=True)
 class Schedule:
     """A named sigma grid family with its default exponent.
 
     ``needs_table`` marks a schedule built on the model's training sigmas: ``make`` then takes the
-    table as a fifth argument.
+    table as a fifth argument; ``needs_flow`` a flow model's grid (``make(num_steps, FlowGrid)``, from t = 1).
     """
 
     name: str
@@ -145,6 +187,7 @@ class Schedule:
     default_rho: float
     summary: str
     needs_table: bool = False
+    needs_flow: bool = False
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -167,6 +210,13 @@ SCHEDULES: dict[str, Schedule] = {
             1.0,
             "Align Your Steps grid of SDXL, log-linear to N steps (exact for sigma 0.029-14.615)",
         ),
+        Schedule(
+            "flow",
+            flow,
+            1.0,
+            "flow models: FlowMatchEulerDiscreteScheduler's grid from t = 1 (sigma = inf), key shift; rho unused",
+            needs_flow=True,
+        ),
     )
 }
 
@@ -181,12 +231,14 @@ def load_plugins() -> None:
     load_group("diffsampler.schedules", SCHEDULES)
 
 
-def validate_sigmas(sigmas: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """Check a grid: at least 2 points, strictly descending, positive (a final 0 is allowed)."""
+def validate_sigmas(sigmas: Sequence[float] | torch.Tensor, infinite_start: bool = False) -> torch.Tensor:
+    """Check a grid: at least 2 points, strictly descending, positive (a final 0 is allowed); with
+    ``infinite_start`` its first point may be +inf (t = 1 of a flow model)."""
     grid = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
     if grid.numel() < 2:
         raise UserError(f"a sigma grid needs at least 2 points, got {grid.numel()}")
-    if not torch.isfinite(grid).all():
+    inner = grid[1:] if infinite_start and grid[0] == math.inf else grid
+    if not torch.isfinite(inner).all():
         raise UserError("the sigma grid contains NaN or infinity")
     if not (grid[1:] < grid[:-1]).all():
         raise UserError(f"the sigma grid must be strictly descending, got {shorten(grid.tolist())}")
@@ -202,16 +254,24 @@ def get_sigmas(
     sigma_max: float,
     rho: float | None = None,
     discrete_sigmas: torch.Tensor | None = None,
+    flow_grid: FlowGrid | None = None,
 ) -> torch.Tensor:
     """The validated grid of ``num_steps`` intervals of the named schedule.
 
-    ``discrete_sigmas`` is the model's ascending table of training sigmas, needed by ``discrete``.
+    ``discrete_sigmas`` is the model's ascending table of training sigmas, needed by ``discrete``; ``flow_grid`` the
+    flow model's grid settings, needed by ``flow``.
     """
     load_plugins()
     if schedule not in SCHEDULES:
         raise unknown_choice("schedule", schedule, SCHEDULES)
     if num_steps < 1:
         raise UserError(f"a schedule needs at least 1 step, got {num_steps}")
+    if SCHEDULES[schedule].needs_flow:
+        if flow_grid is None:
+            raise UserError(
+                f"the '{schedule}' schedule needs a flow-matching model (velocity prediction); choose another"
+            )
+        return validate_sigmas(SCHEDULES[schedule].make(num_steps, flow_grid), infinite_start=True)
     if not 0 < sigma_min < sigma_max:
         raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     spec = SCHEDULES[schedule]

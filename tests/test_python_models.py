@@ -120,7 +120,11 @@ BAD_FILES = {
     ),
     "no_shape": (PLAIN_NET.replace("sample_shape = (1, 4, 4)", "pass"), "Net", "no sample shape"),
     "nan": (PLAIN_NET.replace("return x *", "return float('nan') * x *"), "Net", "NaN or infinite"),
-    "flow": (PLAIN_NET.replace("sample_shape", "prediction = 'flow'\n    sample_shape"), "Net", "issue #35"),
+    "flow_shift": (
+        PLAIN_NET.replace("sample_shape", "prediction = 'flow'\n    shift = 0\n    sample_shape"),
+        "Net",
+        "shift must be a positive number",
+    ),
 }
 
 
@@ -211,6 +215,7 @@ def _k_external():
             pytest.skip("k-diffusion is not installed (pip install '.[test]')")
         package = types.ModuleType("k_diffusion")
         package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec  # so that later importlib.util.find_spec("k_diffusion") calls still work
         sys.modules["k_diffusion"] = package
     return importlib.import_module("k_diffusion.external")
 

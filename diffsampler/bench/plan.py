@@ -9,6 +9,7 @@ from diffsampler.bench.config import LEARNED_SCHEDULES, SolverEntry, at_budget
 from diffsampler.errors import UserError
 from diffsampler.sampling import GridPlan, plan_grid
 from diffsampler.schedule_file import is_schedule_path
+from diffsampler.schedules import FlowGrid
 from diffsampler.solvers import get_solver
 
 AUTO_AFS_NOTE = (
@@ -50,6 +51,7 @@ def _plan(
     sigma_min: float,
     sigma_max: float,
     learned: LearnedSchedule | None,
+    flow_grid: FlowGrid | None = None,
 ) -> GridPlan:
     """plan_grid for the entry; a learned schedule is searched first, a schedule file must cost exactly ``nfe``."""
     spec = get_solver(entry.solver)
@@ -61,9 +63,8 @@ def _plan(
             )
         spec.steps_for_nfe(nfe, options)
         schedule = learned(entry, nfe, options)
-    plan = plan_grid(
-        spec, options, sigma_min, sigma_max, None if is_schedule_path(schedule) else nfe, schedule, entry.rho
-    )
+    budget = None if is_schedule_path(schedule) else nfe
+    plan = plan_grid(spec, options, sigma_min, sigma_max, budget, schedule, entry.rho, flow_grid=flow_grid)
     if plan.nfe != nfe:
         raise UserError(f"the schedule file {schedule} costs {spec.name} NFE {plan.nfe}; it fills only that column")
     return replace(plan, schedule=entry.schedule) if entry.schedule in LEARNED_SCHEDULES else plan
@@ -76,18 +77,26 @@ def plan_cell(
     sigma_max: float,
     auto_afs: bool,
     learned: LearnedSchedule | None = None,
+    flow_grid: FlowGrid | None = None,
 ) -> Cell:
-    """The grid of ``entry`` at ``nfe``; with ``auto_afs`` an odd budget may switch on AFS (never rounds NFE)."""
+    """The grid of ``entry`` at ``nfe``; with ``auto_afs`` an odd budget may switch on AFS (never rounds NFE).
+    ``flow_grid``: a flow model's own grid settings, for the ``flow`` schedule."""
     spec = get_solver(entry.solver)
     options = spec.resolve_options(options_at_budget(entry.options, nfe))
     try:
-        return Cell(entry, nfe, options, _plan(entry, nfe, options, sigma_min, sigma_max, learned))
+        return Cell(entry, nfe, options, _plan(entry, nfe, options, sigma_min, sigma_max, learned, flow_grid))
     except UserError as exc:
         reason = str(exc)
     if auto_afs and not entry.explicit_afs and not options["afs"]:
         with_afs = {**options, "afs": True}
         try:
-            return Cell(entry, nfe, with_afs, _plan(entry, nfe, with_afs, sigma_min, sigma_max, learned), auto_afs=True)
+            return Cell(
+                entry,
+                nfe,
+                with_afs,
+                _plan(entry, nfe, with_afs, sigma_min, sigma_max, learned, flow_grid),
+                auto_afs=True,
+            )
         except UserError:
             pass
     return Cell(entry, nfe, options, None, reason=reason)
@@ -100,6 +109,11 @@ def plan_cells(
     sigma_max: float,
     auto_afs: bool,
     learned: LearnedSchedule | None = None,
+    flow_grid: FlowGrid | None = None,
 ) -> list[Cell]:
     """Every (entry, budget) cell, row by row."""
-    return [plan_cell(entry, nfe, sigma_min, sigma_max, auto_afs, learned) for entry in entries for nfe in budgets]
+    return [
+        plan_cell(entry, nfe, sigma_min, sigma_max, auto_afs, learned, flow_grid)
+        for entry in entries
+        for nfe in budgets
+    ]

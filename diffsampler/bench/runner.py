@@ -388,7 +388,7 @@ def run_benchmark(
     out = Path(cfg.out)
     warn_schedule_files(entries, cfg.nfe, denoiser)
     learned = learned_schedules(cfg.model, denoiser, device, cfg.run, out / ".cache" / "schedules", progress)
-    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned)
+    cells = plan_cells(entries, cfg.nfe, sigma_min, sigma_max, cfg.auto_afs, learned, denoiser.flow_grid)
     store = ResultStore(out / (cfg.name or default_run_name(cfg.model)))
     manifest = _manifest(cfg, denoiser, cells, metrics, sigma_min, sigma_max)
     store.check(manifest, fresh)

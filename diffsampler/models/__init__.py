@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 from diffsampler.errors import UserError, unknown_choice
 from diffsampler.models.base import Denoiser
-from diffsampler.models.builtin import fashion_mnist_mixture, toy_2d
+from diffsampler.models.builtin import fashion_mnist_mixture, gaussian_flow_2d, toy_2d
 from diffsampler.models.external import LOADERS, external_kind, external_label, load_external
 from diffsampler.models.gaussian_mixture import GaussianMixture
 from diffsampler.models.python_model import is_python_model, load_python_model, python_label
@@ -45,6 +45,9 @@ def register_checkpoint(name: str, path: str | Path, summary: str) -> None:
 
 register_model("gmm-fmnist", fashion_mnist_mixture, "analytic mixture on 500 Fashion-MNIST images, 1x32x32, std 0.1")
 register_model("gmm-2d", toy_2d, "analytic 2-D mixture of 8 Gaussians on a circle")
+register_model(
+    "gauss-flow-2d", gaussian_flow_2d, "analytic flow-matching model (exact velocity) of a 2-D Gaussian, shift 3"
+)
 for _name, _entry in read_manifest().items():
     register_model(_name, shipped_builder(_name, _entry), summary(_entry))
 

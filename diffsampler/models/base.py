@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from diffsampler.errors import UserError
+from diffsampler.schedules import FlowGrid
 
 
 @contextlib.contextmanager
@@ -44,7 +45,8 @@ class Denoiser(torch.nn.Module):
     solver can read it without another NFE (AMED's predictor input); others leave it None.
 
     Discrete-time models (DDPM, latent diffusion) set ``discrete_sigmas``, the ascending float64 sigma
-    of each training timestep, which the ``discrete`` schedule needs. Latent models set ``latent`` and
+    of each training timestep, which the ``discrete`` schedule needs; flow models set ``flow_grid``. Latent
+    models set ``latent`` and
     override ``decode`` (latents -> images in [-1, 1]); for the others ``decode`` is the identity.
     """
 
@@ -54,6 +56,8 @@ class Denoiser(torch.nn.Module):
     autocast_dtype: torch.dtype | None = None
     """The dtype the network runs under autocast (``set_autocast``; U-Nets only), None for its own dtype."""
     discrete_sigmas: torch.Tensor | None = None
+    flow_grid: FlowGrid | None = None
+    """A flow-matching model's own grid settings (``diffsampler.models.flow``), for the ``flow`` schedule."""
     latent: bool = False
 
     sigma_min: float = 0.002

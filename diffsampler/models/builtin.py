@@ -1,4 +1,4 @@
-"""Built-in analytic models: a 2-D toy mixture and a Fashion-MNIST image-space mixture."""
+"""Built-in analytic models: a 2-D toy mixture, a Fashion-MNIST image-space mixture and a 2-D Gaussian flow model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from importlib import resources
 import numpy as np
 import torch
 
+from diffsampler.models.gaussian_flow import GaussianFlow
 from diffsampler.models.gaussian_mixture import GaussianMixture
+from diffsampler.schedules import FlowGrid
 
 FMNIST_COMPONENT_STD = 0.1
 """Per-pixel std of each image-space component, in the [-1, 1] pixel scale."""
@@ -32,3 +34,9 @@ def fashion_mnist_images() -> np.ndarray:
 def fashion_mnist_mixture() -> GaussianMixture:
     """Equal-weight mixture centred on 500 Fashion-MNIST images (1x32x32), std 0.1 per pixel."""
     return GaussianMixture(torch.from_numpy(fashion_mnist_images()), variances=FMNIST_COMPONENT_STD**2)
+
+
+def gaussian_flow_2d() -> GaussianFlow:
+    """The exact velocity of 2-D Gaussian data, mean (1, -0.5), std (0.5, 0.25); its flow grid has shift 3 (SD3's)."""
+    mean = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    return GaussianFlow(mean, torch.tensor([0.5, 0.25], dtype=torch.float64), FlowGrid(shift=3.0))

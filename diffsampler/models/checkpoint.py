@@ -21,6 +21,7 @@ from diffsampler.atomic import atomic_write_bytes
 from diffsampler.config import build_config
 from diffsampler.errors import UserError
 from diffsampler.models.unet import UNetConfig, UNetDenoiser
+from diffsampler.models.unet_flow import FlowUNetDenoiser
 from diffsampler.torch_files import UnreadableTorchFile, load_plain
 
 FORMAT = "diffsampler-unet"
@@ -40,7 +41,7 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def checkpoint_bytes(model: UNetDenoiser, meta: Mapping[str, Any], dtype: str = "float16") -> bytes:
+def checkpoint_bytes(model: UNetDenoiser | FlowUNetDenoiser, meta: Mapping[str, Any], dtype: str = "float16") -> bytes:
     """The serialised checkpoint of ``model`` with floating tensors stored in ``dtype``."""
     if dtype not in STORAGE_DTYPES:
         raise UserError(f"checkpoint dtype must be one of {', '.join(STORAGE_DTYPES)}, got '{dtype}'")
@@ -61,7 +62,9 @@ def checkpoint_bytes(model: UNetDenoiser, meta: Mapping[str, Any], dtype: str = 
     return buf.getvalue()
 
 
-def save_checkpoint(path: str | Path, model: UNetDenoiser, meta: Mapping[str, Any], dtype: str = "float16") -> None:
+def save_checkpoint(
+    path: str | Path, model: UNetDenoiser | FlowUNetDenoiser, meta: Mapping[str, Any], dtype: str = "float16"
+) -> None:
     """Write the checkpoint atomically (it appears complete or not at all)."""
     atomic_write_bytes(path, checkpoint_bytes(model, meta, dtype))
 
@@ -93,8 +96,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | Path) -> UNetDenoiser:
-    """The float32 denoiser stored at ``path``, in eval mode; weights must match the stored config.
+def load_checkpoint(path: str | Path) -> UNetDenoiser | FlowUNetDenoiser:
+    """The float32 denoiser stored at ``path``, in eval mode; weights must match the stored config. A U-Net trained
+    with the flow objective (its training config says so) loads as a flow-matching model.
 
     Its weights are channels-last (NHWC), so oneDNN runs its convolutions channels-last whatever the input's
     layout: 4-18% less CPU time per NFE in float32 and 2-6x less under bf16 autocast without native bf16 units, for
@@ -102,7 +106,8 @@ def load_checkpoint(path: str | Path) -> UNetDenoiser:
     """
     payload = read_checkpoint(path)
     cfg = build_config(UNetConfig, payload["unet"], f"checkpoint {path}")
-    model = UNetDenoiser(cfg)
+    flow = (payload["meta"].get("train_config") or {}).get("objective") == "flow"
+    model: UNetDenoiser | FlowUNetDenoiser = FlowUNetDenoiser(cfg) if flow else UNetDenoiser(cfg)
     expected = model.state_dict()
     state = payload["state_dict"]
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):

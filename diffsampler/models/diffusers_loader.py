@@ -1,7 +1,8 @@
 """Loading diffusers models from a local ``save_pretrained`` folder or a hub id (weights as safetensors only).
 
-Two layouts: a pipeline folder (``model_index.json`` with ``unet/`` and ``scheduler/``, plus ``vae/`` for
-a latent model and ``text_encoder/`` + ``tokenizer/`` for a text-conditional one), or a bare
+Three layouts: a pipeline folder (``model_index.json`` with ``unet/`` and ``scheduler/``, plus ``vae/`` for
+a latent model and ``text_encoder/`` + ``tokenizer/`` for a text-conditional one), a flow-matching pipeline
+(``transformer/`` and a FlowMatchEulerDiscreteScheduler: Stable Diffusion 3, Flux; ``diffusers_flow``), or a bare
 ``UNet2DModel`` folder (``config.json`` + weights) with ``scheduler_config.json`` beside them.
 The scheduler supplies only the training schedule (alphas_cumprod) and the prediction type.
 A name that is no local folder but looks like ``owner/name`` is fetched from the Hugging Face hub
@@ -137,11 +138,35 @@ def _load_bare_unet(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     return DiffusersUNetDenoiser(unet, alphas_cumprod, prediction_type, opts["class_label"])
 
 
+def _load_flow_pipeline(folder: Path, index: Mapping[str, Any], options: Mapping[str, Any]) -> Denoiser:
+    """An SD3 / Flux pipeline folder: FlowMatchEulerDiscreteScheduler + transformer, loaded by diffusers itself."""
+    from diffsampler.models.diffusers_flow import FLOW_OPTIONS, FLOW_SCHEDULER, flow_pipeline_denoiser, time_scale_of
+
+    diffusers = _import_diffusers()
+    scheduler = str(_read_json(folder / "scheduler" / "scheduler_config.json").get("_class_name"))
+    if scheduler != FLOW_SCHEDULER:
+        raise UserError(
+            f"{folder} has a transformer with the scheduler '{scheduler}'; "
+            f"flow-matching pipelines need {FLOW_SCHEDULER}"
+        )
+    kind = str(index["transformer"][1])
+    time_scale_of(kind, folder)
+    opts = _options(options, {**FLOW_OPTIONS[kind], "dtype": "float32"}, f"{kind} pipeline")
+    dtype = getattr(torch, opts["dtype"])
+    cls = _component_class(diffusers, str(index.get("_class_name", "DiffusionPipeline")), "pipeline")
+    expected, _ = cls._get_signature_keys(cls)
+    absent = {name: None for name in expected if not (index.get(name) or [None])[0]}  # saved as None (SD3 without T5)
+    pipeline = _from_pretrained(cls, folder, "pipeline", torch_dtype=dtype, use_safetensors=True, **absent)
+    return flow_pipeline_denoiser(pipeline, folder, opts).to(dtype)
+
+
 def _load_pipeline(folder: Path, options: Mapping[str, Any]) -> Denoiser:
     from diffsampler.models.diffusers_models import DiffusersUNetDenoiser, LatentDiffusionDenoiser
 
     diffusers = _import_diffusers()
     index = _read_json(folder / "model_index.json")
+    if "transformer" in index and "unet" not in index:
+        return _load_flow_pipeline(folder, index, options)
     for part in ("unet", "scheduler"):
         if part not in index:
             raise UserError(

@@ -36,6 +36,15 @@ def _labels(cond: Any, default: torch.Tensor | None, batch: int, device: torch.d
     return labels.long().reshape(-1).expand(batch) if labels.numel() == 1 else labels.long().reshape(batch)
 
 
+@torch.no_grad()
+def vae_decode(vae: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Latents -> images in [-1, 1] through the VAE decoder (no NFE counted: it is not the denoiser)."""
+    config = vae.config
+    z = x / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
+    dtype = next(vae.parameters()).dtype
+    return vae.decode(z.to(dtype)).sample.to(x.dtype).clamp(-1, 1)
+
+
 class DiffusersUNetDenoiser(DiscreteVPDenoiser):
     """A diffusers ``UNet2DModel`` (pixel space; epsilon, sample or v prediction) with its training schedule.
 
@@ -108,13 +117,8 @@ class LatentDiffusionDenoiser(DiscreteVPDenoiser):
         out_u, out_c = _model_output(both, self.channels).chunk(2)
         return out_u + self.guidance * (out_c - out_u)
 
-    @torch.no_grad()
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [-1, 1] through the VAE decoder (no NFE counted: it is not the denoiser)."""
-        config = self.vae.config
-        z = x / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
-        dtype = next(self.vae.parameters()).dtype
-        return self.vae.decode(z.to(dtype)).sample.to(x.dtype).clamp(-1, 1)
+        return vae_decode(self.vae, x)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "latent": True, "guidance": self.guidance if self.conditional else None}

@@ -12,7 +12,10 @@ from typing import Any, Mapping
 from diffsampler.models.base import Denoiser
 
 LOADERS: dict[str, str] = {
-    "diffusers:PATH": "diffusers folder or hub id: DDPM UNet2DModel, or latent (AutoencoderKL) with optional text CFG",
+    "diffusers:PATH": (
+        "diffusers folder or hub id: DDPM UNet2DModel, latent (AutoencoderKL) with optional text CFG, or a "
+        "flow-matching SD3 / Flux pipeline"
+    ),
     "python:FILE.py:NAME": (
         "your own network: NAME(**model_options) from a .py file or python:package.module:NAME; runs your code"
     ),

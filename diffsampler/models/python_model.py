@@ -7,7 +7,11 @@ NAME (a factory or class) is called with the model options and returns a ``Denoi
 - ``eps``: D = x - sigma f(x, sigma) (the noise estimate in the VE form x = x0 + sigma eps);
 - ``v``: k-diffusion's ``VDenoiser``: D = c_skip x + c_out f(c_in x, t) with t = 2 atan(sigma) / pi,
   c_skip = sd^2 / (sigma^2 + sd^2), c_out = -sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2)
-  and sd = ``sigma_data`` (v-prediction of arXiv 2202.00512 sec. 4).
+  and sd = ``sigma_data`` (v-prediction of arXiv 2202.00512 sec. 4);
+- ``flow``: a rectified-flow velocity f(x_t, time) = v of x_t = (1 - t) x0 + t eps (arXiv 2209.03003), read by
+  ``diffsampler.models.flow.velocity_denoise``: D = x_t - t v with t = sigma / (1 + sigma), x_t = x / (1 + sigma),
+  time = ``time_scale`` t (or ``time_scale`` (1 - t) with f returning -v when ``reverse_time``); ``shift`` is the
+  ``flow`` schedule's shift, and sigma = inf (t = 1) is accepted.
 
 Running the file runs the user's code: that is their explicit choice in naming it.
 """
@@ -30,10 +34,14 @@ import torch
 
 from diffsampler.errors import UserError, plain_message, unknown_choice
 from diffsampler.models.base import Denoiser
+from diffsampler.models.flow import FlowTime, training_range, velocity_denoise
+from diffsampler.schedules import FlowGrid
 
 PREFIX = "python:"
-PREDICTIONS = ("x0", "eps", "v")
-OWN_OPTIONS = ("prediction", "shape", "sigma_min", "sigma_max", "sigma_data")
+PREDICTIONS = ("x0", "eps", "v", "flow")
+FLOW_OPTIONS = ("time_scale", "reverse_time", "shift")
+"""Model options of ``prediction`` flow only."""
+OWN_OPTIONS = ("prediction", "shape", "sigma_min", "sigma_max", "sigma_data", *FLOW_OPTIONS)
 """Model options the toolbox reads itself; every other option is passed to NAME as a keyword."""
 PROBE_BATCH = 2
 
@@ -151,15 +159,16 @@ class PythonModel(Denoiser):
         self.source = source
         self.options = dict(options)
         self.prediction = str(_setting(net, options, "prediction", "prediction", "x0"))
-        if self.prediction == "flow":
-            raise UserError(f"{source.spec}: flow-matching models are not supported yet (issue #35)")
         if self.prediction not in PREDICTIONS:
             raise unknown_choice(f"prediction of {source.spec}", self.prediction, PREDICTIONS)
         self.latent = bool(getattr(net, "latent", False))
         self.discrete_sigmas = getattr(net, "discrete_sigmas", None)
+        self.flow_grid = getattr(net, "flow_grid", None) if isinstance(net, Denoiser) else None
+        self.time = _flow_settings(self, net, options)
         self.sigma_data = float(_setting(net, options, "sigma_data", "sigma_data", 1.0))
-        self.sigma_min = float(_setting(net, options, "sigma_min", "sigma_min", Denoiser.sigma_min))
-        self.sigma_max = float(_setting(net, options, "sigma_max", "sigma_max", Denoiser.sigma_max))
+        low, high = training_range(self.flow_grid) if self.flow_grid else (Denoiser.sigma_min, Denoiser.sigma_max)
+        self.sigma_min = float(_setting(net, options, "sigma_min", "sigma_min", low))
+        self.sigma_max = float(_setting(net, options, "sigma_max", "sigma_max", high))
         shape = _setting(net, options, "shape", "sample_shape", None)
         if shape is None:
             raise UserError(
@@ -180,6 +189,10 @@ class PythonModel(Denoiser):
     def _denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
         if isinstance(self.net, Denoiser):  # ours: the float64 sigma as it is, the conditioning as it takes it
             return self.net.denoise(x, sigma, cond)
+        if self.time is not None:
+            first = next(self.parameters(), None)
+            dtype = x.dtype if first is None else first.dtype
+            return velocity_denoise(lambda x_t, time: self._call(x_t, time, cond), x, sigma, self.time, dtype)
         s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         if self.prediction == "v":
             total = s**2 + self.sigma_data**2
@@ -206,16 +219,57 @@ class PythonModel(Denoiser):
         """sha256 of the code (``code_hash``) and the parameters: an edited file is another model."""
         return hashlib.sha256((self.code_hash() + super().content_hash()).encode()).hexdigest()
 
+    def _flow_fields(self) -> dict[str, Any]:
+        """A flow model's grid and time settings, as ``FlowDenoiser.describe`` records them."""
+        assert self.time is not None and self.flow_grid is not None
+        return {
+            "shift": self.flow_grid.shift,
+            "time_scale": self.time.scale,
+            **({"reverse_time": True} if self.time.reverse else {}),
+        }
+
     def describe(self) -> dict[str, Any]:
-        """Besides the base fields: the source, the prediction, and the hashes of the weights and of the code (a
-        benchmark folds the code into each solver's code hash, so an edited file recomputes its cells)."""
+        """Besides the base fields: the source, the prediction (for flow: shift and time settings), and the hashes of
+        the weights and of the code (a benchmark folds the code into each solver's code hash, so an edited file
+        recomputes its cells)."""
         return {
             **super().describe(),
             "source": self.source.spec,
             "prediction": self.prediction,
+            **(self._flow_fields() if self.time is not None and self.flow_grid is not None else {}),
             "weights_sha256": super().content_hash(),
             "code_sha256": self.code_hash(),
         }
+
+
+def _flow_settings(model: PythonModel, net: Any, options: Mapping[str, Any]) -> FlowTime | None:
+    """For ``prediction`` flow: the network's time (``time_scale``, default 1; ``reverse_time``) as ``FlowTime``,
+    and ``model.flow_grid`` with ``shift`` (default 1) set; None for the other predictions, which refuse the flow
+    options."""
+    if model.prediction != "flow":
+        given = [key for key in FLOW_OPTIONS if key in options]
+        if given:
+            raise UserError(
+                f"{model.source.spec}: model option {given[0]} applies to prediction=flow only, not "
+                f"{model.prediction}; remove it or set model_options.prediction=flow"
+            )
+        return None
+    try:
+        model.flow_grid = FlowGrid(shift=float(_setting(net, options, "shift", "shift", 1.0)))
+        return FlowTime(
+            float(_setting(net, options, "time_scale", "time_scale", 1.0)),
+            _flag(_setting(net, options, "reverse_time", "reverse_time", False)),
+        )
+    except UserError as exc:
+        raise UserError(f"{model.source.spec}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{model.source.spec}: shift and time_scale must be numbers ({plain_message(exc)})") from exc
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"reverse_time must be true or false, got {value!r}")
+    return value
 
 
 def _shape(value: Any, source: Source) -> tuple[int, ...]:

@@ -249,6 +249,14 @@ def edm_coefficients(
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
 
 
+def checkpoint_summary(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """{"checkpoint": what identifies the training of a loaded checkpoint}, or {} for a freshly built model."""
+    if meta is None:
+        return {}
+    keys = ("step", "images_seen", "data_sha256", "weights_sha256")
+    return {"checkpoint": {k: meta[k] for k in keys if k in meta}}
+
+
 class UNetDenoiser(Denoiser):
     """The EDM-preconditioned U-Net as a denoiser D(x, sigma); runs the network in its parameters' dtype, or
     under autocast to ``autocast_dtype`` (``set_autocast``; or the caller's autocast), and returns x's dtype.
@@ -288,11 +296,7 @@ class UNetDenoiser(Denoiser):
         return self.last_features
 
     def describe(self) -> dict[str, Any]:
-        described = {**super().describe(), "unet": asdict(self.config)}
-        if self.checkpoint_meta is not None:
-            keys = ("step", "images_seen", "data_sha256", "weights_sha256")
-            described["checkpoint"] = {k: self.checkpoint_meta[k] for k in keys if k in self.checkpoint_meta}
-        return described
+        return {**super().describe(), "unet": asdict(self.config), **checkpoint_summary(self.checkpoint_meta)}
 
 
 def count_parameters(module: nn.Module) -> int:

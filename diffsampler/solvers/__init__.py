@@ -35,19 +35,31 @@ def register_solver(
     default_schedule: str,
     summary: str,
     requires: tuple[str, ...] = (),
+    infinite_start: str = "",
 ) -> SolverSpec:
     """Add a solver. Its options and their defaults are ``sample_fn``'s keyword-only parameters (see
     ``diffsampler.solvers.options``); ``requires`` names options that must be given (artefact paths, loaded by
-    the hooks of ``diffsampler.artefacts``)."""
-    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, requires)
+    the hooks of ``diffsampler.artefacts``); ``infinite_start`` says how it starts from sigma = inf (flow models'
+    t = 1), "" where its first step has no finite limit there."""
+    spec = SolverSpec(name, sample_fn, evals_per_step, default_schedule, summary, requires, infinite_start)
     SOLVERS[name] = spec
     return spec
 
 
-register_solver("euler", euler, 1, "polynomial", "Euler (= DDIM), first order, 1 NFE per step")
+DDIM_LIMIT = "x_1 = s_1 x + D (the Euler / DDIM step's limit)"
+register_solver(
+    "euler", euler, 1, "polynomial", "Euler (= DDIM), first order, 1 NFE per step", infinite_start=DDIM_LIMIT
+)
 register_solver("heun", heun, 2, "polynomial", "Heun (EDM), second order, 2 NFE per step")
 register_solver("dpm2", dpm_solver_2, 2, "polynomial", "DPM-Solver-2, geometric midpoint, 2 NFE per step")
-register_solver("dpmpp", dpmpp, 1, "logsnr", "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step")
+register_solver(
+    "dpmpp",
+    dpmpp,
+    1,
+    "logsnr",
+    "DPM-Solver++ multistep (data prediction), orders 1-3, 1 NFE per step",
+    infinite_start=f"{DDIM_LIMIT}; D_0 then has weight 0 in the divided differences",
+)
 register_solver(
     "dpmpp_published",
     dpmpp_published,
@@ -55,6 +67,7 @@ register_solver(
     "logsnr",
     "DPM-Solver++ with the published 3M step (second order; the form of "
     "zju-pi/diff-sampler solver_utils.py and k-diffusion), 1 NFE per step",
+    infinite_start=f"{DDIM_LIMIT}; D_0 then has weight 0 in the divided differences",
 )
 register_solver(
     "unipc",
@@ -62,12 +75,18 @@ register_solver(
     1,
     "logsnr",
     "UniPC (data prediction, bh1/bh2), predictor orders 1-3 with a free corrector, 1 NFE per step",
+    infinite_start="bh2 only: x_1 = s_1 x + (D_0 + D_1) / 2 after the corrector; later, D_0's weight is 0",
 )
 register_solver(
     "deis", deis, 1, "time_quadratic", "DEIS tAB: Adams-Bashforth in VP time on eps, orders 1-3, 1 NFE per step"
 )
 register_solver(
-    "ipndm", ipndm, 1, "polynomial", "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step"
+    "ipndm",
+    ipndm,
+    1,
+    "polynomial",
+    "iPNDM: fixed Adams-Bashforth coefficients, orders 1-4, 1 NFE per step",
+    infinite_start=f"{DDIM_LIMIT}, d_0 = x (the limit of (x - D) / sigma)",
 )
 register_solver(
     "ipndm_v", ipndm_v, 1, "polynomial", "iPNDM_v: variable-step Adams-Bashforth in sigma, orders 1-4, 1 NFE per step"

@@ -4,6 +4,12 @@ NFE (network function evaluations) is the unit of cost. A solver that evaluates 
 ``k`` times per step uses ``k * steps`` NFE, less one with AFS (the analytical first step
 replaces the first evaluation), less ``k - 1`` when the grid ends at sigma = 0 (the last step
 is then an Euler step), plus one with ``denoise_to_zero`` (a final x = D(x, sigma_min)).
+
+A grid may start at sigma = inf (t = 1 of a flow-matching model, where diffusers' flow schedulers start). The state
+there is stored divided by sigma (x / sigma, the noise: what every model's input scaling tends to), and a solver
+that allows it (``SolverSpec.infinite_start``) takes the limit sigma_0 -> inf of its own steps: the first step is
+x_1 = sigma_1 x / sigma + D(x, inf) (DDIM's (s_1 / s_0) x + (1 - s_1 / s_0) D in the limit), and later steps drop
+the terms of sigma_0 that the limit sends to zero. Solvers whose first step has no finite limit refuse such grids.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ the sampling layer, ``diffsampler.data_mean``) or that mean itself as a tensor b
 SampleFn = Callable[..., torch.Tensor]
 StepCallback = Callable[[dict[str, Any]], None]
 """Called once per step with k-diffusion's callback contents: {"x": the state at the step's start, "i": the step
-index, "sigma" and "sigma_hat": sigmas[i] (a float; no churn here), "denoised": D(x, sigma) there}."""
+index, "sigma" and "sigma_hat": sigmas[i] (a float; no churn here), "denoised": D(x, sigma) there}. On a grid from
+sigma = inf, step 0 reports sigma = inf and the stored state x / sigma (the noise), as the solvers hold it."""
 DenoiserFn = Callable[..., torch.Tensor]
 """Any callable D(x, sigma, cond) -> x0_hat (solvers never import models)."""
 
@@ -45,6 +52,8 @@ class SolverSpec:
     default_schedule: str
     summary: str
     requires: tuple[str, ...] = ()
+    infinite_start: str = ""
+    """How the solver starts from sigma = inf (the limit of its first step, one line), or "" where it cannot."""
     option_specs: Mapping[str, Option] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +101,15 @@ class SolverSpec:
             raise UserError(f"{self.name} cannot take a step with NFE {nfe} and these options")
         return steps
 
+    def check_start(self, sigma_max: float) -> None:
+        """Refuse a grid from sigma = inf when the solver's first step has no finite limit there."""
+        if math.isinf(sigma_max) and not self.infinite_start:
+            raise UserError(
+                f"{self.name} has no finite first step from sigma = inf (t = 1; its step weighs or evaluates "
+                "inside the infinite interval): use euler, dpmpp, unipc or ipndm on this grid, or a schedule with a "
+                "finite sigma_max"
+            )
+
     def sample(
         self,
         denoiser: DenoiserFn,
@@ -106,6 +124,7 @@ class SolverSpec:
         grid = [float(s) for s in sigmas]
         if opts["denoise_to_zero"] and grid[-1] == 0:
             raise UserError("denoise_to_zero needs a grid ending above 0")
+        self.check_start(grid[0])
         hook = {} if callback is None else {"callback": callback}  # solvers without a hook run without one
         if hook and "callback" not in inspect.signature(inspect.unwrap(self.sample_fn)).parameters:
             raise UserError(f"solver {self.name} takes no per-step callback (a plugin's solver may not)")
@@ -122,6 +141,12 @@ def report_derivative(callback: StepCallback | None, i: int, sigma: float, x: to
     """``report_step`` from the derivative d = (x - D) / sigma (D = x - sigma d, computed only for a callback)."""
     if callback is not None:
         report_step(callback, i, sigma, x, x - sigma * d)
+
+
+def rescale(x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """(sigma_next / sigma) x, the linear part of DDIM-type steps; sigma_next x at sigma = inf (x stored as x /
+    sigma)."""
+    return sigma_next * x if math.isinf(sigma) else (sigma_next / sigma) * x
 
 
 def derivative(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Any = None) -> torch.Tensor:
@@ -144,13 +169,21 @@ def afs_derivative(x: torch.Tensor, sigma: float, afs: Afs = True) -> torch.Tens
     d = (x - m) / sigma up to the factor s = 1 - O(1/sigma^2). ``afs`` True is m = 0; a tensor is m; "mean" must
     have been replaced by the mean (``diffsampler.sampling.prepared_options``).
     """
+    return (x - afs_mean(x, afs)) / math.sqrt(1.0 + sigma**2)
+
+
+def afs_mean(x: torch.Tensor, afs: Afs) -> torch.Tensor:
+    """The m that AFS takes for D(x, sigma_max), shaped like x: 0 for ``afs`` True, the tensor itself for a mean;
+    "mean" not yet replaced by the sampling layer is an error. It is also AFS's D at sigma = inf (the limit of
+    x - sigma (x - m) / sqrt(1 + sigma^2) with x stored as x / sigma)."""
     if isinstance(afs, str):
         raise UserError(
             "afs=mean needs the data mean: run the solver through diffsampler's sampling layer, or pass the mean "
             "tensor itself as afs"
         )
-    centred = x - afs.to(x.device, x.dtype) if isinstance(afs, torch.Tensor) else x
-    return centred / math.sqrt(1.0 + sigma**2)
+    if isinstance(afs, torch.Tensor):
+        return afs.to(x.device, x.dtype).expand_as(x).clone()  # its own memory: a callback may change D in place
+    return torch.zeros_like(x)
 
 
 def first_derivative(
@@ -165,13 +198,31 @@ def first_derivative(
 def data_estimate(
     denoiser: DenoiserFn, x: torch.Tensor, sigma: float, step: int, afs: Afs, thresholding: bool, cond: Any
 ) -> torch.Tensor:
-    """D(x, sigma), by AFS (D = x - sigma (x - m) / sqrt(1 + sigma^2)) on the first step when asked, thresholded
-    when asked."""
-    if step == 0 and afs_on(afs):
+    """D(x, sigma), by AFS (D = x - sigma (x - m) / sqrt(1 + sigma^2), whose limit at sigma = inf is m) on the
+    first step when asked, thresholded when asked."""
+    if step == 0 and afs_on(afs) and math.isinf(sigma):
+        denoised = afs_mean(x, afs)
+    elif step == 0 and afs_on(afs):
         denoised = x - sigma * afs_derivative(x, sigma, afs)
     else:
         denoised = denoiser(x, sigma, cond)
     return dynamic_threshold(denoised) if thresholding else denoised
+
+
+def step_from_infinity(
+    denoiser: DenoiserFn,
+    x: torch.Tensor,
+    sigma_next: float,
+    afs: Afs,
+    cond: Any,
+    callback: StepCallback | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_1, D_0) of the first step from sigma = inf (x stored as x / sigma): x_1 = sigma_1 x + D(x, inf), the limit
+    of the Euler / DDIM step; there dx/dsigma = lim (x - D) / sigma is the stored x itself. ``callback`` hears of
+    step 0 with the stored x and sigma = inf."""
+    denoised = data_estimate(denoiser, x, math.inf, 0, afs, False, cond)
+    report_step(callback, 0, math.inf, x, denoised)
+    return sigma_next * x + denoised, denoised
 
 
 def dynamic_threshold(denoised: torch.Tensor, quantile: float = THRESHOLD_QUANTILE) -> torch.Tensor:

@@ -9,6 +9,10 @@ Integrating the quadratic through the last three D exactly gives the D2 weight -
 that form is the default and converges with order 3. The published 3M form (the DPM-Solver code, k-diffusion's
 ``sample_dpmpp_3m_sde`` and zju-pi/diff-sampler's diff-solvers-main/solver_utils.py) weighs D2 by -phi_3 and so
 converges with order 2 only; it is kept as the solver ``dpmpp_published`` to reproduce published numbers.
+
+From sigma_0 = inf (lambda = -inf; x stored as x / sigma) the first step is x_1 = s_1 x + D_0 (phi_1 = -1), and the
+ratios r of later steps that reach back to lambda_0 are infinite, so D_0's divided differences have weight 0: the
+float arithmetic below takes that limit as it is (no 0 * inf arises).
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from typing import Any, Literal, Sequence, Union
 
 import torch
 
-from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, data_estimate, finish, multistep_order, report_step
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    data_estimate,
+    finish,
+    multistep_order,
+    report_step,
+    rescale,
+)
 
 Scalar = Union[float, torch.Tensor]
 
@@ -52,7 +65,11 @@ def dpmpp_step(
         return d0
     h = -_log(sigma_next) - lambdas[-1]
     phi_1 = _expm1(-h)
-    x_next = (sigma_next / sigma) * x - phi_1 * d0
+    if isinstance(sigma, torch.Tensor) or isinstance(sigma_next, torch.Tensor):
+        linear = (sigma_next / sigma) * x  # per-sample sigmas (AMED-Plugin), all finite
+    else:
+        linear = rescale(x, sigma, sigma_next)
+    x_next = linear - phi_1 * d0
     if order == 1:
         return x_next
     r0 = (lambdas[-1] - lambdas[-2]) / h

@@ -17,12 +17,21 @@ iPNDM_v converges with order 4 and 3 (tests/test_fast_solver_order.py).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Sequence, Union
 
 import torch
 
 from diffsampler.solvers.adams_bashforth import adams_bashforth_weights, combine
-from diffsampler.solvers.base import Afs, DenoiserFn, StepCallback, finish, first_derivative, report_derivative
+from diffsampler.solvers.base import (
+    Afs,
+    DenoiserFn,
+    StepCallback,
+    finish,
+    first_derivative,
+    report_derivative,
+    step_from_infinity,
+)
 
 Scalar = Union[float, torch.Tensor]
 
@@ -55,9 +64,15 @@ def ipndm(
     denoise_to_zero: bool = False,
     order: Literal[1, 2, 3, 4] = 4,
 ) -> torch.Tensor:
-    """iPNDM of ``order`` (1 to 4) with the fixed equal-step coefficients; warm-up order i + 1 on step i."""
+    """iPNDM of ``order`` (1 to 4) with the fixed equal-step coefficients; warm-up order i + 1 on step i.
+
+    From sigma = inf the first step is x_1 = s_1 x + D (Euler's limit) and d_0 = lim (x - D) / sigma, the stored x:
+    the fixed weights do not depend on the step lengths, so the later steps have a finite limit too."""
     history: list[torch.Tensor] = []
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        if math.isinf(s):
+            history, x = [x], step_from_infinity(denoiser, x, s_next, afs, cond, callback)[0]
+            continue
         history = [*history, first_derivative(denoiser, x, s, i, afs, cond)][-order:]
         report_derivative(callback, i, s, x, history[-1])
         x = ipndm_step(x, history[-1:] if s_next == 0 else history, s, s_next)

@@ -8,6 +8,7 @@ last step is an Euler step (k-diffusion's convention).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import torch
@@ -20,6 +21,7 @@ from diffsampler.solvers.base import (
     finish,
     first_derivative,
     report_derivative,
+    step_from_infinity,
 )
 from diffsampler.solvers.options import Range
 
@@ -34,8 +36,11 @@ def euler(
     afs: Afs = False,
     denoise_to_zero: bool = False,
 ) -> torch.Tensor:
-    """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step."""
+    """x_{i+1} = x_i + (s_{i+1} - s_i) d_i: first order, 1 NFE per step (from sigma = inf: x_1 = s_1 x + D)."""
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        if math.isinf(s):
+            x = step_from_infinity(denoiser, x, s_next, afs, cond, callback)[0]
+            continue
         d = first_derivative(denoiser, x, s, i, afs, cond)
         report_derivative(callback, i, s, x, d)
         x = x + (s_next - s) * d

@@ -37,6 +37,9 @@ UNET_KEYS = tuple(f.name for f in dataclasses.fields(UNetConfig) if f.name not i
 """The U-Net's shape keys, given flat in a training config; the image channels and size come from the data."""
 
 
+OBJECTIVES = ("edm", "flow")
+
+
 @dataclass
 class TrainConfig:
     """One training run of the EDM-preconditioned U-Net (EDM, arXiv 2206.00364, section 5 and Table 1)."""
@@ -62,6 +65,12 @@ class TrainConfig:
 
     p_mean: float = -1.2
     p_std: float = 1.2
+    objective: str = "edm"
+    """edm: EDM's denoising loss on the preconditioned U-Net; flow: the rectified-flow velocity loss on the same
+    U-Net, a flow-matching model (``diffsampler.train.objective``)."""
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    """The flow objective's logit-normal time sampling, logit(t) ~ N(logit_mean, logit_std^2) (SD3's 0 and 1)."""
     steps: int = 20000
     batch_size: int = 256
     lr: float = 2e-4
@@ -126,8 +135,14 @@ class TrainConfig:
             raise UserError(f"name must be a plain folder name, got {shorten(self.name)}")
         check_name(self.name)
         check_nfe(self.grid_nfe, "grid_nfe")
+        if self.objective not in OBJECTIVES:
+            raise unknown_choice("training objective", self.objective, OBJECTIVES)
+        if self.logit_std <= 0:
+            raise UserError(f"logit_std must be positive, got {self.logit_std}")
         grid_solver = get_solver(self.grid_solver)
         grid_solver.steps_for_nfe(self.grid_nfe, grid_solver.resolve_options({}))
+        if self.objective == "flow":
+            grid_solver.check_start(float("inf"))  # flow models' sample grids run the flow schedule from t = 1
 
     def unet_config(self, image_channels: int, image_size: int) -> UNetConfig:
         """The U-Net shape for images of this size (the other shape keys are this config's), validated."""

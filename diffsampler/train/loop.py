@@ -28,14 +28,20 @@ from diffsampler.errors import UserError
 from diffsampler.images import save_grid
 from diffsampler.models.checkpoint import checkpoint_bytes
 from diffsampler.models.unet import UNetDenoiser
+from diffsampler.models.unet_flow import FlowUNetDenoiser
 from diffsampler.progress import ProgressFn, report
 from diffsampler.run_setup import resolve_precision
 from diffsampler.sampling import Generation, GridPlan, generate, plan_grid
+from diffsampler.schedules import FlowGrid
 from diffsampler.solvers import SolverSpec, get_solver
 from diffsampler.torch_files import UnreadableTorchFile, load_plain
 from diffsampler.train.config import RESUMABLE_KEYS, TrainConfig
 from diffsampler.train.data import TrainingData, training_data
-from diffsampler.train.objective import edm_loss, ema_beta, ema_update, sample_sigmas
+from diffsampler.train.objective import edm_loss, ema_beta, ema_update, flow_loss, sample_flow_times, sample_sigmas
+
+TrainedUNet = UNetDenoiser | FlowUNetDenoiser
+DEFAULTS = dataclasses.asdict(TrainConfig())
+"""Keys a run saved before they existed are taken at their default when resuming (objective: edm)."""
 
 STATE_FORMAT = "diffsampler-train-state"
 LOSS_HEADER = "step,images_seen,loss,images_per_second,seconds,cpu_seconds\n"
@@ -57,8 +63,8 @@ class TrainOutcome:
 class TrainState:
     """Everything that changes while training; saved whole for ``--resume``."""
 
-    model: UNetDenoiser
-    ema: UNetDenoiser
+    model: TrainedUNet
+    ema: TrainedUNet
     optimizer: torch.optim.Adam
     generator: torch.Generator
     step: int = 0
@@ -82,7 +88,8 @@ def _torch_bytes(obj: Any) -> bytes:
 def _new_state(cfg: TrainConfig, data: TrainingData, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.seed)
     _, c, s, _ = data.images.shape
-    model = UNetDenoiser(cfg.unet_config(c, s)).to(device).train()
+    unet = cfg.unet_config(c, s)
+    model = (FlowUNetDenoiser(unet) if cfg.objective == "flow" else UNetDenoiser(unet)).to(device).train()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prior = None if cfg.init_from is None else _warm_start(model, cfg.init_from)
@@ -93,12 +100,12 @@ def _new_state(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Tr
     return TrainState(model, ema, optimizer, torch.Generator().manual_seed(cfg.seed), prior=prior)
 
 
-def _warm_start(model: UNetDenoiser, source: str) -> dict[str, Any]:
+def _warm_start(model: TrainedUNet, source: str) -> dict[str, Any]:
     """Copy the weights of the trained U-Net ``source`` into ``model``; returns its training totals."""
     from diffsampler.models import load_model
 
     trained = load_model(source)
-    if not isinstance(trained, UNetDenoiser) or trained.config != model.config:
+    if type(trained) is not type(model) or trained.config != model.config:
         raise UserError(f"init_from '{source}' is not a U-Net of this run's shape; use a checkpoint of the same config")
     model.load_state_dict(trained.state_dict())
     meta = trained.checkpoint_meta or {}
@@ -111,7 +118,7 @@ def _warm_start(model: UNetDenoiser, source: str) -> dict[str, Any]:
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, data: TrainingData, path: Path) -> None:
     current = dataclasses.asdict(cfg)
     for key, value in current.items():
-        if key not in RESUMABLE_KEYS and saved["config"].get(key) != value:
+        if key not in RESUMABLE_KEYS and saved["config"].get(key, DEFAULTS.get(key)) != value:
             raise UserError(
                 f"config key '{key}' is {value!r} but the run in {path.parent} used {saved['config'].get(key)!r}; "
                 "resume with the same value or start a run under another name"
@@ -210,6 +217,8 @@ def _grid_plan(cfg: TrainConfig) -> tuple[SolverSpec, dict[str, Any], GridPlan]:
     """Solver, options and sigma grid of the sample grid drawn at each checkpoint."""
     spec = get_solver(cfg.grid_solver)
     options = spec.resolve_options({})
+    if cfg.objective == "flow":
+        return spec, options, plan_grid(spec, options, 1.0, 2.0, cfg.grid_nfe, "flow", flow_grid=FlowGrid())
     return spec, options, plan_grid(spec, options, cfg.sigma_min, cfg.sigma_max, cfg.grid_nfe)
 
 
@@ -222,12 +231,19 @@ def _train_step(state: TrainState, cfg: TrainConfig, images: torch.Tensor, devic
     if cfg.xflip:
         flip = (torch.rand(cfg.batch_size, generator=gen) < 0.5).to(device)
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-    sigma = sample_sigmas(cfg.batch_size, cfg.p_mean, cfg.p_std, gen)
+    flow = cfg.objective == "flow"
+    if flow:
+        level = sample_flow_times(cfg.batch_size, cfg.logit_mean, cfg.logit_std, gen)
+    else:
+        level = sample_sigmas(cfg.batch_size, cfg.p_mean, cfg.p_std, gen)
     noise = torch.randn(x0.shape, generator=gen).to(device)
     for group in state.optimizer.param_groups:
         group["lr"] = cfg.lr * min(1.0, (state.step + 1) / max(1, cfg.lr_warmup_steps))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.precision, device)):
-        loss = edm_loss(state.model, x0, sigma, noise, cfg.sigma_data)
+        if isinstance(state.model, FlowUNetDenoiser):
+            loss = flow_loss(state.model, x0, level, noise)
+        else:
+            loss = edm_loss(state.model, x0, level, noise, cfg.sigma_data)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip is not None:

@@ -3,6 +3,11 @@
 Noise levels are lognormal, ln sigma ~ N(P_mean, P_std^2); the loss is
 lambda(sigma) ||D(x0 + sigma n) - x0||^2 with lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2,
 which makes the effective target of the raw network F unit-variance at every sigma.
+
+The flow objective (rectified flow, arXiv 2209.03003; SD3, arXiv 2403.03206 sec. 3.1) trains the velocity:
+x_t = (1 - t) x0 + t n, loss ||v(x_t, t) - (n - x0)||^2, with t logit-normal, logit(t) ~ N(m, s^2) (SD3 eq. 19; its
+best-ranked sampling: it puts the training weight on the middle times, where the velocity is hardest to predict,
+and none near t = 0 and 1, where it is nearly n - E[x0] or x0-independent).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from diffsampler.models.base import Denoiser
+from diffsampler.models.unet_flow import FlowUNetDenoiser
 
 
 def sample_sigmas(batch: int, p_mean: float, p_std: float, generator: torch.Generator) -> torch.Tensor:
@@ -29,6 +35,19 @@ def edm_loss(
     s = sigma.to(x0.device, torch.float32)[:, None, None, None]
     denoised = denoiser(x0 + s * noise, sigma.to(x0.device))
     return (loss_weight(s, sigma_data) * (denoised.float() - x0) ** 2).mean()
+
+
+def sample_flow_times(batch: int, mean: float, std: float, generator: torch.Generator) -> torch.Tensor:
+    """t = sigmoid(m + s z), z ~ N(0, 1): SD3's logit-normal, float32 of shape (batch,) on the CPU."""
+    return torch.sigmoid(mean + std * torch.randn(batch, generator=generator))
+
+
+def flow_loss(model: FlowUNetDenoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Mean over batch and pixels of (v(x_t, t) - (n - x0))^2 with x_t = (1 - t) x0 + t n, in float32."""
+    s = t.to(x0.device, torch.float32)[:, None, None, None]
+    x_t = (1 - s) * x0 + s * noise
+    v = model.velocity(x_t, model.time.scale * t.to(x0.device, torch.float32), None)
+    return ((v.float() - (noise - x0)) ** 2).mean()
 
 
 def ema_beta(batch_size: int, images_seen: int, halflife_images: float, rampup: float) -> float:

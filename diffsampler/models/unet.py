@@ -257,14 +257,33 @@ def checkpoint_summary(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {"checkpoint": {k: meta[k] for k in keys if k in meta}}
 
 
-class UNetDenoiser(Denoiser):
-    """The EDM-preconditioned U-Net as a denoiser D(x, sigma); runs the network in its parameters' dtype, or
-    under autocast to ``autocast_dtype`` (``set_autocast``; or the caller's autocast), and returns x's dtype.
-    ``last_features`` is the pooled bottleneck."""
+class UNetWrapper:
+    """What the EDM and the flow U-Net denoisers share: autocast, the bottleneck feature, the description."""
 
+    config: UNetConfig
     checkpoint_meta: dict[str, Any] | None = None
     """The training metadata of the checkpoint this model was loaded from (None if built fresh)."""
     supports_autocast = True
+    autocast_dtype: torch.dtype | None
+    last_features: torch.Tensor | None
+
+    def set_autocast(self, dtype: torch.dtype | None) -> None:
+        self.autocast_dtype = dtype
+
+    def features(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """The pooled bottleneck feature (B, F) at (x, sigma); one network evaluation (counted)."""
+        self(x, sigma)
+        assert self.last_features is not None
+        return self.last_features
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "unet": asdict(self.config), **checkpoint_summary(self.checkpoint_meta)}
+
+
+class UNetDenoiser(UNetWrapper, Denoiser):
+    """The EDM-preconditioned U-Net as a denoiser D(x, sigma); runs the network in its parameters' dtype, or
+    under autocast to ``autocast_dtype`` (``set_autocast``; or the caller's autocast), and returns x's dtype.
+    ``last_features`` is the pooled bottleneck."""
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
@@ -285,18 +304,6 @@ class UNetDenoiser(Denoiser):
             out = self.net((c_in[:, None, None, None] * x).to(dtype), c_noise.to(dtype))
         self.last_features = self.net.bottleneck if cast is None else self.net.bottleneck.to(dtype)
         return c_skip[:, None, None, None] * x + c_out[:, None, None, None] * out.to(x.dtype)
-
-    def set_autocast(self, dtype: torch.dtype | None) -> None:
-        self.autocast_dtype = dtype
-
-    def features(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """The pooled bottleneck feature (B, F) at (x, sigma); one network evaluation (counted)."""
-        self(x, sigma)
-        assert self.last_features is not None
-        return self.last_features
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "unet": asdict(self.config), **checkpoint_summary(self.checkpoint_meta)}
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -9,23 +9,19 @@ the U-Net's sinusoidal embedding (scale 1) it spans the same frequencies as EDM'
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from diffsampler.models.flow import FlowDenoiser, FlowTime
-from diffsampler.models.unet import UNet, UNetConfig, checkpoint_summary
+from diffsampler.models.unet import UNet, UNetConfig, UNetWrapper
 
 FLOW_TIME_SCALE = 1000.0
 
 
-class FlowUNetDenoiser(FlowDenoiser):
+class FlowUNetDenoiser(UNetWrapper, FlowDenoiser):
     """The U-Net as a velocity model; runs in its parameters' dtype or under autocast to ``autocast_dtype``.
     ``last_features`` is the pooled bottleneck, as for the EDM U-Net."""
-
-    checkpoint_meta: dict[str, Any] | None = None
-    supports_autocast = True
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__(None, cfg.sample_shape, time=FlowTime(scale=FLOW_TIME_SCALE))
@@ -42,15 +38,3 @@ class FlowUNetDenoiser(FlowDenoiser):
 
     def network_dtype(self, x: torch.Tensor) -> torch.dtype:
         return self.net.conv_in.weight.dtype
-
-    def set_autocast(self, dtype: torch.dtype | None) -> None:
-        self.autocast_dtype = dtype
-
-    def features(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """The pooled bottleneck feature (B, F) at (x, sigma); one network evaluation (counted)."""
-        self(x, sigma)
-        assert self.last_features is not None
-        return self.last_features
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "unet": asdict(self.config), **checkpoint_summary(self.checkpoint_meta)}
